@@ -1,0 +1,95 @@
+"""Artifact: an exported model file plus the ``manifest.json`` beside it.
+
+Layout on disk (one folder per artifact)::
+
+    <dir>/model.<suffix>        the artifact (.ptl, .pte, .tflite)
+    <dir>/manifest.json         this module's schema (below)
+    <dir>/sample_inputs.npz     example inputs in the artifact's own layout (arr_0, arr_1, ...)
+
+Manifest keys (schema_version 1): ``schema_version``, ``backend``, ``file``, ``sha256``,
+``size_bytes``, ``model`` {name, source, params, metric}, ``inputs``/``outputs``: lists of
+{name, shape, dtype, layout} where shape/dtype/layout are those of the artifact itself
+(TFLite image inputs are NHWC) and ``source_layout`` is the eager model's layout,
+``compression`` (the applied plan/recipe as JSON, or null), ``delegation`` (backend
+specific coverage, e.g. ExecuTorch ops delegated to XNNPACK vs portable), ``tool_versions``,
+``notes`` (list of strings, e.g. "optimize_for_mobile unavailable: ..."), ``validation``
+(the result of :mod:`edge.validate`), ``cache_key``, ``created_at``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SAMPLE_INPUTS_NAME = "sample_inputs.npz"
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """An artifact file and its manifest (a plain dict, the JSON schema above)."""
+
+    path: Path
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return self.manifest["backend"]
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["sha256"]
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.manifest["size_bytes"])
+
+    def write_manifest(self) -> None:
+        tmp = self.dir / (MANIFEST_NAME + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
+        tmp.replace(self.dir / MANIFEST_NAME)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load an artifact from its file (manifest beside it) or from its folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        manifest_path = p / MANIFEST_NAME
+    else:
+        manifest_path = p.parent / MANIFEST_NAME
+    if not manifest_path.exists():
+        raise ConfigError(
+            f"expected an artifact file with {MANIFEST_NAME} beside it, found none at {manifest_path}; "
+            "pass a file written by `edge export`"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{manifest_path} is not valid JSON ({exc}); re-run `edge export`") from exc
+    if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+        raise ConfigError(
+            f"{manifest_path}: expected manifest schema_version {MANIFEST_SCHEMA_VERSION}, "
+            f"found {manifest.get('schema_version')!r}; re-export with this version of edge"
+        )
+    file_path = manifest_path.parent / manifest["file"]
+    if not p.is_dir() and p.resolve() != file_path.resolve():
+        raise ConfigError(f"{p} is not the artifact its manifest names ({manifest['file']})")
+    if not file_path.exists():
+        raise ConfigError(f"{manifest_path} names {manifest['file']}, which is missing; re-run `edge export`")
+    return Artifact(path=file_path, manifest=manifest)

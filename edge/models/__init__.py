@@ -1,0 +1,63 @@
+"""The model zoo and loaders.
+
+``load_model(ref)`` accepts a zoo name, ``path/to/file.py:factory`` or a Hugging Face
+model directory and returns a :class:`ModelSpec`.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .base import ModelSpec
+
+# zoo name -> "module:factory" (imported on first use; minilm pulls in transformers)
+ZOO: dict[str, str] = {
+    "tiny-mlp": "edge.models.tiny:tiny_mlp",
+    "tiny-cnn": "edge.models.tiny:tiny_cnn",
+    "tiny-lm": "edge.models.tiny_lm:tiny_lm",
+    "minilm": "edge.models.minilm:minilm",
+}
+
+ZOO_DESCRIPTIONS: dict[str, str] = {
+    "tiny-mlp": "3-layer MLP classifier (64 -> 10), top-1 agreement",
+    "tiny-cnn": "MobileNet-like depthwise-separable CNN (3x32x32 -> 10), top-1 agreement",
+    "tiny-lm": "Llama-style decoder LM (3 layers, vocab 256, context 32), perplexity",
+    "minilm": "pretrained all-MiniLM-L6-v2 sentence embedder (64 tokens -> 384), cosine",
+}
+
+_CACHE: dict[str, ModelSpec] = {}
+
+
+def load_model(ref: str) -> ModelSpec:
+    """Resolve a model reference to a ModelSpec (zoo models are cached per process)."""
+    if ref in ZOO:
+        if ref not in _CACHE:
+            module_name, _, attr = ZOO[ref].partition(":")
+            _CACHE[ref] = getattr(importlib.import_module(module_name), attr)()
+        return _CACHE[ref]
+    if ".py:" in ref:
+        from .loaders import load_factory
+
+        return load_factory(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"expected a Hugging Face model directory with config.json at {path}, found a "
+                "directory without one"
+            )
+        from .loaders import load_hf_dir
+
+        return load_hf_dir(path)
+    raise ModelLoadError(
+        f"expected a zoo name ({', '.join(ZOO)}), a path/to/file.py:factory, or a Hugging Face "
+        f"model directory; found '{ref}'. Run `edge models list` for the zoo."
+    )
+
+
+def list_models() -> list[dict]:
+    return [{"name": n, "description": d} for n, d in ZOO_DESCRIPTIONS.items()]
+
+
+__all__ = ["ModelSpec", "ZOO", "load_model", "list_models"]
