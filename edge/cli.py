@@ -66,10 +66,22 @@ def _models_list(args: argparse.Namespace) -> Output:
     return Output(rows, _table(rows, ["name", "description"]))
 
 
+def _models_show(args: argparse.Namespace) -> Output:
+    from .models import load_model
+
+    info = load_model(args.model).summary()
+    lines = [f"{k}: {v}" for k, v in info.items() if k != "inputs"]
+    lines += [f"input {i['name']}: {i['shape']} {i['dtype']}" for i in info["inputs"]]
+    return Output(info, "\n".join(lines))
+
+
 def _add_models(sub) -> None:
     p = sub.add_parser("models", help="the model zoo")
     s = p.add_subparsers(dest="models_command", required=True)
     _command(s, "list", _models_list, "list the zoo models")
+    show = _command(s, "show", _models_show,
+                    "load a model (zoo name, file.py:factory or HF dir) and describe it")
+    show.add_argument("model", help="zoo name, path/to/file.py:factory, or a Hugging Face model directory")
 
 
 # --- profiles -------------------------------------------------------------------------
