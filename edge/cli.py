@@ -204,8 +204,55 @@ def _add_export(sub) -> None:
 
 # --- plan -----------------------------------------------------------------------------
 
+def _render_plan(plan) -> str:
+    pred = plan.predicted
+    lines = [f"plan for {plan.model} on {plan.profile}: backend {plan.backend}",
+             "recipe: " + (", ".join(c.label() for c in plan.recipe) or "none (fp32)"),
+             "groups: " + ", ".join(f"{g}={p}" for g, p in plan.groups.items()),
+             f"predicted: size {pred['size_mb']} MB, peak memory {pred['peak_memory_mb']} MB, "
+             f"latency {pred['latency_ms']} ms, accuracy {pred['accuracy']} ({plan.accuracy_basis})",
+             "", "Pareto front (feasible alternatives):"]
+    rows = [{"backend": a["backend"], "structure": a["structure"],
+             "groups": " ".join(f"{g}={p}" for g, p in a["groups"].items() if p != "fp32") or "fp32",
+             "size_mb": a["predicted"]["size_mb"], "memory_mb": a["predicted"]["peak_memory_mb"],
+             "latency_ms": a["predicted"]["latency_ms"], "accuracy": a["predicted"]["accuracy"],
+             "basis": a["accuracy_basis"]} for a in plan.pareto]
+    lines.append(_table(rows, ["backend", "structure", "groups", "size_mb", "memory_mb", "latency_ms",
+                               "accuracy", "basis"]))
+    lines += ["", "reasons:"] + [f"  - {r}" for r in plan.reasons]
+    if plan.notes:
+        lines += ["", "cost-model notes:"] + [f"  - {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _plan(args: argparse.Namespace) -> Output:
+    from .models import load_model
+    from .planner import Constraints, make_plan, save_plan
+    from .profiles import load_profile
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    constraints = Constraints(min_accuracy=args.min_accuracy, max_latency_ms=args.max_latency_ms,
+                              max_size_mb=args.max_size_mb)
+    plan = make_plan(load_model(args.model), load_profile(args.profile), constraints,
+                     backends=backends, distill=args.distill)
+    text = _render_plan(plan)
+    if args.output:
+        text += f"\n\nwritten to {save_plan(plan, args.output)}"
+    return Output(plan.to_dict(), text)
+
+
 def _add_plan(sub) -> None:
-    pass
+    p = _command(sub, "plan", _plan, "choose compression recipe and backend for a device")
+    p.add_argument("model", help="zoo name, path/to/file.py:factory or Hugging Face directory")
+    p.add_argument("--profile", required=True, help="device profile name or YAML path")
+    p.add_argument("--min-accuracy", type=float, default=0.99,
+                   help="minimum metric vs fp32 (1.0 = identical; default 0.99)")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="predicted latency limit")
+    p.add_argument("--max-size-mb", type=float, default=None, help="artifact size limit")
+    p.add_argument("--backends", default=None, help="comma-separated backends to consider")
+    p.add_argument("--distill", action="store_true",
+                   help="also try a distilled shallower student (trains up to 30 s)")
+    p.add_argument("-o", "--output", default=None, help="write the plan (.yaml/.yml/.json)")
 
 
 # --- targets, deploy, bench -----------------------------------------------------------
@@ -259,7 +306,7 @@ def _bench(args: argparse.Namespace) -> Output:
                    threads=args.threads, targets_file=args.targets_file,
                    trust_new_host=args.trust_new_host, timeout_s=args.timeout)
     lat = result.latency_ms
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if v >= 1 else f"{v:.3g}"  # noqa: E731
     ctx = result.context
     lines = [f"{result.backend} on {result.target}: {result.runtime} {result.runtime_version or ''}, "
              f"threads {result.threads or 'default'}, {result.iterations} iterations "
@@ -314,15 +361,46 @@ class _CompareProgress:
 
     def __call__(self, event) -> None:
         who = event.backend if event.plan_name in ("", "fp32") else f"{event.backend} {event.plan_name}"
+        head = f"[{who}] {event.step} ..."
+        # "\r" rewrites the whole line, so a toolchain's own output in between does not garble it
         if event.status == "start":
-            self.stream.write(f"[{who}] {event.step} ... ")
+            self.stream.write(head)
         elif event.status == "cached":
-            self.stream.write(f"[{who}] {event.step} ... cached\n")
+            self.stream.write(f"{head} cached\n")
         elif event.status == "done":
-            self.stream.write(f"done {event.seconds:.1f} s\n")
+            self.stream.write(f"\r{head} done {event.seconds:.1f} s\x1b[K\n")
         else:
-            self.stream.write(f"failed after {event.seconds:.1f} s: {event.detail}\n")
+            self.stream.write(f"\r{head} failed after {event.seconds:.1f} s: {event.detail}\x1b[K\n")
         self.stream.flush()
+
+
+class _ProgressOnly:
+    """While the progress display runs, info logs and toolchain warnings stay quiet."""
+
+    def __init__(self, enabled: bool):
+        import warnings
+
+        self.enabled, self.level = enabled, None
+        self.warnings = warnings.catch_warnings()
+
+    def __enter__(self):
+        if self.enabled:
+            import warnings
+
+            # toolchains log chatter at WARNING; edge's own warnings (a failed backend) stay
+            self.level = (logging.getLogger().level, log.level)
+            logging.getLogger().setLevel(logging.ERROR)
+            log.setLevel(logging.WARNING)
+            self.warnings.__enter__()
+            warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.warnings.__exit__(*exc)
+            logging.getLogger().setLevel(self.level[0])
+            log.setLevel(self.level[1])
+        return False
 
 
 def _compare(args: argparse.Namespace) -> Output:
@@ -330,13 +408,14 @@ def _compare(args: argparse.Namespace) -> Output:
     from .report import summary_row, text_table
 
     show = not args.json and sys.stderr.isatty()
-    result = compare(
-        args.model, args.profile, args.target, backends=args.backends, min_accuracy=args.min_accuracy,
-        max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, plans=args.plans,
-        out_dir=args.output, db=args.db, targets_file=args.targets_file, warmup=args.warmup,
-        iterations=args.iterations, threads=args.threads,
-        progress=_CompareProgress(sys.stderr) if show else None,
-    )
+    with _ProgressOnly(show and not args.debug):
+        result = compare(
+            args.model, args.profile, args.target, backends=args.backends, min_accuracy=args.min_accuracy,
+            max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, plans=args.plans,
+            out_dir=args.output, db=args.db, targets_file=args.targets_file, warmup=args.warmup,
+            iterations=args.iterations, threads=args.threads,
+            progress=_CompareProgress(sys.stderr) if show else None,
+        )
     run = result.run
     data = {"run_id": run.run_id, "status": run.status, "exit_code": result.exit_code,
             "rows": [summary_row(r) for r in run.rows], "report_html": result.paths["html"],

@@ -1,0 +1,168 @@
+"""The backend contract and the layout/dtype helpers every backend shares.
+
+A backend has a ``name`` (the registry key), a ``suffix`` (the file extension) and:
+
+- ``export(model, spec, out_dir, options) -> Artifact``: convert the (possibly already
+  compressed) eager model to ``out_dir/model<suffix>`` using ``spec.example_inputs`` for
+  the fixed input shapes; the returned manifest holds at least ``backend``, ``file``,
+  ``inputs``, ``outputs``, ``delegation``, ``tool_versions`` and ``notes``. The exporter
+  (:mod:`edge.exporter`) adds hashes, validation and the cache key.
+- ``unsupported(plan) -> list[str]``: why this backend cannot express a plan's techniques
+  (empty when it can, and for ``plan=None``).
+- ``load(path) -> run``: the host runtime for the file; ``run(arrays)`` takes inputs in the
+  artifact's own layout/dtype and returns its raw outputs (numpy arrays).
+
+Options a backend reads are declared in ``options_allowed``; unknown keys or values are
+configuration errors. Layout names: ``NCHW``/``NHWC`` (4-D), ``NCW``/``NWC`` (3-D),
+``NCDHW``/``NDHWC`` (5-D), ``plain`` for tensors with no channel dimension.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..artifact import Artifact
+from ..errors import ConfigError
+
+CHANNELS_FIRST = {3: "NCW", 4: "NCHW", 5: "NCDHW"}
+CHANNELS_LAST = {3: "NWC", 4: "NHWC", 5: "NDHWC"}
+PLAIN = "plain"
+
+Run = Callable[[Sequence[np.ndarray]], list]
+
+
+class Backend(ABC):
+    """One export format and its host runtime."""
+
+    name: str = ""
+    suffix: str = ""
+    # distribution names whose versions go into the manifest and the cache key
+    dists: tuple[str, ...] = ("torch",)
+    # option key -> allowed values
+    options_allowed: dict[str, tuple] = {}
+
+    @abstractmethod
+    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+        """Convert ``model`` into ``out_dir/model<suffix>`` and return the artifact."""
+
+    @abstractmethod
+    def load(self, path: Path) -> Run:
+        """Load ``path`` in the host runtime; the callable runs one inference."""
+
+    def unsupported(self, plan: Any) -> list[str]:
+        """Reasons this backend cannot express ``plan``'s techniques ([] when it can)."""
+        if plan is None:
+            return []
+        from ..compress.capabilities import unsupported_in_recipe
+
+        return unsupported_in_recipe(plan, self.name)
+
+    def tool_versions(self) -> dict[str, str]:
+        """Installed versions of this backend's toolchain (read from package metadata)."""
+        out = {}
+        for dist in self.dists:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "missing"
+        return out
+
+    def check_options(self, options: dict | None) -> dict:
+        """Options with defaults filled in; unknown keys or values raise ConfigError."""
+        options = dict(options or {})
+        for key, value in options.items():
+            if key not in self.options_allowed:
+                raise ConfigError(
+                    f"{self.name}: unknown export option {key!r} (value {value!r}); "
+                    f"expected one of {sorted(self.options_allowed)}"
+                )
+            if value not in self.options_allowed[key]:
+                raise ConfigError(
+                    f"{self.name}: expected option {key} in {list(self.options_allowed[key])}, "
+                    f"found {value!r}"
+                )
+        return {key: options.get(key, allowed[0]) for key, allowed in self.options_allowed.items()}
+
+    def base_manifest(self, spec: Any, model: torch.nn.Module) -> dict:
+        """Manifest fields every backend fills the same way (artifact layout = eager layout)."""
+        return {
+            "backend": self.name,
+            "file": "model" + self.suffix,
+            "inputs": tensor_entries(spec.input_names, spec.example_inputs),
+            "outputs": tensor_entries(spec.output_names, eager_outputs(model, spec.example_inputs)),
+            "delegation": None,
+            "tool_versions": self.tool_versions(),
+            "notes": [],
+        }
+
+
+def default_layout(ndim: int) -> str:
+    return CHANNELS_FIRST.get(ndim, PLAIN)
+
+
+def tensor_entries(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> list[dict]:
+    """Manifest entries for tensors in the eager model's own layout."""
+    out = []
+    for i, t in enumerate(tensors):
+        name = names[i] if i < len(names) else f"output_{i}"
+        layout = default_layout(t.dim())
+        out.append({"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+                    "layout": layout, "source_layout": layout})
+    return out
+
+
+@torch.no_grad()
+def eager_outputs(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The model's outputs as a flat list of tensors."""
+    out = model(*inputs)
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def layout_perm(source: str, target: str) -> list[int] | None:
+    """Axis permutation taking ``source`` layout to ``target`` (None when nothing moves)."""
+    if source == target or PLAIN in (source, target):
+        return None
+    return [source.index(axis) for axis in target]
+
+
+def to_artifact_inputs(arrays: Sequence[np.ndarray], entries: Sequence[dict]) -> list[np.ndarray]:
+    """Eager-layout inputs -> the artifact's layout, dtype and (int8) quantization."""
+    out = []
+    for a, e in zip(arrays, entries):
+        a = np.asarray(a)
+        perm = layout_perm(e.get("source_layout", e["layout"]), e["layout"])
+        if perm:
+            a = a.transpose(perm)
+        q = e.get("quantization")
+        if q:
+            info = np.iinfo(np.dtype(e["dtype"]))
+            a = np.clip(np.round(a / q["scale"] + q["zero_point"]), info.min, info.max)
+        out.append(np.ascontiguousarray(a.astype(np.dtype(e["dtype"]))))
+    return out
+
+
+def from_artifact_outputs(arrays: Sequence[np.ndarray], entries: Sequence[dict]) -> list[np.ndarray]:
+    """The artifact's raw outputs -> float arrays in the eager model's layout."""
+    out = []
+    for a, e in zip(arrays, entries):
+        a = np.asarray(a)
+        q = e.get("quantization")
+        if q:
+            a = (a.astype(np.float32) - q["zero_point"]) * q["scale"]
+        perm = layout_perm(e["layout"], e.get("source_layout", e["layout"]))
+        if perm:
+            a = a.transpose(perm)
+        out.append(a)
+    return out
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """A short one-line description of an exception for error messages."""
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(exc).__name__}: {msg[:limit]}"

@@ -1,0 +1,219 @@
+"""TensorFlow Lite (``.tflite``) through ONNX and onnx2tf.
+
+torch.onnx.export(dynamo=True) -> onnx2tf (in a subprocess with its own working
+directory, no network) -> ``.tflite``. onnx2tf makes 3-D/4-D/5-D inputs channels-last
+(NCHW -> NHWC); the manifest records each input's and output's layout. One conversion
+writes every quantized variant; ``tflite_quantization`` picks the file:
+
+=================  ================================  =============================
+option             onnx2tf file                      inputs/outputs
+=================  ================================  =============================
+None               ``*_float32.tflite``              float32
+``float16``        ``*_float16.tflite``              float32 (fp16 weights)
+``dynamic_range``  ``*_dynamic_range_quant.tflite``  float32 (int8 weights)
+``integer``        ``*_integer_quant.tflite``        float32 (int8 inside)
+``full_integer``   ``*_full_integer_quant.tflite``   int8
+=================  ================================  =============================
+
+Integer variants are calibrated with ``spec.calib_inputs``. onnx2tf downloads a sample
+image file when every input is a 3-channel image; the backend writes that file into the
+conversion's working directory from the spec's own calibration images instead.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..artifact import Artifact
+from ..errors import ExportError, UnsupportedError
+from .base import CHANNELS_LAST, PLAIN, Backend, Run, default_layout, first_line, layout_perm
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+CALIBRATION_IMAGE_SHAPE = (20, 128, 128, 3)  # what onnx2tf's download_test_image_data() returns
+VARIANTS = {None: "float32", "float16": "float16", "dynamic_range": "dynamic_range_quant",
+            "integer": "integer_quant", "full_integer": "full_integer_quant"}
+CONVERT_TIMEOUT_S = float(os.environ.get("EDGE_ONNX2TF_TIMEOUT_S", "1800"))
+_DEAD_PROXY = "http://127.0.0.1:9"  # a closed port: any download attempt fails at once
+_WORKER = "import json, sys, onnx2tf; onnx2tf.convert(**json.load(open(sys.argv[1])))"
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    suffix = ".tflite"
+    dists = ("torch", "onnx", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert")
+    options_allowed: dict[str, tuple] = {"tflite_quantization": tuple(VARIANTS)}
+
+    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+        options = self.check_options(options)
+        quant = options["tflite_quantization"]
+        manifest = self.base_manifest(spec, model)
+        path = Path(out_dir) / manifest["file"]
+        with tempfile.TemporaryDirectory(prefix="edge-onnx2tf-") as work_str:
+            work = Path(work_str)
+            _to_onnx(model.eval(), spec, work / "model.onnx")
+            _write_calibration(spec, work, quant)
+            _run_onnx2tf(self._convert_args(spec, work, quant), work)
+            produced = work / "out" / f"model_{VARIANTS[quant]}.tflite"
+            if not produced.exists():
+                found = sorted(p.name for p in (work / "out").glob("*.tflite"))
+                raise ExportError(f"tflite: onnx2tf wrote {found}, expected {produced.name}")
+            produced.replace(path)
+        _describe_io(path, manifest)
+        manifest["notes"].append("converted with torch.onnx.export(dynamo=True) and onnx2tf")
+        if quant:
+            manifest["notes"].append(f"onnx2tf variant {VARIANTS[quant]}")
+        return Artifact(path=path, manifest=manifest)
+
+    def load(self, path: Path) -> Run:
+        interpreter, ins, outs = _interpreter(path)
+
+        def run(arrays):
+            for d, a in zip(ins, arrays):
+                interpreter.set_tensor(d["index"], np.asarray(a, dtype=d["dtype"]))
+            interpreter.invoke()
+            return [interpreter.get_tensor(d["index"]).copy() for d in outs]
+
+        return run
+
+    @staticmethod
+    def _convert_args(spec: Any, work: Path, quant: str | None) -> dict:
+        args = {
+            "input_onnx_file_path": str(work / "model.onnx"),
+            "output_folder_path": str(work / "out"),
+            "copy_onnx_input_output_names_to_tflite": True,
+            "non_verbose": True,
+        }
+        if quant == "dynamic_range":
+            args["output_dynamic_range_quantized_tflite"] = True
+        if quant in ("integer", "full_integer"):
+            args["output_integer_quantized_tflite"] = True
+            args["custom_input_op_name_np_data_path"] = [
+                [name, str(work / f"calib_{i}.npy"), 0.0, 1.0] for i, name in enumerate(spec.input_names)
+            ]
+        return args
+
+
+def _to_onnx(model: torch.nn.Module, spec: Any, path: Path) -> None:
+    chatty = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in chatty]
+    for lg in chatty:  # graph-pass progress and constant-folding chatter are noise to an edge user
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, tuple(spec.example_inputs), str(path), input_names=list(spec.input_names),
+                              output_names=list(spec.output_names), dynamo=True, verbose=False)
+    except Exception as exc:  # torch.export / onnxscript translation errors of many types
+        text = f"{exc} {exc.__cause__ or ''}"
+        if "data-dependent" in text or "data dependent" in text:
+            raise UnsupportedError(
+                f"tflite: torch.onnx.export cannot capture {type(model).__name__}: data-dependent "
+                f"control flow ({first_line(exc)}). Rewrite the branch with torch.where"
+            ) from exc
+        raise ExportError(f"tflite: torch.onnx.export failed on {type(model).__name__}: {first_line(exc, 500)}") from exc
+    finally:
+        for lg, level in zip(chatty, levels):
+            lg.setLevel(level)
+
+
+def _calib_array(spec: Any, i: int) -> np.ndarray:
+    """Calibration samples of input ``i`` stacked on the batch axis, in the tflite layout (N, ...)."""
+    arr = np.concatenate([np.asarray(inputs[i]) for inputs in spec.calib_inputs], axis=0)
+    perm = layout_perm(default_layout(arr.ndim), CHANNELS_LAST.get(arr.ndim, PLAIN))
+    return arr.transpose(perm) if perm else arr
+
+
+def _write_calibration(spec: Any, work: Path, quant: str | None) -> None:
+    """Files onnx2tf reads: its sample-image file (else it downloads one) and our calibration data."""
+    images = [np.asarray(inputs[0]) for inputs in spec.calib_inputs if len(inputs) and inputs[0].dim() == 4]
+    np.save(work / CALIBRATION_IMAGE_FILE, _sample_images(images))
+    if quant in ("integer", "full_integer"):
+        for i in range(len(spec.input_names)):
+            np.save(work / f"calib_{i}.npy", _calib_array(spec, i).astype(np.float32))
+
+
+def _sample_images(images: list[np.ndarray]) -> np.ndarray:
+    """(20, 128, 128, 3) float32 NHWC from the spec's own NCHW images (tiled, resized, 3 channels)."""
+    n, h, w, c = CALIBRATION_IMAGE_SHAPE
+    if not images:
+        return np.full(CALIBRATION_IMAGE_SHAPE, 0.5, dtype=np.float32)
+    batch = torch.from_numpy(np.concatenate([np.asarray(x, dtype=np.float32) for x in images], axis=0))
+    batch = batch[torch.arange(n) % batch.shape[0]]
+    chans = batch.shape[1]
+    batch = batch[:, torch.arange(c) % chans]
+    batch = torch.nn.functional.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
+    return batch.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _run_onnx2tf(args: dict, work: Path) -> None:
+    (work / "args.json").write_text(json.dumps(args))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", HF_HUB_OFFLINE="1", NO_PROXY="", no_proxy="")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env[var] = _DEAD_PROXY
+    log.info("tflite: running onnx2tf (timeout %.0f s)", CONVERT_TIMEOUT_S)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _WORKER, str(work / "args.json")], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ExportError(f"tflite: onnx2tf ran past {CONVERT_TIMEOUT_S:.0f} s; raise EDGE_ONNX2TF_TIMEOUT_S") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
+        raise ExportError(f"tflite: onnx2tf failed (exit {proc.returncode}); its last lines:\n{tail}")
+
+
+def _interpreter(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter, interpreter.get_input_details(), interpreter.get_output_details()
+
+
+def _describe_io(path: Path, manifest: dict) -> None:
+    """Fill the manifest's inputs/outputs with the .tflite's own shapes, dtypes, layouts, order."""
+    _, ins, outs = _interpreter(path)
+    manifest["inputs"] = _match(ins, manifest["inputs"], "input")
+    manifest["outputs"] = _match(outs, manifest["outputs"], "output")
+
+
+def _match(details: list[dict], entries: list[dict], kind: str) -> list[dict]:
+    by_name = {d["name"]: d for d in details}
+    if len(details) != len(entries):
+        raise ExportError(f"tflite: expected {len(entries)} {kind}s in the .tflite, found {len(details)}")
+    ordered = [by_name.get(e["name"], details[i]) for i, e in enumerate(entries)]
+    out = []
+    for d, e in zip(ordered, entries):
+        shape = [int(s) for s in d["shape"]]
+        entry = dict(e, shape=shape, dtype=np.dtype(d["dtype"]).name)
+        entry["layout"] = _layout_of(e["shape"], shape, e["source_layout"], kind, e["name"])
+        scale, zero_point = d.get("quantization", (0.0, 0))
+        if scale and np.dtype(d["dtype"]).kind in "iu" and e["dtype"].startswith("float"):
+            entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+        out.append(entry)
+    return out
+
+
+def _layout_of(source_shape: list[int], shape: list[int], source_layout: str, kind: str, name: str) -> str:
+    last = CHANNELS_LAST.get(len(source_shape))
+    if last:
+        perm = layout_perm(source_layout, last)
+        if [source_shape[p] for p in perm] == shape:
+            return last
+    if list(source_shape) == shape:
+        return source_layout
+    raise ExportError(
+        f"tflite: {kind} {name!r} has shape {shape} in the .tflite, expected {source_shape} "
+        "or its channels-last form"
+    )

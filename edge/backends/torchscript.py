@@ -1,0 +1,126 @@
+"""TorchScript for the PyTorch Mobile lite interpreter (``.ptl``).
+
+trace (script when tracing froze data-dependent control flow) -> freeze ->
+optimize_for_mobile when this torch build has XNNPACK -> ``_save_for_lite_interpreter``.
+PyTorch Mobile is deprecated upstream; this backend is kept working (it is the path for
+``torch.ao`` dynamic-quantized models) but new features go to ExecuTorch.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..artifact import Artifact
+from ..errors import ExportError, UnsupportedError
+from .base import Backend, Run, eager_outputs, first_line
+
+log = logging.getLogger(__name__)
+
+# how many calibration samples check that a trace did not freeze a data-dependent branch
+_TRACE_CHECK_SAMPLES = 8
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+    suffix = ".ptl"
+    dists = ("torch",)
+    options_allowed: dict[str, tuple] = {}
+
+    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+        with warnings.catch_warnings():
+            # every TorchScript entry point warns that it is deprecated; the module docstring says so
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return self._export(model, spec, Path(out_dir), options)
+
+    def _export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+        self.check_options(options)
+        manifest = self.base_manifest(spec, model)
+        module, how = self._capture(model.eval(), spec)
+        manifest["notes"].append(f"captured with torch.jit.{how}")
+        try:
+            module = torch.jit.freeze(module.eval())
+        except RuntimeError as exc:
+            raise ExportError(f"torchscript: torch.jit.freeze failed: {first_line(exc)}") from exc
+        module = _try_optimize(module, manifest["notes"])
+        path = out_dir / manifest["file"]
+        try:
+            module._save_for_lite_interpreter(str(path))
+        except RuntimeError as exc:
+            raise ExportError(
+                f"torchscript: saving for the lite interpreter failed: {first_line(exc)}"
+            ) from exc
+        return Artifact(path=path, manifest=manifest)
+
+    def load(self, path: Path) -> Run:
+        from torch.jit.mobile import _load_for_lite_interpreter
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            module = _load_for_lite_interpreter(str(path))
+
+        def run(arrays):
+            with torch.no_grad():
+                out = module(*(torch.from_numpy(np.asarray(a)) for a in arrays))
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return [o.numpy() for o in outs]
+
+        return run
+
+    def _capture(self, model: torch.nn.Module, spec: Any) -> tuple[torch.jit.ScriptModule, str]:
+        """Trace; if the trace froze a data-dependent branch, script instead."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            try:
+                traced = torch.jit.trace(model, spec.example_inputs, strict=False, check_trace=False)
+            except Exception as exc:  # any tracer failure is an export failure of this model
+                traced, trace_error = None, exc
+            else:
+                trace_error = None
+        suspicious = [w for w in caught if "Python boolean" in str(w.message)]
+        if traced is not None and (not suspicious or _agrees(traced, model, spec)):
+            return traced, "trace"
+        where = _where(suspicious) if suspicious else first_line(trace_error)
+        log.info("torchscript: tracing is not faithful (%s); trying torch.jit.script", where)
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as exc:  # TorchScript frontend errors have no common base class
+            raise UnsupportedError(
+                f"torchscript: cannot capture {type(model).__name__}: tracing "
+                + (f"froze data-dependent control flow at {where}" if suspicious else f"failed ({where})")
+                + f", and torch.jit.script failed: {first_line(exc)}. Remove the data-dependent "
+                "branch (e.g. torch.where) or use the executorch backend with torch.cond"
+            ) from exc
+        return scripted, "script"
+
+
+def _agrees(traced: torch.jit.ScriptModule, model: torch.nn.Module, spec: Any) -> bool:
+    """Does the trace match the eager model on a few calibration inputs?"""
+    for inputs in list(spec.calib_inputs)[:_TRACE_CHECK_SAMPLES]:
+        with torch.no_grad():
+            want, got = eager_outputs(model, inputs), eager_outputs(traced, inputs)
+        if any(not torch.allclose(w.float(), g.float(), rtol=1e-4, atol=1e-5) for w, g in zip(want, got)):
+            return False
+    return True
+
+
+def _where(caught: list) -> str:
+    w = caught[0]
+    return f"{w.filename}:{w.lineno}"
+
+
+def _try_optimize(module: torch.jit.ScriptModule, notes: list[str]) -> torch.jit.ScriptModule:
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    try:
+        return optimize_for_mobile(module)
+    except (RuntimeError, AssertionError) as exc:
+        # the x86 CPU wheel fails with an internal assert whose useful part is its last sentence
+        reason = str(exc).split("please report a bug to PyTorch.")[-1].strip().splitlines()[0][:200]
+        notes.append(f"optimize_for_mobile unavailable in this torch build: {reason}")
+        log.info("torchscript: optimize_for_mobile skipped (%s)", reason)
+        return module

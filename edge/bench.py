@@ -1,0 +1,296 @@
+"""Deploy an artifact to a target and time it there with the on-device runner.
+
+``deploy`` pushes the artifact, its manifest, its sample inputs and the runner into
+``<workdir>/artifacts/<sha256[:16]>/`` and ``<workdir>/runner.py`` (unchanged files are
+skipped by sha256). ``bench`` runs the runner there and parses its one JSON line into a
+:class:`BenchResult`; the raw samples are kept. Android targets without Python run the
+runtime's own benchmark binary named in the target (``benchmark_model``,
+``executor_runner``) instead, parsed into the same result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .artifact import MANIFEST_NAME, SAMPLE_INPUTS_NAME, Artifact, load_artifact
+from .errors import ConfigError, RunnerError
+from .targets import Target, get_target
+from .transports import connect
+from .transports.base import Transport, tail
+
+log = logging.getLogger(__name__)
+
+RUNNER_PATH = Path(__file__).resolve().parent / "runner" / "runner.py"
+RUNNER_SCHEMA_VERSION = 1
+_CONTEXT_SCRIPT = (
+    'uname -n; uname -r; uname -m; (nproc 2>/dev/null || echo); '
+    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo; '
+    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq 2>/dev/null || echo; '
+    'cat /sys/class/thermal/thermal_zone0/temp 2>/dev/null || echo'
+)
+
+
+@dataclass
+class BenchResult:
+    """One measurement of one artifact on one target. Latencies in milliseconds."""
+
+    backend: str
+    target: str
+    artifact_sha256: str
+    size_bytes: int
+    runtime: str
+    runtime_version: str | None
+    threads: int | None
+    latency_ms: dict
+    latencies_ms: list[float]
+    load_ms: float | None
+    first_inference_ms: float | None
+    peak_rss_mb: float | None
+    warmup: int | None = None
+    iterations: int | None = None
+    import_ms: float | None = None
+    context: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _resolve(target: str | Target, targets_file) -> Target:
+    return target if isinstance(target, Target) else get_target(target, targets_file)
+
+
+def latency_stats(samples_ms: list[float]) -> dict:
+    """p50/p90/p99 (linear interpolation), mean, std (sample, n-1), min, max of raw samples."""
+    xs = sorted(float(x) for x in samples_ms)
+    if not xs:
+        raise RunnerError("the runner returned no latency samples; expected at least one iteration")
+
+    def pct(q: float) -> float:
+        pos = (len(xs) - 1) * q
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    mean = sum(xs) / len(xs)
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+    return {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": mean,
+            "std": math.sqrt(var), "min": xs[0], "max": xs[-1]}
+
+
+def parse_runner_output(stdout: str, stderr: str = "", exit_code: int = 0) -> dict:
+    """The runner's JSON result from its stdout; RunnerError when missing or an error."""
+    result = None
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+    if result is None:
+        raise RunnerError(f"the runner printed no JSON result (exit {exit_code}); stdout: "
+                          f"{tail(stdout.strip(), 500) or '(empty)'}; stderr: "
+                          f"{tail(stderr.strip(), 1500) or '(empty)'}")
+    if "error" in result:
+        raise RunnerError(f"the runner failed on the device: {result['error']}; stderr: "
+                          f"{tail(stderr.strip(), 1500) or '(empty)'}")
+    if result.get("schema_version") != RUNNER_SCHEMA_VERSION:
+        raise RunnerError(f"expected runner schema_version {RUNNER_SCHEMA_VERSION}, found "
+                          f"{result.get('schema_version')!r}; redeploy the runner")
+    return result
+
+
+def make_result(raw: dict, artifact: Artifact, target_name: str) -> BenchResult:
+    """Combine a runner (or native tool) result dict with the artifact's identity."""
+    samples = [float(x) for x in raw.get("latencies_ms") or []]
+    if samples:
+        stats = latency_stats(samples)
+    else:  # native tools that print only a summary
+        summary = raw.get("summary_ms") or {}
+        stats = {k: summary.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")}
+        if stats["mean"] is None:
+            raise RunnerError("the device returned neither latency samples nor a mean latency")
+    return BenchResult(
+        backend=artifact.backend, target=target_name, artifact_sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes, runtime=raw.get("runtime") or "unknown",
+        runtime_version=raw.get("runtime_version"), threads=raw.get("threads"),
+        latency_ms=stats, latencies_ms=samples, load_ms=raw.get("load_ms"),
+        first_inference_ms=raw.get("first_inference_ms"), peak_rss_mb=raw.get("peak_rss_mb"),
+        warmup=raw.get("warmup"), iterations=raw.get("iterations"), import_ms=raw.get("import_ms"),
+        context=raw.get("context") or {})
+
+
+def remote_paths(target: Target, artifact: Artifact) -> dict[str, str]:
+    """Where each deployed file lives on the device."""
+    base = f"{target.workdir.rstrip('/')}/artifacts/{artifact.sha256[:16]}"
+    paths = {"artifact": f"{base}/{artifact.path.name}", "manifest": f"{base}/{MANIFEST_NAME}",
+             "runner": f"{target.workdir.rstrip('/')}/runner.py"}
+    if (artifact.dir / SAMPLE_INPUTS_NAME).exists():
+        paths["inputs"] = f"{base}/{SAMPLE_INPUTS_NAME}"
+    return paths
+
+
+def _push_all(tr: Transport, artifact: Artifact) -> dict:
+    paths = remote_paths(tr.target, artifact)
+    sources = {"artifact": artifact.path, "manifest": artifact.dir / MANIFEST_NAME,
+               "runner": RUNNER_PATH, "inputs": artifact.dir / SAMPLE_INPUTS_NAME}
+    files = {}
+    for key, remote in paths.items():
+        res = tr.put(sources[key], remote)
+        files[key] = {"remote_path": remote, "skipped": res.skipped, "bytes_sent": res.bytes_sent}
+    return {"target": tr.target.name, "remote_dir": str(Path(paths["artifact"]).parent),
+            "files": files, "bytes_sent": sum(f["bytes_sent"] for f in files.values())}
+
+
+def deploy(artifact_path, target, targets_file=None, trust_new_host: bool = False) -> dict:
+    """Push artifact, manifest, sample inputs and runner to the target's workdir."""
+    artifact = load_artifact(artifact_path)
+    tgt = _resolve(target, targets_file)
+    with connect(tgt, trust_new_host) as tr:
+        return _push_all(tr, artifact)
+
+
+def _native_tool(target: Target, backend: str) -> str | None:
+    if target.transport != "adb":
+        return None
+    return {"tflite": target.benchmark_model, "executorch": target.executor_runner}.get(backend)
+
+
+def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads: int | None = None,
+          targets_file=None, trust_new_host: bool = False, timeout_s: float = 600) -> BenchResult:
+    """Deploy, run the runner on the device, and return the parsed measurement."""
+    if iterations < 1 or warmup < 0:
+        raise ConfigError(f"expected iterations >= 1 and warmup >= 0, found {iterations}, {warmup}")
+    artifact = load_artifact(artifact_path)
+    tgt = _resolve(target, targets_file)
+    with connect(tgt, trust_new_host) as tr:
+        deployed = _push_all(tr, artifact)
+        files = deployed["files"]
+        native = _native_tool(tgt, artifact.backend)
+        if native:
+            raw = _run_native(tr, artifact, native, files["artifact"]["remote_path"], warmup,
+                              iterations, threads, timeout_s)
+        else:
+            argv = [tgt.python, files["runner"]["remote_path"], "--artifact",
+                    files["artifact"]["remote_path"], "--backend", artifact.backend,
+                    "--warmup", str(warmup), "--iterations", str(iterations)]
+            if "inputs" in files:
+                argv += ["--inputs", files["inputs"]["remote_path"]]
+            if threads:
+                argv += ["--threads", str(threads)]
+            res = tr.run(argv, timeout_s=timeout_s, check=False)
+            raw = parse_runner_output(res.stdout, res.stderr, res.exit_code)
+    result = make_result(raw, artifact, tgt.name)
+    log.info("%s on %s: p50 %.3f ms over %d samples", artifact.path.name, tgt.name,
+             result.latency_ms["p50"] or result.latency_ms["mean"], len(result.latencies_ms))
+    return result
+
+
+def _run_native(tr: Transport, artifact: Artifact, tool: str, remote_artifact: str, warmup: int,
+                iterations: int, threads: int | None, timeout_s: float) -> dict:
+    from .transports.adb import native_bench_argv, parse_benchmark_model, parse_executor_runner
+
+    local = Path(tool).expanduser()
+    remote_tool = f"{tr.target.workdir.rstrip('/')}/bin/{local.name}"
+    tr.put(local, remote_tool)
+    tr.run(["chmod", "755", remote_tool], timeout_s=30)
+    context = device_context(tr)
+    argv = native_bench_argv(artifact.backend, remote_tool, remote_artifact, warmup, iterations,
+                             threads)
+    res = tr.run(argv, timeout_s=timeout_s, check=False)
+    text = res.stdout + "\n" + res.stderr
+    raw = (parse_benchmark_model(text) if artifact.backend == "tflite"
+           else parse_executor_runner(text, warmup))
+    raw.update(backend=artifact.backend, artifact=remote_artifact, threads=threads,
+               context=context)
+    raw["warmup"] = warmup if raw.get("warmup") is None else raw["warmup"]
+    return raw
+
+
+def device_context(tr: Transport) -> dict:
+    """Run context from a device without Python (same keys as the runner's)."""
+    out = tr.run(["sh", "-c", _CONTEXT_SCRIPT], timeout_s=30, check=False).stdout.splitlines()
+    out += [""] * (7 - len(out))
+
+    def num(s: str):
+        return int(s) if s.strip().isdigit() else None
+
+    temp = num(out[6])
+    return {"hostname": out[0] or None, "kernel": out[1] or None, "machine": out[2] or None,
+            "python": None, "cpu_count": num(out[3]), "cpu_governor": out[4] or None,
+            "cpu_freq_khz": num(out[5]), "temp_c_before": temp / 1000 if temp else None,
+            "temp_c_after": None}
+
+
+_PROBE_SHELL = (
+    'uname -m; (nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo); '
+    'grep MemTotal /proc/meminfo | tr -s " " | cut -d" " -f2; '
+    'mkdir -p "$1" && df -Pk "$1" | tail -1 | tr -s " " | cut -d" " -f4; '
+    'p=$(grep ":memory:" /proc/self/cgroup 2>/dev/null | cut -d: -f3); '
+    'cat "/sys/fs/cgroup/memory$p/memory.limit_in_bytes" 2>/dev/null || echo'
+)
+# Finds the runtimes without importing them (importing TensorFlow alone takes seconds).
+_PROBE_PY = (
+    "import json, importlib.util\n"
+    "from importlib.metadata import version, PackageNotFoundError\n"
+    "out = {}\n"
+    "for mod, dist in [('torch', 'torch'), ('executorch', 'executorch'), "
+    "('ai_edge_litert', 'ai-edge-litert'), ('tflite_runtime', 'tflite-runtime'), "
+    "('tensorflow', 'tensorflow')]:\n"
+    "    if importlib.util.find_spec(mod) is None:\n"
+    "        continue\n"
+    "    try:\n"
+    "        out[mod] = version(dist)\n"
+    "    except PackageNotFoundError:\n"
+    "        out[mod] = 'unknown'\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def check_target(target, targets_file=None, trust_new_host: bool = False) -> dict:
+    """Connect and report arch, cores, RAM, free disk, runtimes, and the profile match."""
+    tgt = _resolve(target, targets_file)
+    with connect(tgt, trust_new_host) as tr:
+        lines = tr.run(["sh", "-c", _PROBE_SHELL, "sh", tgt.workdir], timeout_s=60).stdout.splitlines()
+        lines += [""] * (5 - len(lines))
+        py = tr.run([tgt.python, "-c", _PROBE_PY], timeout_s=120, check=False)
+    runtimes = json.loads(py.stdout.strip().splitlines()[-1]) if py.exit_code == 0 and py.stdout.strip() else {}
+    num = lambda s: int(s) if s.strip().isdigit() else None  # noqa: E731
+    limit = num(lines[4])
+    device = {"arch": lines[0].strip() or None, "cores": num(lines[1]),
+              "ram_mb": num(lines[2]) // 1024 if num(lines[2]) else None,
+              "free_disk_mb": num(lines[3]) // 1024 if num(lines[3]) else None,
+              "memory_limit_mb": limit // (1 << 20) if limit and limit < (1 << 50) else None,
+              "python": tgt.python if py.exit_code == 0 else None, "runtimes": runtimes}
+    return {"target": tgt.name, "transport": tgt.transport, "profile": tgt.profile,
+            "device": device, **profile_match(tgt.profile, device)}
+
+
+def profile_match(profile_name: str, device: dict) -> dict:
+    """Compare what the device reports with its profile (arch, cores, RAM within 20 %)."""
+    from .profiles import load_profile
+
+    try:
+        profile = load_profile(profile_name)
+    except ConfigError as exc:
+        return {"profile_matches": False, "mismatches": [f"profile not loadable: {exc}"]}
+    mismatches = []
+    if device["arch"] and profile.arch != device["arch"]:
+        mismatches.append(f"arch: profile {profile.arch}, device {device['arch']}")
+    if profile.cpu.cores and device["cores"] and profile.cpu.cores != device["cores"]:
+        mismatches.append(f"cores: profile {profile.cpu.cores}, device {device['cores']}")
+    total, ram = profile.memory.total_mb, device["ram_mb"]
+    if total and ram and not 0.8 * total <= ram <= 1.05 * total:
+        mismatches.append(f"RAM: profile {total} MB, device {ram} MB")
+    missing = [r for r in profile.runtimes if not _has_runtime(r, device["runtimes"])]
+    if device["python"] and missing:
+        mismatches.append(f"runtimes the profile lists but the device cannot import: {', '.join(missing)}")
+    return {"profile_matches": not mismatches, "mismatches": mismatches}
+
+
+def _has_runtime(runtime: str, importable: dict) -> bool:
+    needs = {"torchscript": ("torch",), "executorch": ("executorch",),
+             "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow")}[runtime]
+    return any(n in importable for n in needs)

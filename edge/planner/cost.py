@@ -1,0 +1,162 @@
+"""The cost model: predicted artifact size, peak memory and latency on a device profile.
+
+Pure arithmetic on :class:`~edge.planner.stats.ModelStats` (counted on the host) and a
+``DeviceProfile``. An *assignment* maps each layer group to a precision key of
+:data:`PRECISIONS` (``fp32``, ``fp16``, ``int8``, ``int4_g32`` ...; ``int8_static`` also
+quantizes activations).
+
+- size_bytes = sum over groups of params x bytes/param (+ quantization scales) + other
+  params (norms, biases) in fp32 + a fixed container overhead per backend.
+- peak_memory_mb = weights x WEIGHT_RESIDENCY (XNNPACK repacks weights next to the loaded
+  program) + activation arena + the runner process's baseline RSS (RUNTIME_MEMORY_MB).
+- latency_ms = sum over groups of max(flops / (peak x efficiency), bytes / bandwidth)
+  (a roofline per group) + attention matmuls at fp32 + a fixed per-backend overhead.
+
+Every constant below is an assumption documented here; when ``profile.calibration`` holds
+measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}`` or
+``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0); ``overhead_ms``
+and ``runtime_memory_mb`` as ``{backend: value}``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stats import ModelStats
+
+MB = 1024 * 1024
+
+# precision -> (bytes per weight, scale bytes per output row, compute dtype)
+PRECISIONS: dict[str, tuple[float, float, str]] = {
+    "fp32": (4.0, 0.0, "fp32"),
+    "fp16": (2.0, 0.0, "fp16"),
+    "int8": (1.0, 8.0, "int8"),          # per-channel scale + zero point
+    "int8_static": (1.0, 8.0, "int8"),   # weights and activations int8
+    "int4_g32": (0.5 + 4 / 32, 0.0, "int8"),   # 4-bit values + one fp32 scale per 32 weights
+    "int4_g64": (0.5 + 4 / 64, 0.0, "int8"),
+    "int4_g128": (0.5 + 4 / 128, 0.0, "int8"),
+}
+# The lite interpreter keeps double scales and int64 zero points per channel.
+TORCHSCRIPT_INT8_ROW_BYTES = 16.0
+
+CONTAINER_OVERHEAD_BYTES = {"executorch": 64 * 1024, "tflite": 32 * 1024, "torchscript": 256 * 1024}
+# Copies of the weights resident while running (loaded program + XNNPACK packed weights).
+WEIGHT_RESIDENCY = {"executorch": 2.0, "tflite": 2.0, "torchscript": 1.0}
+# Baseline RSS of the Python runner with the runtime imported, before any model is loaded.
+RUNTIME_MEMORY_MB = {"executorch": 40.0, "tflite": 30.0, "torchscript": 120.0}
+# Fraction of the profile's peak throughput a backend's matmul kernels achieve.
+EFFICIENCY = {"executorch": 0.35, "tflite": 0.35, "torchscript": 0.2}
+OVERHEAD_MS = {"executorch": 0.2, "tflite": 0.2, "torchscript": 1.0}
+PER_MODULE_OVERHEAD_MS = {"executorch": 0.005, "tflite": 0.005, "torchscript": 0.02}
+DEFAULT_BANDWIDTH_GBS = 2.0
+# int8 throughput relative to fp32 when the profile gives none: SDOT/SMMLA vs NEON widening.
+INT8_SPEEDUP_DOTPROD = 4.0
+INT8_SPEEDUP_NEON = 1.5
+
+
+@dataclass
+class Prediction:
+    """Predicted figures for one candidate on one device."""
+
+    size_bytes: int
+    peak_memory_mb: float
+    latency_ms: float
+    accuracy: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"size_bytes": int(self.size_bytes), "size_mb": round(self.size_bytes / MB, 3),
+                "peak_memory_mb": round(self.peak_memory_mb, 2),
+                "latency_ms": round(self.latency_ms, 3),
+                "accuracy": None if self.accuracy is None else round(self.accuracy, 5)}
+
+
+@dataclass(frozen=True)
+class DeviceRates:
+    """Throughputs a backend achieves on a device, in GOPS and GB/s."""
+
+    gops: dict[str, float]
+    bandwidth_gbs: float
+    has_fp16: bool
+    overhead_ms: float
+    runtime_memory_mb: float
+    notes: tuple[str, ...] = ()
+
+
+def _peak(profile: Any, attr: str) -> float | None:
+    peak = getattr(profile.compute, attr, None)
+    return None if peak is None else peak.value
+
+
+def device_rates(profile: Any, backend: str) -> DeviceRates:
+    """Achieved matmul throughput per dtype, bandwidth and overheads for ``backend`` on ``profile``."""
+    notes = []
+    cal = profile.calibration or {}
+    isa = set(profile.cpu.isa or ())
+    fp32 = _peak(profile, "fp32_gflops")
+    if fp32 is None:
+        cores, ghz = profile.cpu.cores or 1, profile.cpu.max_clock_ghz or 1.0
+        fp32 = cores * ghz * 8.0
+        notes.append(f"fp32 peak unknown; assumed {fp32:g} GFLOPS (cores x GHz x 8)")
+    int8 = _peak(profile, "int8_gops")
+    if int8 is None:
+        factor = INT8_SPEEDUP_DOTPROD if isa & {"dotprod", "i8mm"} else INT8_SPEEDUP_NEON
+        int8 = fp32 * factor
+        notes.append(f"int8 peak unknown; assumed {factor:g}x fp32")
+    has_fp16 = "fp16" in isa
+    fp16 = _peak(profile, "fp16_gflops") or (2.0 * fp32 if has_fp16 else fp32)
+    eff = EFFICIENCY[backend]
+    gops = {"fp32": fp32 * eff, "fp16": fp16 * eff, "int8": int8 * eff}
+    measured = cal.get("matmul_gops") or {}
+    measured = measured.get(backend, measured) if isinstance(measured.get(backend), dict) else measured
+    for dtype in gops:
+        if isinstance(measured.get(dtype), (int, float)):
+            gops[dtype] = float(measured[dtype])
+            notes.append(f"{dtype} matmul throughput from calibration")
+    bandwidth = cal.get("bandwidth_gbs") or profile.memory.bandwidth_gbs
+    if bandwidth is None:
+        bandwidth = DEFAULT_BANDWIDTH_GBS
+        notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
+    overhead = (cal.get("overhead_ms") or {}).get(backend, OVERHEAD_MS[backend])
+    rss = (cal.get("runtime_memory_mb") or {}).get(backend, RUNTIME_MEMORY_MB[backend])
+    return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss), tuple(notes))
+
+
+def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> dict[str, float]:
+    out = {}
+    for name, g in stats.groups.items():
+        per_param, per_row, _ = PRECISIONS[assignment.get(name, "fp32")]
+        if backend == "torchscript" and per_row:
+            per_row = TORCHSCRIPT_INT8_ROW_BYTES
+        out[name] = g.weight_params * per_param + g.rows * per_row
+    return out
+
+
+def predict_size_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> int:
+    """Artifact file size: weights at their precision + fp32 remainder + container overhead."""
+    weights = sum(_weight_bytes(stats, assignment, backend).values())
+    return int(weights + stats.other_params * 4 + CONTAINER_OVERHEAD_BYTES[backend])
+
+
+def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile: Any) -> Prediction:
+    """Size, peak memory and latency of ``stats`` under ``assignment`` on ``profile``."""
+    rates = device_rates(profile, backend)
+    weight_bytes = _weight_bytes(stats, assignment, backend)
+    resident = dict(weight_bytes)
+    latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9)
+    modules = 0
+    for name, g in stats.groups.items():
+        precision = assignment.get(name, "fp32")
+        compute = PRECISIONS[precision][2]
+        if compute == "fp16" and not rates.has_fp16:
+            compute = "fp32"  # no fp16 arithmetic: weights are widened at load time
+            resident[name] = g.weight_params * 4.0
+        act_scale = 0.25 if precision == "int8_static" else 1.0
+        read = g.read_params / max(g.weight_params, 1) * weight_bytes[name] + g.activation_bytes * act_scale
+        latency_s += max(g.flops / (rates.gops[compute] * 1e9), read / (rates.bandwidth_gbs * 1e9))
+        modules += g.modules
+    latency_ms = latency_s * 1e3 + rates.overhead_ms + modules * PER_MODULE_OVERHEAD_MS[backend]
+    memory_mb = ((sum(resident.values()) + stats.other_params * 4) * WEIGHT_RESIDENCY[backend]
+                 + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
+    return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,
+                      notes=list(rates.notes))

@@ -1,0 +1,149 @@
+"""The options the search combines, each with its measured accuracy (or why it was rejected).
+
+- per-group precisions (executorch, torchscript): fp32 / int8 / int4 g32|g64|g128 for Linear
+  groups, fp32 / int8 / int4 g32 for embedding tables; convolutions stay fp32 here;
+- whole-model precisions: fp16 (every backend), int8 dynamic range (tflite), int8 static
+  (convolutional models on executorch and tflite);
+- structures: none, head/FFN/channel pruning, low-rank factorization, distillation (opt-in).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..compress import (ChannelPruneConfig, DistillConfig, EmbeddingQuantConfig, FfnPruneConfig,
+                        Fp16Config, HeadPruneConfig, Int4WeightConfig, Int8DynamicConfig,
+                        Int8StaticConfig, LowRankConfig, TechniqueConfig, unsupported_reason)
+from ..errors import ConfigError, UnsupportedError
+from .sensitivity import compress_and_score, measure
+from .stats import ModelStats, count_stats
+
+LINEAR_GROUPS = ("attention", "ffn", "head", "linear")
+LINEAR_PRECISIONS = ("int8", "int4_g32", "int4_g64", "int4_g128")
+EMBEDDING_PRECISIONS = ("int8", "int4_g32")
+STRUCTURES: tuple[TechniqueConfig, ...] = (
+    HeadPruneConfig(fraction=0.25), FfnPruneConfig(fraction=0.25), ChannelPruneConfig(fraction=0.25),
+    LowRankConfig(energy=0.95),
+)
+
+
+@dataclass
+class Option:
+    """A precision choice for one group (or the whole model) and its measured accuracy."""
+
+    precision: str
+    accuracy: float = 1.0
+    recipe: list[TechniqueConfig] = field(default_factory=list)
+    # what the host runs to measure it (tflite's conversion-time quantization is emulated)
+    emulation: list[TechniqueConfig] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        return max(0.0, 1.0 - self.accuracy)
+
+
+@dataclass
+class Structure:
+    """A structural change (or none) applied before quantization, with the stats it leaves."""
+
+    label: str
+    config: TechniqueConfig | None
+    stats: ModelStats
+    accuracy: float = 1.0
+
+    @property
+    def loss(self) -> float:
+        return max(0.0, 1.0 - self.accuracy)
+
+
+def group_config(group: str, precision: str) -> TechniqueConfig:
+    """The technique config that puts ``group`` at ``precision``."""
+    size = int(precision.split("_g")[1]) if precision.startswith("int4_g") else 32
+    if group == "embedding":
+        return EmbeddingQuantConfig(bits=8 if precision == "int8" else 4, group_size=size)
+    if precision == "int8":
+        return Int8DynamicConfig(groups=(group,))
+    return Int4WeightConfig(group_size=size, groups=(group,))
+
+
+def _check(spec, recipe, backend, samples, min_accuracy, what, reasons) -> float | None:
+    accuracy = measure(spec, recipe, backend, samples)
+    if accuracy < min_accuracy:
+        reasons.append(f"{what} rejected: measured accuracy {accuracy:.4f} < {min_accuracy:g}")
+        return None
+    return accuracy
+
+
+def group_options(spec: Any, stats: ModelStats, backend: str, min_accuracy: float,
+                  reasons: list[str], samples: int) -> dict[str, list[Option]]:
+    """Per layer group: fp32 plus every precision the backend expresses that keeps accuracy."""
+    out: dict[str, list[Option]] = {}
+    unsupported: dict[str, list[str]] = {}
+    for group, g in stats.groups.items():
+        out[group] = [Option("fp32")]
+        if group not in LINEAR_GROUPS + ("embedding",):
+            continue
+        for precision in EMBEDDING_PRECISIONS if group == "embedding" else LINEAR_PRECISIONS:
+            config = group_config(group, precision)
+            what = f"{precision} on {group} ({backend})"
+            reason = unsupported_reason(config, backend)
+            if reason:
+                unsupported.setdefault(reason, []).append(f"{precision} on {group}")
+                continue
+            if group != "embedding" and precision.startswith("int4") \
+                    and g.min_in_features % config.group_size:
+                reasons.append(f"{what} rejected: input width {g.min_in_features} is not a multiple "
+                               f"of the group size {config.group_size}")
+                continue
+            accuracy = _check(spec, [config], backend, samples, min_accuracy, what, reasons)
+            if accuracy is not None:
+                out[group].append(Option(precision, accuracy, [config]))
+    reasons += [f"{', '.join(whats)} ({backend}) rejected: {reason}" for reason, whats in unsupported.items()]
+    return out
+
+
+def whole_model_options(spec: Any, stats: ModelStats, backend: str, min_accuracy: float,
+                        reasons: list[str], samples: int) -> list[Option]:
+    """Options that set one precision for every group at once (fp16, tflite int8, int8 static)."""
+    candidates: list[tuple[str, list[TechniqueConfig], list[TechniqueConfig]]] = [
+        ("fp16", [Fp16Config()], [Fp16Config()])]
+    if backend == "tflite":
+        emulation = [Int8DynamicConfig()] + ([EmbeddingQuantConfig(bits=8)] if "embedding" in stats.groups else [])
+        candidates.append(("int8", [Int8DynamicConfig()], emulation))
+    if "conv" in stats.groups:
+        candidates.append(("int8_static", [Int8StaticConfig()], [Int8StaticConfig()]))
+    out = []
+    for precision, recipe, emulation in candidates:
+        what = f"{precision} whole model ({backend})"
+        reason = unsupported_reason(recipe[0], backend)
+        if reason:
+            reasons.append(f"{what} rejected: {reason}")
+            continue
+        accuracy = _check(spec, emulation, backend, samples, min_accuracy, what, reasons)
+        if accuracy is not None:
+            out.append(Option(precision, accuracy, recipe, emulation))
+    return out
+
+
+def structures(spec: Any, base: ModelStats, min_accuracy: float, reasons: list[str],
+               samples: int, distill: bool) -> list[Structure]:
+    """'none' plus every structural change that applies to the model and keeps accuracy."""
+    out = [Structure("none", None, base)]
+    reasons.append("magnitude pruning not considered: zeroed weights keep their shapes, so dense "
+                   "runtimes (XNNPACK, lite interpreter, TFLite) gain no size or latency from it")
+    configs = list(STRUCTURES)
+    if distill:
+        configs.append(DistillConfig())
+    else:
+        reasons.append("distillation not tried: it trains a student for up to 30 s (enable it to include it)")
+    for config in configs:
+        try:
+            accuracy, model = compress_and_score(spec, [config], "eager", samples)
+        except (UnsupportedError, ConfigError) as exc:
+            reasons.append(f"{config.label()} not applicable: {exc}")
+            continue
+        if accuracy < min_accuracy:
+            reasons.append(f"{config.label()} rejected: measured accuracy {accuracy:.4f} < {min_accuracy:g}")
+            continue
+        out.append(Structure(config.label(), config, count_stats(model, spec.example_inputs), accuracy))
+    return out

@@ -1,0 +1,104 @@
+"""Plan: the planner's answer, as data that round-trips through YAML/JSON.
+
+Keys (schema_version 1): ``model``, ``profile``, ``constraints`` {min_accuracy,
+max_latency_ms, max_size_mb, memory_budget_mb, storage_budget_mb}, ``backend``, ``recipe``
+(technique configs in the order they are applied, each with its ``type`` tag), ``groups``
+(layer group -> chosen precision), ``structure`` (structural technique or null),
+``predicted`` {size_bytes, size_mb, peak_memory_mb, latency_ms, accuracy},
+``accuracy_basis`` (how the accuracy was obtained), ``pareto`` (alternatives, each with
+backend, groups, structure, recipe labels and predictions), ``reasons`` (one line per
+option taken or rejected), ``notes`` (cost-model assumptions in force).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..compress import TechniqueConfig, config_from_dict
+from ..errors import ConfigError
+
+PLAN_SCHEMA_VERSION = 1
+_REQUIRED = ("model", "profile", "constraints", "backend", "recipe", "predicted")
+_OPTIONAL = ("schema_version", "groups", "structure", "accuracy_basis", "pareto", "reasons", "notes")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the plan must satisfy; None means unconstrained."""
+
+    min_accuracy: float = 0.99
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_accuracy, (int, float)) or not 0.0 <= self.min_accuracy <= 1.0:
+            raise ConfigError(f"expected min_accuracy between 0 and 1, found {self.min_accuracy!r}")
+        for name in ("max_latency_ms", "max_size_mb"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"expected {name} > 0 or unset, found {value!r}")
+
+
+@dataclass
+class Plan:
+    """The chosen recipe for one backend, its predictions, the alternatives and the reasons."""
+
+    model: str
+    profile: str
+    constraints: dict
+    backend: str
+    recipe: list[TechniqueConfig]
+    predicted: dict
+    groups: dict[str, str] = field(default_factory=dict)
+    structure: str | None = None
+    accuracy_basis: str = ""
+    pareto: list[dict] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+    @property
+    def tag(self) -> str:
+        """Short name for folders and tables, e.g. ``int8-emb:int4_g32``."""
+        parts = [self.structure.replace(" ", "") if self.structure else ""]
+        parts += [f"{g}:{p}" for g, p in sorted(self.groups.items()) if p != "fp32"]
+        return "-".join(p for p in parts if p) or "fp32"
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version, "model": self.model, "profile": self.profile,
+            "constraints": dict(self.constraints), "backend": self.backend,
+            "recipe": [c.to_dict() for c in self.recipe], "groups": dict(self.groups),
+            "structure": self.structure, "predicted": dict(self.predicted),
+            "accuracy_basis": self.accuracy_basis, "pareto": list(self.pareto),
+            "reasons": list(self.reasons), "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<plan>") -> Plan:
+        """Validate plain data; unknown or missing keys and bad recipes are ConfigErrors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a plan mapping, found {type(data).__name__}")
+        missing = [k for k in _REQUIRED if k not in data]
+        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
+        if missing or unknown:
+            raise ConfigError(f"{source}: expected plan keys {list(_REQUIRED)} (optional {list(_OPTIONAL)}); "
+                              f"missing {missing}, unknown {unknown}")
+        version = data.get("schema_version", PLAN_SCHEMA_VERSION)
+        if version != PLAN_SCHEMA_VERSION:
+            raise ConfigError(f"{source}: expected schema_version {PLAN_SCHEMA_VERSION}, found {version!r}")
+        if not isinstance(data["recipe"], list):
+            raise ConfigError(f"{source}: expected recipe as a list, found {data['recipe']!r}")
+        for key in ("constraints", "predicted"):
+            if not isinstance(data[key], dict):
+                raise ConfigError(f"{source}: expected {key} as a mapping, found {data[key]!r}")
+        try:
+            recipe = [config_from_dict(c) for c in data["recipe"]]
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: recipe: {exc}") from exc
+        return cls(model=str(data["model"]), profile=str(data["profile"]),
+                   constraints=data["constraints"], backend=str(data["backend"]), recipe=recipe,
+                   predicted=data["predicted"], groups=dict(data.get("groups") or {}),
+                   structure=data.get("structure"), accuracy_basis=data.get("accuracy_basis", ""),
+                   pareto=list(data.get("pareto") or []), reasons=list(data.get("reasons") or []),
+                   notes=list(data.get("notes") or []), schema_version=version)

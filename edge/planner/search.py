@@ -1,0 +1,177 @@
+"""The search: every backend x structure x per-group precision, under the constraints.
+
+Accuracy of a combination is estimated additively from the measured single-option losses
+(1 - accuracy), then the best candidates are re-measured as a whole before one is chosen.
+Objective: lowest predicted latency, then smallest size, then highest accuracy.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig)
+from ..errors import NoFeasiblePlanError
+from .cost import MB, Prediction, predict
+from .options import Option, Structure, group_options, structures, whole_model_options
+from .plan import Constraints, Plan
+from .sensitivity import DEFAULT_SAMPLES, measure
+from .stats import count_stats
+from .verdict import explain_infeasible, pareto_front, summarize_rejections, violations
+
+log = logging.getLogger(__name__)
+
+KNOWN_BACKENDS = ("executorch", "tflite", "torchscript")
+MAX_VERIFICATIONS = 6
+
+
+@dataclass
+class Candidate:
+    """One backend + structure + precision assignment, with its predictions."""
+
+    backend: str
+    structure: Structure
+    groups: dict[str, str]
+    recipe: list[TechniqueConfig]
+    measure_recipe: list[TechniqueConfig]
+    prediction: Prediction
+    verified: bool = False
+
+    def summary(self) -> dict:
+        return {"backend": self.backend, "structure": self.structure.label,
+                "groups": dict(self.groups), "recipe": [c.label() for c in self.recipe],
+                "predicted": self.prediction.to_dict(),
+                "accuracy_basis": "measured" if self.verified else "estimated"}
+
+    def describe(self) -> str:
+        quant = ", ".join(f"{g}={p}" for g, p in self.groups.items() if p != "fp32") or "fp32"
+        struct = "" if self.structure.config is None else f"{self.structure.label} + "
+        return f"{self.backend}: {struct}{quant}"
+
+
+def merge_recipe(options: dict[str, Option]) -> list[TechniqueConfig]:
+    """One config per precision: int4 groups, then int8 groups, then embeddings."""
+    by_precision: dict[str, list[str]] = {}
+    steps: list[TechniqueConfig] = []
+    for group, option in options.items():
+        if option.precision == "fp32":
+            continue
+        if group == "embedding":
+            steps.extend(option.recipe)
+        else:
+            by_precision.setdefault(option.precision, []).append(group)
+    linear = []
+    for precision, groups in sorted(by_precision.items(), reverse=True):
+        if precision == "int8":
+            linear.append(Int8DynamicConfig(groups=tuple(groups)))
+        else:
+            linear.append(Int4WeightConfig(group_size=int(precision.split("_g")[1]), groups=tuple(groups)))
+    embedding = [s for s in steps if isinstance(s, EmbeddingQuantConfig)]
+    return linear + embedding
+
+
+def _usable_backends(profile: Any, requested: list[str] | None, reasons: list[str]) -> list[str]:
+    out = []
+    for backend in KNOWN_BACKENDS:
+        if requested is not None and backend not in requested:
+            reasons.append(f"{backend} rejected: not in the requested backends ({', '.join(requested)})")
+        elif backend not in profile.runtimes:
+            reasons.append(f"{backend} rejected: not in profile {profile.name} runtimes "
+                           f"({', '.join(profile.runtimes)})")
+        else:
+            out.append(backend)
+    if not out:
+        raise NoFeasiblePlanError(
+            f"expected at least one backend that is both requested and in profile {profile.name}'s runtimes "
+            f"({', '.join(profile.runtimes)}), found none; pick --backends from those")
+    return out
+
+
+def _candidates(spec, profile, backend, structs, constraints, reasons, samples) -> list[Candidate]:
+    base = structs[0].stats
+    out = []
+    per_group = {} if backend == "tflite" else group_options(
+        spec, base, backend, constraints.min_accuracy, reasons, samples)
+    if backend == "tflite":
+        reasons.append("tflite: per-group precisions not expressible (onnx2tf quantizes the whole "
+                       "model); whole-model options only")
+    whole = whole_model_options(spec, base, backend, constraints.min_accuracy, reasons, samples)
+    for struct in structs:
+        prefix = [struct.config] if struct.config is not None else []
+        groups = list(struct.stats.groups)
+        combos: list[tuple[dict[str, Option], Option | None]] = [
+            (dict(zip(groups, c)), None)
+            for c in itertools.product(*[per_group.get(g, [Option("fp32")]) for g in groups])
+        ] if per_group else [({g: Option("fp32") for g in groups}, None)]
+        combos += [({g: option for g in groups}, option) for option in whole]
+        for combo, whole_option in combos:
+            recipe = list(whole_option.recipe) if whole_option else merge_recipe(combo)
+            measure_recipe = prefix + (list(whole_option.emulation) if whole_option else recipe)
+            assignment = {g: o.precision for g, o in combo.items()}
+            pred = predict(struct.stats, assignment, backend, profile)
+            loss = whole_option.loss if whole_option else sum(o.loss for o in combo.values())
+            pred.accuracy = max(0.0, 1.0 - struct.loss - loss)
+            out.append(Candidate(backend, struct, assignment, prefix + recipe, measure_recipe, pred))
+    return out
+
+
+def _verify(spec, ordered: list[Candidate], constraints: Constraints, reasons: list[str],
+            samples: int) -> Candidate | None:
+    for cand in ordered[:MAX_VERIFICATIONS]:
+        accuracy = measure(spec, cand.measure_recipe, cand.backend, samples)
+        cand.prediction.accuracy, cand.verified = accuracy, True
+        if accuracy >= constraints.min_accuracy:
+            reasons.append(f"verified {cand.describe()}: measured accuracy {accuracy:.4f} on {samples} "
+                           "calibration inputs")
+            return cand
+        reasons.append(f"{cand.describe()} rejected after re-measuring the combination: accuracy "
+                       f"{accuracy:.4f} < {constraints.min_accuracy:g} (estimated additively higher)")
+    return None
+
+
+def make_plan(spec: Any, profile: Any, constraints: Constraints | None = None,
+              backends: list[str] | None = None, distill: bool = False,
+              samples: int = DEFAULT_SAMPLES) -> Plan:
+    """Choose backend and per-group recipe for ``spec`` on ``profile`` under ``constraints``.
+
+    Raises NoFeasiblePlanError (with the best reachable figures and what would have to
+    give) when no candidate satisfies every constraint.
+    """
+    constraints = constraints or Constraints()
+    reasons: list[str] = []
+    usable = _usable_backends(profile, backends, reasons)
+    base = count_stats(spec.model.eval(), spec.example_inputs)
+    structs = structures(spec, base, constraints.min_accuracy, reasons, samples, distill)
+    everything: list[Candidate] = []
+    for backend in usable:
+        everything += _candidates(spec, profile, backend, structs, constraints, reasons, samples)
+    feasible = [c for c in everything if not violations(c.prediction, constraints, profile)]
+    reasons += summarize_rejections(everything, constraints, profile)
+    feasible.sort(key=lambda c: (round(c.prediction.latency_ms, 3), c.prediction.size_bytes,
+                                 -(c.prediction.accuracy or 0.0)))
+    chosen = _verify(spec, feasible, constraints, reasons, samples) if feasible else None
+    if chosen is None:
+        raise NoFeasiblePlanError(explain_infeasible(spec.name, everything, constraints, profile))
+    taken = [f"chosen {chosen.describe()}: lowest predicted latency "
+             f"{chosen.prediction.latency_ms:.2f} ms among {len(feasible)} feasible candidates "
+             f"(size {chosen.prediction.size_bytes / MB:.2f} MB, peak memory "
+             f"{chosen.prediction.peak_memory_mb:.1f} MB)"]
+    if chosen.structure.config is not None:
+        taken.append(f"{chosen.structure.label} taken: measured accuracy alone "
+                     f"{chosen.structure.accuracy:.4f}")
+    taken += [f"{group}: {precision} taken" for group, precision in chosen.groups.items()]
+    reasons[:0] = taken
+    return Plan(
+        model=spec.name, profile=profile.name,
+        constraints={"min_accuracy": constraints.min_accuracy, "max_latency_ms": constraints.max_latency_ms,
+                     "max_size_mb": constraints.max_size_mb,
+                     "memory_budget_mb": profile.memory.model_budget_mb,
+                     "storage_budget_mb": profile.storage.budget_mb},
+        backend=chosen.backend, recipe=chosen.recipe, predicted=chosen.prediction.to_dict(),
+        groups=chosen.groups, structure=chosen.structure.label if chosen.structure.config else None,
+        accuracy_basis=f"{spec.metric} vs fp32 on {samples} calibration inputs, host "
+                       f"{'torch.ao' if chosen.backend == 'torchscript' else 'torchao'} eager model",
+        pareto=[c.summary() for c in pareto_front(feasible)],
+        reasons=reasons, notes=sorted(set(chosen.prediction.notes)),
+    )

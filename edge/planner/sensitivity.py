@@ -1,0 +1,94 @@
+"""Measured accuracy of compression choices, on the host, on calibration inputs.
+
+Each measurement compresses a fresh fp32 copy of the model with a recipe (usually one
+technique on one layer group), runs it eagerly on a subset of ``spec.calib_inputs`` (never
+the evaluation inputs) and scores it with the model's own metric against the fp32 outputs.
+The host *flavour* follows the backend: ``torchscript`` uses torch.ao's dynamic
+quantization (it loses more accuracy than torchao's); ``executorch`` and ``tflite`` use the
+torchao/PT2E eager model (for tflite an emulation: onnx2tf quantizes during conversion).
+Results are cached in memory per (model, recipe, flavour, samples).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Sequence
+
+import torch
+
+from ..compress import CompressContext, TechniqueConfig, apply
+from ..evaluate import score
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLES = 32
+_SCORES: dict[tuple, float] = {}
+_REFERENCES: dict[tuple, list] = {}
+
+
+def flavour_of(backend: str) -> str:
+    """The host flavour whose eager model stands in for ``backend``'s numerics."""
+    return "torchscript" if backend == "torchscript" else "eager"
+
+
+def _inputs(spec: Any, samples: int) -> list[tuple]:
+    return list(spec.calib_inputs[:samples])
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def _outputs(model: torch.nn.Module, inputs: Sequence[tuple]) -> list:
+    """Per-sample outputs; one batched forward when the model accepts a batch (much faster)."""
+    batch = tuple(torch.cat(parts, 0) for parts in zip(*inputs))
+    try:
+        out = _first(model(*batch)).detach().float()
+        if out.shape[0] == len(inputs):
+            return [out[i:i + 1].numpy() for i in range(len(inputs))]
+    except (RuntimeError, AssertionError, ValueError) as exc:  # fixed-batch graphs (PT2E)
+        log.debug("batched forward failed (%s); running samples one by one", exc)
+    return [_first(model(*inp)).detach().float().numpy() for inp in inputs]
+
+
+def reference_outputs(spec: Any, samples: int = DEFAULT_SAMPLES) -> list:
+    """fp32 outputs on the calibration subset (cached)."""
+    key = (spec.name, spec.source, samples)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _outputs(spec.model.eval(), _inputs(spec, samples))
+    return _REFERENCES[key]
+
+
+def _key(spec: Any, recipe: Sequence[TechniqueConfig], backend: str, samples: int) -> tuple:
+    return (spec.name, spec.source, json.dumps([c.to_dict() for c in recipe], sort_keys=True),
+            flavour_of(backend), samples)
+
+
+def compress_and_score(spec: Any, recipe: Sequence[TechniqueConfig], backend: str,
+                       samples: int = DEFAULT_SAMPLES) -> tuple[float, torch.nn.Module]:
+    """Compress a fresh copy with ``recipe`` in ``backend``'s flavour; (metric, compressed model)."""
+    model = spec.fresh_model()
+    ctx = CompressContext(backend=flavour_of(backend), spec=spec)
+    for config in recipe:
+        model = apply(model, config, ctx)
+    inputs = _inputs(spec, samples)
+    value = score(spec.metric, reference_outputs(spec, samples), _outputs(model.eval(), inputs), inputs)
+    log.debug("sensitivity %s %s: %.5f", flavour_of(backend), [c.label() for c in recipe], value)
+    _SCORES[_key(spec, recipe, backend, samples)] = value
+    return value, model
+
+
+def measure(spec: Any, recipe: Sequence[TechniqueConfig], backend: str,
+            samples: int = DEFAULT_SAMPLES) -> float:
+    """The metric (1.0 = fp32) of ``spec``'s model compressed by ``recipe`` in ``backend``'s flavour."""
+    key = _key(spec, recipe, backend, samples)
+    if key not in _SCORES:
+        compress_and_score(spec, recipe, backend, samples)
+    return _SCORES[key]
+
+
+def clear_cache() -> None:
+    """Forget every cached measurement (tests, or after the model changed on disk)."""
+    _SCORES.clear()
+    _REFERENCES.clear()

@@ -1,0 +1,117 @@
+"""What one inference of a model costs, counted per layer group on the host.
+
+A forward pass over ``example_inputs`` with hooks on every weight-bearing leaf module
+(Linear, Conv2d, Embedding) counts its weights, FLOPs and activation bytes; a
+``FlopCounterMode`` pass counts everything else that multiplies (attention matmuls).
+Numbers are for batch 1 at the model's fixed input shapes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..compress.groups import group_of
+
+FP32_BYTES = 4
+
+
+@dataclass
+class GroupStats:
+    """One layer group: ``weight_params`` stored, ``read_params`` read per inference (embeddings
+    read only the rows they look up), ``rows`` output channels (one quantization scale each)."""
+
+    weight_params: int = 0
+    read_params: int = 0
+    rows: int = 0
+    flops: float = 0.0
+    activation_bytes: float = 0.0  # fp32 inputs + outputs of its modules
+    modules: int = 0
+    min_in_features: int = 1 << 30  # smallest Linear input width (int4 group sizes must divide it)
+
+
+@dataclass
+class ModelStats:
+    """Per-group stats plus what lies outside the groups (norms, biases, attention matmuls)."""
+
+    groups: dict[str, GroupStats] = field(default_factory=dict)
+    other_params: int = 0
+    other_flops: float = 0.0
+    peak_activation_bytes: float = 0.0
+
+    @property
+    def total_params(self) -> int:
+        return self.other_params + sum(g.weight_params for g in self.groups.values())
+
+    @property
+    def total_flops(self) -> float:
+        return self.other_flops + sum(g.flops for g in self.groups.values())
+
+    def to_dict(self) -> dict:
+        return {"total_params": self.total_params, "total_flops": self.total_flops,
+                "other_params": self.other_params, "other_flops": self.other_flops,
+                "peak_activation_bytes": self.peak_activation_bytes,
+                "groups": {k: vars(v) for k, v in self.groups.items()}}
+
+
+def _nbytes(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel() * FP32_BYTES
+    if isinstance(x, (tuple, list)):
+        return sum(_nbytes(t) for t in x)
+    return 0
+
+
+def _module_flops(module: nn.Module, out: torch.Tensor) -> float:
+    if isinstance(module, nn.Linear):
+        return 2.0 * module.in_features * out.numel()
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return 2.0 * out.numel() * (module.in_channels // module.groups) * kh * kw
+    return 0.0
+
+
+@torch.no_grad()
+def count_stats(model: nn.Module, example_inputs: tuple) -> ModelStats:
+    """Count weights, FLOPs and activation bytes of one inference, per layer group."""
+    stats = ModelStats()
+    grouped_params: set[int] = set()
+    handles, peak = [], [0.0]
+
+    def hook(name: str, group: str):
+        def fn(module: nn.Module, inputs, out) -> None:
+            g = stats.groups.setdefault(group, GroupStats())
+            g.flops += _module_flops(module, out)
+            g.activation_bytes += _nbytes(inputs) + _nbytes(out)
+            if isinstance(module, nn.Embedding):
+                g.read_params += out.numel()
+            else:
+                g.read_params += module.weight.numel()
+            peak[0] = max(peak[0], _nbytes(inputs) + _nbytes(out))
+        return fn
+
+    for name, module in model.named_modules():
+        group = group_of(name, module)
+        if group is None:
+            continue
+        g = stats.groups.setdefault(group, GroupStats())
+        g.weight_params += module.weight.numel()
+        g.rows += module.weight.shape[0]
+        g.modules += 1
+        if isinstance(module, nn.Linear):
+            g.min_in_features = min(g.min_in_features, module.in_features)
+        grouped_params.add(id(module.weight))
+        handles.append(module.register_forward_hook(hook(name, group)))
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    stats.other_params = sum(p.numel() for p in model.parameters() if id(p) not in grouped_params)
+    stats.other_flops = max(0.0, counter.get_total_flops() - sum(g.flops for g in stats.groups.values()))
+    stats.peak_activation_bytes = 2.0 * peak[0]  # the live input + output pair, times 2 for arena slack
+    return stats

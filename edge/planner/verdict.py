@@ -1,0 +1,107 @@
+"""Judging candidates: constraint violations, rejection summaries, the Pareto front and the
+explanation given when nothing fits."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from .cost import MB, Prediction
+from .plan import Constraints
+
+KINDS = ("accuracy", "latency", "size", "storage", "memory")
+PARETO_MAX = 12
+
+
+def _limits(constraints: Constraints, profile: Any) -> dict[str, float | None]:
+    return {"accuracy": constraints.min_accuracy, "latency": constraints.max_latency_ms,
+            "size": constraints.max_size_mb, "storage": profile.storage.budget_mb,
+            "memory": profile.memory.model_budget_mb}
+
+
+def _value(pred: Prediction, kind: str) -> float:
+    return {"accuracy": pred.accuracy or 0.0, "latency": pred.latency_ms,
+            "size": pred.size_bytes / MB, "storage": pred.size_bytes / MB,
+            "memory": pred.peak_memory_mb}[kind]
+
+
+def violations(pred: Prediction, constraints: Constraints, profile: Any) -> list[str]:
+    """Which constraints ``pred`` breaks (empty = feasible)."""
+    out = []
+    for kind, limit in _limits(constraints, profile).items():
+        if limit is None:
+            continue
+        value = _value(pred, kind)
+        if (value < limit) if kind == "accuracy" else (value > limit):
+            out.append(kind)
+    return out
+
+
+_UNITS = {"accuracy": "", "latency": " ms", "size": " MB", "storage": " MB", "memory": " MB"}
+_WORDS = {"accuracy": "below min accuracy", "latency": "over max latency", "size": "over max size",
+          "storage": "over the storage budget", "memory": "over the memory budget"}
+
+
+def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, profile: Any) -> list[str]:
+    """One line per backend: how many combinations broke which constraint, and the best seen."""
+    lines = []
+    limits = _limits(constraints, profile)
+    for backend in dict.fromkeys(c.backend for c in candidates):
+        mine = [c for c in candidates if c.backend == backend]
+        counts: Counter = Counter()
+        best: dict[str, float] = {}
+        for c in mine:
+            for kind in violations(c.prediction, constraints, profile):
+                counts[kind] += 1
+                v = _value(c.prediction, kind)
+                best[kind] = max(best.get(kind, v), v) if kind == "accuracy" else min(best.get(kind, v), v)
+        if not counts:
+            lines.append(f"{backend}: all {len(mine)} combinations meet every constraint")
+            continue
+        parts = [f"{counts[k]} {_WORDS[k]} {limits[k]:g}{_UNITS[k]} (best {best[k]:.4g}{_UNITS[k]})"
+                 for k in KINDS if counts[k]]
+        lines.append(f"{backend}: of {len(mine)} combinations, " + "; ".join(parts))
+    return lines
+
+
+def _dominates(a: Prediction, b: Prediction) -> bool:
+    ka = (a.latency_ms, a.size_bytes, -(a.accuracy or 0.0))
+    kb = (b.latency_ms, b.size_bytes, -(b.accuracy or 0.0))
+    return all(x <= y for x, y in zip(ka, kb)) and ka != kb
+
+
+def pareto_front(feasible: Sequence[Any]) -> list[Any]:
+    """Non-dominated candidates on (latency, size, accuracy), fastest first, at most PARETO_MAX."""
+    front, seen = [], set()
+    for c in feasible:
+        key = (c.backend, round(c.prediction.latency_ms, 3), c.prediction.size_bytes,
+               round(c.prediction.accuracy or 0.0, 4))
+        if key in seen or any(_dominates(o.prediction, c.prediction) for o in feasible):
+            continue
+        seen.add(key)
+        front.append(c)
+    front.sort(key=lambda c: (c.prediction.latency_ms, c.prediction.size_bytes))
+    return front[:PARETO_MAX]
+
+
+def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Constraints,
+                       profile: Any) -> str:
+    """What was reachable against each limit, and which limit would have to give, and how far."""
+    limits = _limits(constraints, profile)
+    lines = [f"no plan for {model} on {profile.name} meets every constraint "
+             f"({len(candidates)} candidates tried)."]
+    for kind in KINDS:
+        if limits[kind] is None or not candidates:
+            continue
+        values = [_value(c.prediction, kind) for c in candidates]
+        best = max(values) if kind == "accuracy" else min(values)
+        others = [c for c in candidates
+                  if set(violations(c.prediction, constraints, profile)) <= {kind}]
+        line = f"best reachable {kind}: {best:.4g}{_UNITS[kind]} (limit {limits[kind]:g}{_UNITS[kind]})"
+        if others:
+            needed = [_value(c.prediction, kind) for c in others]
+            relax = max(needed) if kind == "accuracy" else min(needed)
+            line += f"; relaxing it to {relax:.4g}{_UNITS[kind]} alone would give a plan"
+        lines.append(line)
+    lines.append("to get a plan: relax one of the limits above, allow more backends, or enable "
+                 "distillation/structured pruning for a smaller model")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""PNG plots of a run (matplotlib, Agg backend). Each plot function returns PNG bytes,
+or ``None`` when the run has nothing to draw for it.
+
+- ``latency``: latency distribution per backend/plan from the raw samples (box plot
+  with the individual samples over it);
+- ``tradeoff``: latency vs size, accuracy as colour and label;
+- ``predicted``: the planner's predicted latency against the measured p50, with y = x.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from .report import predicted_latency_ms
+from .results import Run, RunRow
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(row: RunRow) -> str:
+    return row.backend if row.plan_name in ("", None) else f"{row.backend}\n{row.plan_name}"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def plot_latency(run: Run) -> bytes | None:
+    """Box plot of raw latency samples per row, the samples jittered over it."""
+    rows = [r for r in run.rows if r.ok and r.latencies_ms]
+    if not rows:
+        return None
+    plt = _pyplot()
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(rows) + 2), 4.0))
+    data = [np.asarray(r.latencies_ms, dtype=float) for r in rows]
+    ax.boxplot(data, showfliers=False, widths=0.5)
+    ax.set_xticks(range(1, len(rows) + 1), [_label(r) for r in rows])
+    rng = np.random.default_rng(0)
+    for i, samples in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(samples)), samples, s=6, alpha=0.4, color="tab:blue")
+    ax.set_ylabel("latency per inference (ms)")
+    ax.set_title(f"{run.model} on {run.target}: latency ({len(data[0])} samples per backend)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_tradeoff(run: Run) -> bytes | None:
+    """Latency (p50) against artifact size; accuracy as colour and in the labels."""
+    rows = [r for r in run.rows if r.ok and r.size_bytes and (r.latency_ms or {}).get("p50") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    xs = [r.size_bytes / 1e6 for r in rows]
+    ys = [r.latency_ms["p50"] for r in rows]
+    accs = [r.accuracy if r.accuracy is not None else float("nan") for r in rows]
+    points = ax.scatter(xs, ys, c=accs, cmap="viridis", s=80, edgecolors="black",
+                        vmin=min([a for a in accs if a == a], default=0.0), vmax=1.0)
+    for r, x, y in zip(rows, xs, ys):
+        acc = "" if r.accuracy is None else f" ({r.accuracy:.3f})"
+        ax.annotate(f"{r.backend}/{r.plan_name}{acc}", (x, y), textcoords="offset points", xytext=(6, 6),
+                    fontsize=8)
+    fig.colorbar(points, ax=ax, label=f"accuracy ({rows[0].metric or 'score'}, 1.0 = fp32)")
+    ax.set_xlabel("artifact size (MB)")
+    ax.set_ylabel("latency p50 (ms)")
+    ax.set_title("latency vs size vs accuracy")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_predicted(run: Run) -> bytes | None:
+    """Predicted latency against measured p50 (y = x is a perfect cost model)."""
+    pairs = [(r, predicted_latency_ms(r), (r.latency_ms or {}).get("p50")) for r in run.rows if r.ok]
+    pairs = [(r, p, m) for r, p, m in pairs if p is not None and m is not None]
+    if not pairs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    xs = [p for _, p, _ in pairs]
+    ys = [m for _, _, m in pairs]
+    top = max(xs + ys) * 1.15
+    ax.plot([0, top], [0, top], linestyle="--", color="gray", label="y = x")
+    ax.scatter(xs, ys, s=60, color="tab:orange", edgecolors="black", zorder=3)
+    for (r, x, y) in pairs:
+        ax.annotate(f"{r.backend}/{r.plan_name}", (x, y), textcoords="offset points", xytext=(6, -10),
+                    fontsize=8)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("measured latency p50 (ms)")
+    ax.set_title(f"predicted vs measured on {run.target}")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+PLOTS = {"latency": plot_latency, "tradeoff": plot_tradeoff, "predicted": plot_predicted}
+
+
+def render_plots(run: Run) -> dict[str, bytes]:
+    """PNG bytes per plot name, for the plots the run has data for."""
+    out = {}
+    for name, fn in PLOTS.items():
+        png = fn(run)
+        if png is not None:
+            out[name] = png
+    return out
+
+
+def write_plots(run: Run, out_dir: str | Path, images: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write ``<name>.png`` files into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, png in (images if images is not None else render_plots(run)).items():
+        paths[name] = out / f"{name}.png"
+        paths[name].write_bytes(png)
+    return paths

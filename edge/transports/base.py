@@ -1,0 +1,196 @@
+"""The transport contract, shaped like fabric's ``Connection``.
+
+Constructing a transport does not connect; the first ``put``/``get``/``run`` (or entering
+the context manager) does. Commands are argv lists and always carry a timeout.
+
+``put`` is content addressed and atomic: the device's sha256 of the destination is read
+first and the upload is skipped when it already matches; otherwise the file is written
+under a temporary name next to the destination, its sha256 is checked on the device, and
+only then renamed over the destination (rename(2) is atomic on one filesystem). A failed
+put leaves neither a partial destination nor the temporary file behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artifact import sha256_file
+from ..errors import RemoteCommandError, TransportError
+from ..targets import Target
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_CHARS = 2000
+SHORT_TIMEOUT_S = 60.0
+
+# Runs "$@" under the device's `timeout` (when it has one) so a command the host gave up on
+# does not keep running there. $0 = seconds.
+TIMEOUT_WRAPPER = ('if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" "$@"; '
+                   'else exec "$@"; fi')
+# Shell function: sha256 of "$1" on the device. The device's Python (hashlib uses OpenSSL,
+# several times faster than coreutils sha256sum) when it has one, else sha256sum (Android).
+_HASH_FN = (
+    'h() { if command -v "$PY" >/dev/null 2>&1; then "$PY" -S -c "import hashlib,sys; '
+    'x=hashlib.sha256(); f=open(sys.argv[1],\'rb\'); '
+    '[x.update(b) for b in iter(lambda: f.read(1<<20), b\'\')]; print(x.hexdigest())" "$1"; '
+    'else sha256sum "$1" | cut -d" " -f1; fi; }; '
+)
+# $1 = path, $2 = python. Prints the sha256, or "-" when there is no such file; creates the
+# parent directory so the upload that may follow can write there.
+_SHA_SCRIPT = _HASH_FN + (
+    'PY=$2; mkdir -p "$(dirname "$1")" || exit 2; '
+    'if [ -f "$1" ]; then h "$1"; else echo -; fi'
+)
+# $1 = temp path, $2 = final path, $3 = expected sha256, $4 = python. Renames only on a match.
+_COMMIT_SCRIPT = _HASH_FN + (
+    'PY=$4; d=$(h "$1"); '
+    'if [ "$d" = "$3" ]; then mv -f "$1" "$2"; else rm -f "$1"; '
+    'echo "sha256 mismatch: expected $3, device has $d" >&2; exit 3; fi'
+)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """Outcome of one put: skipped when the device already held the same bytes."""
+
+    skipped: bool
+    bytes_sent: int
+    sha256: str
+    remote_path: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one command on the device (stdout/stderr decoded as UTF-8)."""
+
+    argv: list[str]
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+def tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
+    """The last ``chars`` characters of ``text`` (for error messages)."""
+    return text if len(text) <= chars else "..." + text[-chars:]
+
+
+class Transport(ABC):
+    """Base of every transport. Subclasses implement the four ``_``-methods."""
+
+    name = "base"
+
+    def __init__(self, target: Target, trust_new_host: bool = False):
+        self.target = target
+        self.trust_new_host = trust_new_host
+        self._open = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect (idempotent)."""
+        if not self._open:
+            self._connect()
+            self._open = True
+
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
+        if self._open:
+            self._open = False
+            self._disconnect()
+
+    def __enter__(self) -> "Transport":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- public API -------------------------------------------------------------------
+    def run(self, argv: list[str], timeout_s: float, check: bool = True) -> RunResult:
+        """Run ``argv`` on the device; CommandTimeoutError past ``timeout_s``.
+
+        With ``check``, a non-zero exit raises RemoteCommandError with the stderr tail.
+        """
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise TypeError(f"argv must be a non-empty list of str, got {argv!r}")
+        self.open()
+        result = self._exec(list(argv), float(timeout_s))
+        log.debug("%s: %s -> %d in %.3f s", self.target.name, argv[0], result.exit_code,
+                  result.duration_s)
+        if check and result.exit_code != 0:
+            raise RemoteCommandError(
+                f"on target '{self.target.name}': `{' '.join(argv)}` exited {result.exit_code}; "
+                f"stderr: {tail(result.stderr.strip()) or '(empty)'}"
+            )
+        return result
+
+    def remote_sha256(self, remote_path: str) -> str | None:
+        """sha256 of a file on the device, None when it does not exist."""
+        out = self.run(["sh", "-c", _SHA_SCRIPT, "sh", remote_path, self.target.python],
+                       timeout_s=SHORT_TIMEOUT_S).stdout.strip()
+        return None if out == "-" else out
+
+    def put(self, local_path: str | Path, remote_path: str, timeout_s: float = 3600.0) -> PutResult:
+        """Copy a local file to the device unless it already holds the same bytes."""
+        local = Path(local_path)
+        if not local.is_file():
+            raise TransportError(f"cannot put {local}: no such local file")
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hash locally while the device hashes
+            local_sha = pool.submit(sha256_file, local)
+            remote_sha = self.remote_sha256(remote_path)
+            sha = local_sha.result()
+        if remote_sha == sha:
+            log.debug("%s: %s unchanged, skipped", self.target.name, remote_path)
+            return PutResult(skipped=True, bytes_sent=0, sha256=sha, remote_path=remote_path)
+        tmp = f"{remote_path}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            self._upload(local, tmp, timeout_s)
+            self.run(["sh", "-c", _COMMIT_SCRIPT, "sh", tmp, remote_path, sha, self.target.python],
+                     timeout_s=SHORT_TIMEOUT_S + local.stat().st_size / 20e6)
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
+        size = local.stat().st_size
+        log.info("%s: pushed %s (%d bytes)", self.target.name, remote_path, size)
+        return PutResult(skipped=False, bytes_sent=size, sha256=sha, remote_path=remote_path)
+
+    def get(self, remote_path: str, local_path: str | Path, timeout_s: float = 3600.0) -> Path:
+        """Copy a file from the device; written to a temp name, then renamed."""
+        local = Path(local_path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
+        self.open()
+        try:
+            self._download(remote_path, tmp, timeout_s)
+            tmp.replace(local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return local
+
+    def _remove_quietly(self, remote_path: str) -> None:
+        try:
+            if self._open:
+                self.run(["rm", "-f", remote_path], timeout_s=SHORT_TIMEOUT_S, check=False)
+        except TransportError as exc:  # the original failure matters more; say why cleanup failed
+            log.warning("%s: could not remove %s: %s", self.target.name, remote_path, exc)
+
+    # -- subclass hooks ----------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> None: ...
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+    @abstractmethod
+    def _exec(self, argv: list[str], timeout_s: float) -> RunResult: ...
+
+    @abstractmethod
+    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None: ...
+
+    @abstractmethod
+    def _download(self, remote_path: str, local: Path, timeout_s: float) -> None: ...

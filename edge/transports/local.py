@@ -1,0 +1,56 @@
+"""Local transport: this machine, through subprocess and file copies."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import CommandTimeoutError, ConnectError
+from .base import RunResult, Transport, tail
+
+
+def run_subprocess(argv: list[str], timeout_s: float, what: str) -> RunResult:
+    """Run argv in its own process group; kill the whole group past the timeout."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        raise ConnectError(f"{what}: cannot start `{argv[0]}`: {exc}") from exc
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise CommandTimeoutError(
+            f"{what}: `{' '.join(argv)}` still running after {timeout_s:g} s and was killed; "
+            f"raise the timeout or check the device. stderr: "
+            f"{tail(err.decode(errors='replace').strip()) or '(empty)'}"
+        ) from None
+    return RunResult(argv=argv, exit_code=proc.returncode, stdout=out.decode(errors="replace"),
+                     stderr=err.decode(errors="replace"),
+                     duration_s=time.perf_counter() - start)
+
+
+class LocalTransport(Transport):
+    """Runs commands and copies files on this machine."""
+
+    name = "local"
+
+    def _connect(self) -> None:
+        Path(self.target.workdir).expanduser().mkdir(parents=True, exist_ok=True)
+
+    def _disconnect(self) -> None:
+        pass
+
+    def _exec(self, argv: list[str], timeout_s: float) -> RunResult:
+        return run_subprocess(argv, timeout_s, f"on target '{self.target.name}'")
+
+    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
+        shutil.copyfile(local, Path(remote_path).expanduser())
+
+    def _download(self, remote_path: str, local: Path, timeout_s: float) -> None:
+        shutil.copyfile(Path(remote_path).expanduser(), local)

@@ -1,0 +1,206 @@
+"""SSH transport (paramiko): exec for commands, SFTP for files.
+
+Host keys are checked against the target's ``known_hosts``; unknown hosts are refused
+unless ``trust_new_host`` is set, in which case the key is recorded there. Authentication
+uses the target's ``identity_file`` (or ``~/.ssh/config``'s IdentityFile, or the default
+key files) and ssh-agent. Key material and passwords never reach logs or messages.
+"""
+from __future__ import annotations
+
+import logging
+import select
+import shlex
+import socket
+import time
+from pathlib import Path
+
+import paramiko
+
+from ..errors import AuthError, CommandTimeoutError, ConnectError, HostKeyError, TransportError
+from ..targets import resolve_ssh
+from .base import TIMEOUT_WRAPPER, RunResult, Transport
+
+log = logging.getLogger(__name__)
+# paramiko logs every connection and SFTP session at INFO; keep edge's output readable
+logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+CONNECT_TIMEOUT_S = 15.0
+# Our receive window and packet size (downloads); uploads are bounded by the server's.
+WINDOW_BYTES = 64 * 1024 * 1024
+MAX_PACKET_BYTES = 256 * 1024
+# One SFTP write per SSH packet: OpenSSH advertises 32 KiB packets on session channels.
+SFTP_CHUNK_BYTES = 32 * 1024 - 128
+# AES-GCM needs one AEAD call per packet instead of cipher + HMAC.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+
+
+def _make_transport(sock, **kwargs) -> paramiko.Transport:
+    t = paramiko.Transport(sock, default_window_size=WINDOW_BYTES,
+                           default_max_packet_size=MAX_PACKET_BYTES, **kwargs)
+    opts = t.get_security_options()
+    available = set(opts.ciphers)
+    opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) + tuple(
+        c for c in opts.ciphers if c not in PREFERRED_CIPHERS)
+    return t
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown hosts, or record them when the user asked to trust new hosts."""
+
+    def __init__(self, known_hosts: Path, trust: bool, target_name: str):
+        self.known_hosts, self.trust, self.target_name = known_hosts, trust, target_name
+
+    def missing_host_key(self, client, hostname, key):
+        fingerprint = key.fingerprint
+        if not self.trust:
+            raise HostKeyError(
+                f"target '{self.target_name}': host {hostname} is not in {self.known_hosts} "
+                f"({key.get_name()} {fingerprint}). Check the fingerprint on the device "
+                f"(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then re-run with "
+                f"--trust-new-host to record it, or add it with `ssh-keyscan`"
+            )
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("target '%s': trusted new host key %s %s for %s (recorded in %s)",
+                    self.target_name, key.get_name(), fingerprint, hostname, self.known_hosts)
+
+
+class SshTransport(Transport):
+    """A device reached over SSH."""
+
+    name = "ssh"
+
+    def __init__(self, target, trust_new_host: bool = False):
+        super().__init__(target, trust_new_host)
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def _where(self) -> str:
+        t = self.resolved
+        return f"target '{t.name}' ({t.user}@{t.host}:{t.port})"
+
+    def _connect(self) -> None:
+        self.resolved = t = resolve_ssh(self.target)
+        known_hosts = Path(t.known_hosts)
+        client = paramiko.SSHClient()
+        if known_hosts.is_file():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(_HostKeyPolicy(known_hosts, self.trust_new_host, t.name))
+        try:
+            sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
+            # many small request/response round trips: Nagle + delayed ACK would add 40 ms each
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.connect(
+                t.host, port=t.port, sock=sock, username=t.user, key_filename=t.identity_file,
+                look_for_keys=t.identity_file is None, allow_agent=True, timeout=CONNECT_TIMEOUT_S,
+                banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
+                transport_factory=_make_transport)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"{self._where()}: the host key has CHANGED: {known_hosts} holds "
+                f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, the device offered "
+                f"{exc.key.get_name()} {exc.key.fingerprint}. This may be a reinstalled device or an "
+                f"attack; if the change is expected, remove the old line (ssh-keygen -R "
+                f"'{exc.hostname}' -f {known_hosts}) and connect with --trust-new-host"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise AuthError(
+                f"{self._where()}: authentication failed ({type(exc).__name__}); expected the key "
+                f"{t.identity_file or '(default keys / ssh-agent)'} to be in the device's "
+                f"authorized_keys for user {t.user}"
+            ) from None
+        except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, socket.timeout,
+                socket.gaierror, paramiko.SSHException, OSError) as exc:
+            client.close()
+            raise ConnectError(
+                f"{self._where()}: cannot connect: {exc}. Check that the device is on, sshd runs "
+                "and the host/port in the target are right"
+            ) from None
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+
+    def _disconnect(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _exec(self, argv: list[str], timeout_s: float) -> RunResult:
+        start = time.perf_counter()
+        command = shlex.join(["sh", "-c", TIMEOUT_WRAPPER, str(int(timeout_s) + 2), *argv])
+        try:
+            chan = self._client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
+            chan.exec_command(command)
+            chan.shutdown_write()
+            out, err = self._drain(chan, start + timeout_s)
+        except (paramiko.SSHException, OSError) as exc:
+            raise ConnectError(f"{self._where()}: connection lost running `{argv[0]}`: {exc}") from None
+        if out is None:
+            chan.close()
+            raise CommandTimeoutError(
+                f"{self._where()}: `{shlex.join(argv)}` still running after {timeout_s:g} s; it "
+                "was stopped. Raise the timeout or check the device"
+            )
+        code = chan.recv_exit_status()
+        chan.close()
+        return RunResult(argv=argv, exit_code=code, stdout=out.decode(errors="replace"),
+                         stderr=err.decode(errors="replace"), duration_s=time.perf_counter() - start)
+
+    @staticmethod
+    def _drain(chan: paramiko.Channel, deadline: float) -> tuple[bytes | None, bytes]:
+        """Read stdout and stderr until the command exits; (None, stderr) at the deadline."""
+        out, err = bytearray(), bytearray()
+        while True:
+            progressed = False
+            while chan.recv_ready():
+                out += chan.recv(1 << 16)
+                progressed = True
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
+                progressed = True
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # exit status may precede the last data; closed means all data arrived
+                if chan.closed or chan.eof_received:
+                    return bytes(out), bytes(err)
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None, bytes(err)
+            if not progressed:
+                select.select([chan], [], [], min(remaining, 0.02))
+
+    def _sftp_client(self, timeout_s: float) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        self._sftp.get_channel().settimeout(max(timeout_s, 1.0))
+        return self._sftp
+
+    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
+        try:
+            sftp = self._sftp_client(timeout_s)
+            with open(local, "rb") as src, sftp.open(remote_path, "wb") as dst:
+                dst.set_pipelined(True)
+                while block := src.read(SFTP_CHUNK_BYTES):
+                    dst.write(block)
+        except socket.timeout:
+            raise CommandTimeoutError(f"{self._where()}: upload of {local} stalled for "
+                                      f"{timeout_s:g} s") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self._where()}: upload of {local} to {remote_path} failed: "
+                                 f"{exc}") from None
+
+    def _download(self, remote_path: str, local: Path, timeout_s: float) -> None:
+        try:
+            self._sftp_client(timeout_s).get(remote_path, str(local))
+        except socket.timeout:
+            raise CommandTimeoutError(f"{self._where()}: download of {remote_path} stalled for "
+                                      f"{timeout_s:g} s") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self._where()}: download of {remote_path} failed: {exc}") from None

@@ -1,0 +1,24 @@
+"""Shared fixtures for backend tests: one artifact cache per test session (re-exports are cache hits)."""
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+EXPORT_MODELS = FIXTURES / "export_models.py"
+
+
+@pytest.fixture(scope="session")
+def user_model():
+    """``user_model("branchy")``: a file.py:factory reference into tests/fixtures/export_models.py."""
+    return lambda factory: f"{EXPORT_MODELS}:{factory}"
+
+
+@pytest.fixture(scope="session")
+def artifact_cache(tmp_path_factory) -> Path:
+    # The same folder for every test file in the session, so a zoo model is converted once.
+    return tmp_path_factory.getbasetemp() / "edge-artifact-cache"
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("exports")

@@ -1,0 +1,75 @@
+import socket
+
+import numpy as np
+import pytest
+
+from edge.backends import get_backend
+from edge.backends.tflite import CALIBRATION_IMAGE_SHAPE, _sample_images
+from edge.errors import UnsupportedError
+from edge.exporter import export
+from edge.models import load_model
+from edge.validate import validate
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection in this process fails (the onnx2tf subprocess gets dead proxies)."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted during export")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.parametrize("model", ["tiny-mlp", "tiny-cnn", "tiny-lm", pytest.param("minilm", marks=pytest.mark.slow)])
+def test_zoo_model_exports_and_validates(model, export_dir, artifact_cache, no_network):
+    art = export(model, "tflite", export_dir, cache_dir=artifact_cache)
+    assert art.path.name == "model.tflite"
+    val = art.manifest["validation"]
+    assert val["passed"] and val["score"] > 0.999 and val["rel_error"] < 1e-4
+    spec = load_model(model)
+    assert [i["name"] for i in art.manifest["inputs"]] == spec.input_names
+    assert "onnx2tf" in art.manifest["tool_versions"]
+
+
+def test_image_input_is_nhwc_in_manifest_and_samples(export_dir, artifact_cache):
+    art = export("tiny-cnn", "tflite", export_dir, cache_dir=artifact_cache)
+    (entry,) = art.manifest["inputs"]
+    assert entry["layout"] == "NHWC" and entry["source_layout"] == "NCHW" and entry["shape"] == [1, 32, 32, 3]
+    sample = np.load(art.dir / "sample_inputs.npz")["arr_0"]
+    spec = load_model("tiny-cnn")
+    np.testing.assert_array_equal(sample, spec.example_inputs[0].numpy().transpose(0, 2, 3, 1))
+
+
+def test_user_image_model_converts_offline(user_model, tmp_path, artifact_cache, no_network):
+    # every input is a 3-channel image: onnx2tf would download its sample images without ours
+    art = export(user_model("image_model"), "tflite", tmp_path, cache_dir=artifact_cache, use_cache=False)
+    assert art.manifest["inputs"][0]["shape"] == [1, 20, 28, 3]
+    assert art.manifest["validation"]["passed"]
+
+
+def test_calibration_images_have_onnx2tf_shape_and_our_content():
+    spec = load_model("tiny-cnn")
+    images = [x[0].numpy() for x in spec.calib_inputs[:3]]
+    out = _sample_images(images)
+    assert out.shape == CALIBRATION_IMAGE_SHAPE and out.dtype == np.float32
+    # tiled from our own images: sample 3 repeats sample 0
+    np.testing.assert_array_equal(out[3], out[0])
+    assert abs(float(out[0].mean()) - float(images[0].mean())) < 0.05
+
+
+def test_full_integer_variant_has_int8_io_and_stays_accurate(tmp_path):
+    spec = load_model("tiny-cnn")
+    art = get_backend("tflite").export(spec.model, spec, tmp_path, {"tflite_quantization": "full_integer"})
+    (entry,) = art.manifest["inputs"]
+    assert entry["dtype"] == "int8" and entry["quantization"]["scale"] > 0
+    art.manifest["compression"] = {"options": {"tflite_quantization": "full_integer"}}
+    result = validate(art, spec)
+    assert result["precision"] == "int8" and result["score"] >= 0.85
+
+
+def test_data_dependent_control_flow_is_an_export_error(user_model, tmp_path, artifact_cache):
+    with pytest.raises(UnsupportedError, match=r"tflite.*data-dependent control flow"):
+        export(user_model("branchy"), "tflite", tmp_path, cache_dir=artifact_cache)
+    assert list(tmp_path.iterdir()) == []
