@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
@@ -22,6 +23,8 @@ from pathlib import Path
 from ..artifact import sha256_file
 from ..errors import RemoteCommandError, TransportError
 from ..targets import Target
+
+UNKNOWN_SIZE = -1  # _remote_size() of a transport that cannot stat cheaply
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +139,34 @@ class Transport(ABC):
         return None if out == "-" else out
 
     def put(self, local_path: str | Path, remote_path: str, timeout_s: float = 3600.0) -> PutResult:
-        """Copy a local file to the device unless it already holds the same bytes."""
+        """Copy a local file to the device unless it already holds the same bytes.
+
+        A remote file of another size (or none) is known to differ without hashing it
+        there; the local hash then runs while the bytes are on the wire.
+        """
         local = Path(local_path)
         if not local.is_file():
             raise TransportError(f"cannot put {local}: no such local file")
-        with ThreadPoolExecutor(max_workers=1) as pool:  # hash locally while the device hashes
-            local_sha = pool.submit(sha256_file, local)
-            remote_sha = self.remote_sha256(remote_path)
-            sha = local_sha.result()
-        if remote_sha == sha:
-            log.debug("%s: %s unchanged, skipped", self.target.name, remote_path)
-            return PutResult(skipped=True, bytes_sent=0, sha256=sha, remote_path=remote_path)
-        tmp = f"{remote_path}.tmp-{uuid.uuid4().hex[:12]}"
-        try:
-            self._upload(local, tmp, timeout_s)
-            self.run(["sh", "-c", _COMMIT_SCRIPT, "sh", tmp, remote_path, sha, self.target.python],
-                     timeout_s=SHORT_TIMEOUT_S + local.stat().st_size / 20e6)
-        except BaseException:
-            self._remove_quietly(tmp)
-            raise
         size = local.stat().st_size
+        self.open()
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hash locally while the device works
+            local_sha = pool.submit(sha256_file, local)
+            remote_size = self._remote_size(remote_path)
+            if remote_size in (size, UNKNOWN_SIZE) and self.remote_sha256(remote_path) == local_sha.result():
+                log.debug("%s: %s unchanged, skipped", self.target.name, remote_path)
+                return PutResult(skipped=True, bytes_sent=0, sha256=local_sha.result(),
+                                 remote_path=remote_path)
+            if remote_size is None:
+                self._make_parent(remote_path)
+            tmp = f"{remote_path}.tmp-{uuid.uuid4().hex[:12]}"
+            try:
+                self._upload(local, tmp, timeout_s)
+                sha = local_sha.result()
+                self.run(["sh", "-c", _COMMIT_SCRIPT, "sh", tmp, remote_path, sha, self.target.python],
+                         timeout_s=SHORT_TIMEOUT_S + size / 20e6)
+            except BaseException:
+                self._remove_quietly(tmp)
+                raise
         log.info("%s: pushed %s (%d bytes)", self.target.name, remote_path, size)
         return PutResult(skipped=False, bytes_sent=size, sha256=sha, remote_path=remote_path)
 
@@ -180,6 +191,14 @@ class Transport(ABC):
             log.warning("%s: could not remove %s: %s", self.target.name, remote_path, exc)
 
     # -- subclass hooks ----------------------------------------------------------------
+    def _remote_size(self, remote_path: str) -> int | None:
+        """Size of a file on the device, None when absent, UNKNOWN_SIZE without a cheap stat."""
+        return UNKNOWN_SIZE
+
+    def _make_parent(self, remote_path: str) -> None:
+        """Create the parent directory of ``remote_path`` on the device."""
+        self.run(["mkdir", "-p", posixpath.dirname(remote_path) or "."], timeout_s=SHORT_TIMEOUT_S)
+
     @abstractmethod
     def _connect(self) -> None: ...
 

@@ -49,6 +49,15 @@ class LocalTransport(Transport):
     def _exec(self, argv: list[str], timeout_s: float) -> RunResult:
         return run_subprocess(argv, timeout_s, f"on target '{self.target.name}'")
 
+    def _remote_size(self, remote_path: str) -> int | None:
+        try:
+            return os.stat(Path(remote_path).expanduser()).st_size
+        except FileNotFoundError:
+            return None
+
+    def _make_parent(self, remote_path: str) -> None:
+        Path(remote_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
     def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
         shutil.copyfile(local, Path(remote_path).expanduser())
 

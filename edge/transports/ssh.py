@@ -8,6 +8,7 @@ key files) and ssh-agent. Key material and passwords never reach logs or message
 from __future__ import annotations
 
 import logging
+import posixpath
 import select
 import shlex
 import socket
@@ -18,7 +19,7 @@ import paramiko
 
 from ..errors import AuthError, CommandTimeoutError, ConnectError, HostKeyError, TransportError
 from ..targets import resolve_ssh
-from .base import TIMEOUT_WRAPPER, RunResult, Transport
+from .base import SHORT_TIMEOUT_S, TIMEOUT_WRAPPER, UNKNOWN_SIZE, RunResult, Transport
 
 log = logging.getLogger(__name__)
 # paramiko logs every connection and SFTP session at INFO; keep edge's output readable
@@ -181,6 +182,22 @@ class SshTransport(Transport):
             self._sftp = self._client.open_sftp()
         self._sftp.get_channel().settimeout(max(timeout_s, 1.0))
         return self._sftp
+
+    def _remote_size(self, remote_path: str) -> int | None:
+        # An SFTP stat is one round trip on an open channel; an exec costs a new channel.
+        try:
+            return self._sftp_client(SHORT_TIMEOUT_S).stat(remote_path).st_size
+        except FileNotFoundError:
+            return None
+        except (OSError, paramiko.SSHException):
+            return UNKNOWN_SIZE
+
+    def _make_parent(self, remote_path: str) -> None:
+        parent = posixpath.dirname(remote_path) or "."
+        try:
+            self._sftp_client(SHORT_TIMEOUT_S).stat(parent)
+        except (OSError, paramiko.SSHException):  # absent (or unknown): one exec creates it
+            super()._make_parent(remote_path)
 
     def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
         try:
