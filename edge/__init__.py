@@ -41,15 +41,16 @@ def plan(model, profile, min_accuracy: float | None = None, max_latency_ms: floa
     """Plan for ``model`` (zoo name, file.py:factory, HF dir or ModelSpec) on ``profile``
     (a profile name, YAML path or DeviceProfile); see :func:`edge.planner.make_plan`."""
     from .models import load_model
-    from .planner import make_plan
+    from .planner import Constraints, make_plan
     from .profiles import load_profile
 
     spec = load_model(model) if isinstance(model, str) else model
     prof = load_profile(profile) if isinstance(profile, str) else profile
     if isinstance(backends, str):
         backends = None if backends == "all" else [b.strip() for b in backends.split(",")]
-    return make_plan(spec, prof, min_accuracy=min_accuracy, max_latency_ms=max_latency_ms,
-                     max_size_mb=max_size_mb, backends=backends)
+    given = {"min_accuracy": min_accuracy, "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb}
+    constraints = Constraints(**{k: v for k, v in given.items() if v is not None})
+    return make_plan(spec, prof, constraints, backends=backends)
 
 
 # attribute -> (module, function); imported on first access

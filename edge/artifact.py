@@ -9,11 +9,18 @@ Layout on disk (one folder per artifact)::
 Manifest keys (schema_version 1): ``schema_version``, ``backend``, ``file``, ``sha256``,
 ``size_bytes``, ``model`` {name, source, params, metric}, ``inputs``/``outputs``: lists of
 {name, shape, dtype, layout} where shape/dtype/layout are those of the artifact itself
-(TFLite image inputs are NHWC) and ``source_layout`` is the eager model's layout,
-``compression`` (the applied plan/recipe as JSON, or null), ``delegation`` (backend
-specific coverage, e.g. ExecuTorch ops delegated to XNNPACK vs portable), ``tool_versions``,
-``notes`` (list of strings, e.g. "optimize_for_mobile unavailable: ..."), ``validation``
-(the result of :mod:`edge.validate`), ``cache_key``, ``created_at``.
+(TFLite image inputs are NHWC) and ``source_layout`` is the eager model's layout (layouts:
+NCHW/NHWC, NCW/NWC, NCDHW/NDHWC, or ``plain`` for tensors without a channel axis); an
+int8/uint8 tensor of a float model also has ``quantization`` {scale, zero_point}
+(real = (q - zero_point) * scale). ``compression``: null, or {plan, recipe, options} (the
+applied plan as JSON, its technique configs, the backend options it set). ``delegation``:
+backend specific coverage or null; ExecuTorch: {delegate, delegated_subgraphs,
+delegated_nodes, portable_nodes, coverage, by_operator {op: {delegated, portable}},
+portable_ops}. ``tool_versions`` {distribution: version}, ``notes`` (list of strings, e.g.
+"optimize_for_mobile unavailable: ..."), ``validation`` (the result of :mod:`edge.validate`:
+metric, score, max_abs_error, rel_error, cosine, samples, precision, tolerance, passed),
+``cache_key`` (sha256 of the export's inputs, see :mod:`edge.exporter`), ``cache_hit``
+(true when this folder was copied from the artifact cache), ``created_at`` (UTC, ISO 8601).
 """
 from __future__ import annotations
 

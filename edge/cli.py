@@ -137,12 +137,43 @@ def _profiles_show(args: argparse.Namespace) -> Output:
     return Output(data, "\n".join(lines))
 
 
+def _profiles_calibrate(args: argparse.Namespace) -> Output:
+    from .calibrate import calibrate, compare_figures, save_calibrated_profile
+    from .errors import PartialFailure
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    result = calibrate(args.target, backends=backends, targets_file=args.targets_file,
+                       threads=args.threads)
+    path = save_calibrated_profile(result.profile, result.block, args.output)
+    rows = compare_figures(result.profile, result.block)
+    data = {**result.to_dict(), "path": str(path), "figures": rows}
+    table = [{"backend": r["backend"], "figure": r["figure"], "unit": r["unit"],
+              "before": "unknown" if r["before"] is None else f"{r['before']:.4g}",
+              "measured": "-" if r["measured"] is None else f"{r['measured']:.4g}"} for r in rows]
+    lines = [f"{result.profile.name} on target {result.target} ({', '.join(result.backends)}):",
+             _table(table, ["backend", "figure", "unit", "before", "measured"]),
+             f"bandwidth (device, median over backends): {result.block.get('bandwidth_gbs', '-')} GB/s",
+             *[f"note: {n}" for n in result.block["provenance"]["notes"]],
+             f"wrote {path}"]
+    lines += [f"{b} failed: {msg}" for b, msg in result.failures.items()]
+    return Output(data, "\n".join(lines), PartialFailure.exit_code if result.failures else 0)
+
+
 def _add_profiles(sub) -> None:
     p = sub.add_parser("profiles", help="device profiles: CPU, memory, compute, runtimes")
     s = p.add_subparsers(dest="profiles_command", required=True)
     _command(s, "list", _profiles_list, "list the device profiles (shipped and ~/.config/edge/profiles)")
     show = _command(s, "show", _profiles_show, "show every field of one device profile")
     show.add_argument("profile", metavar="NAME|PATH", help="a profile name or a path to a .yaml file")
+    cal = _command(s, "calibrate", _profiles_calibrate,
+                   "measure a target's matmul throughput, memory bandwidth and runtime overhead, "
+                   "and save its profile with that calibration (the planner prefers it)")
+    cal.add_argument("--target", required=True, help="target name (`local` is this machine)")
+    cal.add_argument("--targets-file", help="read targets only from this YAML file")
+    cal.add_argument("--backends", help="comma-separated backends (default: the profile's runtimes)")
+    cal.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    cal.add_argument("-o", "--output", help="write the calibrated profile here "
+                                            "(default: ~/.config/edge/profiles/<profile>.yaml)")
 
 
 # --- export ---------------------------------------------------------------------------
@@ -443,21 +474,22 @@ def _results_show(args: argparse.Namespace) -> Output:
     host = (run.context or {}).get("host", {})
     device = (run.context or {}).get("device", {})
     lines = [text_table(run), "",
-             f"created: {run.created_at}   host: {host.get('hostname', '-')}   device: "
-             f"{device.get('hostname', '-')} ({device.get('machine', '-')}, governor "
-             f"{device.get('cpu_governor', '-')})"]
+             f"created: {run.created_at}   host: {host.get('hostname') or '-'}   device: "
+             f"{device.get('hostname') or '-'} ({device.get('machine') or '-'}, governor "
+             f"{device.get('cpu_governor') or '-'})"]
     if run.extra.get("report_html"):
         lines.append(f"report: {run.extra['report_html']}")
     return Output(run.to_dict(), "\n".join(lines))
 
 
-def _fmt_delta(value, pct, digits: int = 3) -> str:
+def _fmt_delta(value, pct, digits: int = 4) -> str:
     if value is None:
         return "-"
     return f"{value:+.{digits}f}" + ("" if pct is None else f" ({pct:+.1f}%)")
 
 
 def _results_compare(args: argparse.Namespace) -> Output:
+    from .report import fmt_ms
     from .results import ResultsStore, compare_runs
 
     store = ResultsStore(args.db)
@@ -466,8 +498,7 @@ def _results_compare(args: argparse.Namespace) -> Output:
     for r in diff["rows"]:
         a, b, d = r["a"] or {}, r["b"] or {}, r["delta"]
         rows.append({"backend": r["backend"], "plan": r["plan_name"], "status": r["status"],
-                     "A p50 ms": "-" if a.get("p50_ms") is None else f"{a['p50_ms']:.3f}",
-                     "B p50 ms": "-" if b.get("p50_ms") is None else f"{b['p50_ms']:.3f}",
+                     "A p50 ms": fmt_ms(a.get("p50_ms")), "B p50 ms": fmt_ms(b.get("p50_ms")),
                      "delta p50": _fmt_delta(d.get("p50_ms"), d.get("p50_pct")),
                      "delta size": _fmt_delta(d.get("size_bytes"), d.get("size_pct"), 0),
                      "delta accuracy": _fmt_delta(d.get("accuracy"), None, 4)})

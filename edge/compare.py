@@ -23,12 +23,13 @@ import platform
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from .compare_steps import Candidate, Steps, all_backends
 from .errors import ConfigError, EdgeError, PartialFailure
-from .results import ResultsStore, Run, RunRow
+from .results import ResultsStore, Run, RunRow, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,8 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
             "plans": plans, "warmup": warmup, "iterations": iterations, "threads": threads,
             "out_dir": str(out), "targets_file": str(targets_file) if targets_file else None}
     runner = _Runner(steps, CompareState(out), out, progress, _model_fingerprint(model_ref),
-                     {"profile": profile_name, **constraints, "plans": plans},
+                     {"profile": profile_name, "profile_data": key_of(steps.profile_data()), **constraints,
+                      "plans": plans},
                      {"target": target, "warmup": warmup, "iterations": iterations, "threads": threads})
     rows = []
     for backend in names:
@@ -185,11 +187,12 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
     run = Run(model=model_ref, profile=profile_name, target=target, args=args,
               status="ok" if ok == len(rows) else "partial" if ok else "failed",
               context={"host": host_context(), "device": next((r.context for r in rows if r.context), {})},
-              rows=rows, extra={"out_dir": str(out), "notes": steps.notes(profile_name)})
-    store = ResultsStore(db)
-    store.save_run(run)
+              rows=rows, extra={"out_dir": str(out), "notes": steps.notes(profile_name)},
+              run_id=new_run_id(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     paths = _write_reports(run, out)
     run.extra.update(report_html=paths["html"], csv=paths["csv"], json=paths["json"])
+    store = ResultsStore(db)
+    store.save_run(run)
     return CompareResult(run=run, out_dir=out, paths=paths, steps=runner.records, db_path=store.path)
 
 
@@ -227,7 +230,7 @@ class _Runner:
         except BaseException as exc:
             seconds = time.perf_counter() - start
             self.records.append(StepRecord(backend, plan_name, step, False, seconds, str(exc)))
-            self._emit(backend, step, "failed", plan_name, seconds, str(exc).splitlines()[0] if str(exc) else "")
+            self._emit(backend, step, "failed", plan_name, seconds, _first_line(exc))
             raise
         seconds = time.perf_counter() - start
         self.state.put(section, key, value)
@@ -263,12 +266,18 @@ class _Runner:
         return row
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _error_row(backend: str, plan_name: str, exc: Exception) -> RunRow:
     if isinstance(exc, EdgeError):
-        code, text = exc.exit_code, str(exc)
+        code, text = exc.exit_code, str(exc).strip()
     else:
         log.debug("unexpected failure in %s/%s", backend, plan_name, exc_info=exc)
-        code, text = EdgeError.exit_code, f"{type(exc).__name__}: {exc} (unexpected; rerun with --debug)"
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        code, text = EdgeError.exit_code, f"{type(exc).__name__}: {detail} (unexpected; rerun with --debug)"
     log.warning("%s/%s failed: %s", backend, plan_name, text.splitlines()[0] if text else type(exc).__name__)
     return RunRow(backend=backend, plan_name=plan_name, error=text, error_type=type(exc).__name__,
                   exit_code=code)

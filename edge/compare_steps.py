@@ -107,6 +107,10 @@ class Steps:
         return [f"predictions are for profile {profile_name}; measurements come from target {self.target} "
                 f"(profile {target_profile}), so predicted and measured latency differ by design"]
 
+    def profile_data(self) -> dict:
+        """The profile's content, so an edited profile invalidates recorded plans."""
+        return self._profile.to_dict() if hasattr(self._profile, "to_dict") else {}
+
     def runtimes(self) -> tuple[str, ...] | None:
         """The runtimes the profile's device can run (None when it does not say)."""
         return tuple(getattr(self._profile, "runtimes", None) or ()) or None

@@ -96,8 +96,10 @@ def _spec(model_ref_or_spec: Any):
 def _build(spec: Any, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key: str, validate: bool) -> Artifact:
     model, options = spec.model.eval(), {}
     if plan is not None:
-        from .compress import apply_plan
-
+        try:
+            from .compress import apply_plan
+        except ImportError as exc:
+            raise ExportError(f"a plan was given but compression is unavailable here: {exc}") from exc
         model, options = apply_plan(spec.fresh_model(), plan, be.name, spec)
     try:
         artifact = be.export(model, spec, tmp, options)

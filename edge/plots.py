@@ -35,6 +35,18 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _log_if_wide(ax, axis: str, values: list[float], ratio: float = 20.0) -> bool:
+    """Log scale when the values span more than ``ratio`` (one slow backend would flatten the rest)."""
+    positive = [v for v in values if v > 0]
+    if not positive or max(positive) / min(positive) <= ratio:
+        return False
+    if axis in ("y", "both"):
+        ax.set_yscale("log")
+    if axis in ("x", "both"):
+        ax.set_xscale("log")
+    return True
+
+
 def plot_latency(run: Run) -> bytes | None:
     """Box plot of raw latency samples per row, the samples jittered over it."""
     rows = [r for r in run.rows if r.ok and r.latencies_ms]
@@ -50,6 +62,7 @@ def plot_latency(run: Run) -> bytes | None:
     rng = np.random.default_rng(0)
     for i, samples in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(samples)), samples, s=6, alpha=0.4, color="tab:blue")
+    _log_if_wide(ax, "y", [float(v) for d in data for v in d])
     ax.set_ylabel("latency per inference (ms)")
     ax.set_title(f"{run.model} on {run.target}: latency ({len(data[0])} samples per backend)")
     ax.grid(axis="y", alpha=0.3)
@@ -73,6 +86,7 @@ def plot_tradeoff(run: Run) -> bytes | None:
         ax.annotate(f"{r.backend}/{r.plan_name}{acc}", (x, y), textcoords="offset points", xytext=(6, 6),
                     fontsize=8)
     fig.colorbar(points, ax=ax, label=f"accuracy ({rows[0].metric or 'score'}, 1.0 = fp32)")
+    ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("latency p50 (ms)")
     ax.set_title("latency vs size vs accuracy")
@@ -91,13 +105,14 @@ def plot_predicted(run: Run) -> bytes | None:
     xs = [p for _, p, _ in pairs]
     ys = [m for _, _, m in pairs]
     top = max(xs + ys) * 1.15
-    ax.plot([0, top], [0, top], linestyle="--", color="gray", label="y = x")
+    low = min(xs + ys) / 1.5 if _log_if_wide(ax, "both", xs + ys) else 0.0
+    ax.plot([low, top], [low, top], linestyle="--", color="gray", label="y = x")
     ax.scatter(xs, ys, s=60, color="tab:orange", edgecolors="black", zorder=3)
+    ax.set_xlim(low, top)
+    ax.set_ylim(low, top)
     for (r, x, y) in pairs:
         ax.annotate(f"{r.backend}/{r.plan_name}", (x, y), textcoords="offset points", xytext=(6, -10),
                     fontsize=8)
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel("measured latency p50 (ms)")
     ax.set_title(f"predicted vs measured on {run.target}")

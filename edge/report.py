@@ -41,6 +41,14 @@ def fmt_num(value, digits: int = 2) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
 
 
+def fmt_ms(value) -> str:
+    """Milliseconds with precision to match: 123.4, 12.35, 0.0123."""
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.4f}"
+
+
 def delegation_coverage(delegation: dict | None) -> float | None:
     """Fraction of work a backend handed to its accelerated path (0..1), when it says."""
     if not isinstance(delegation, dict):
@@ -83,9 +91,9 @@ def table_rows(run: Run) -> list[dict]:
             "backend": row.backend,
             "plan": row.plan_name,
             "size": fmt_bytes(row.size_bytes),
-            "pred p50": fmt_num(predicted_latency_ms(row)),
-            "p50 ms": fmt_num(lat.get("p50"), 3),
-            "p90 ms": fmt_num(lat.get("p90"), 3),
+            "pred p50": fmt_ms(predicted_latency_ms(row)),
+            "p50 ms": fmt_ms(lat.get("p50")),
+            "p90 ms": fmt_ms(lat.get("p90")),
             "peak MB": fmt_num(row.peak_rss_mb, 1),
             "accuracy": "-" if row.accuracy is None else f"{row.accuracy:.4f} {row.metric or ''}".strip(),
             "delegated": fmt_delegation(row.delegation),

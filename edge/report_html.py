@@ -7,7 +7,7 @@ import base64
 import json
 from html import escape
 
-from .report import (delegation_coverage, fmt_bytes, fmt_delegation, fmt_num, predicted_latency_ms,
+from .report import (delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms, fmt_num, predicted_latency_ms,
                      table_rows, TABLE_COLUMNS)
 from .results import Run
 from .run_diff import thermal_flags
@@ -24,7 +24,7 @@ th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: ta
 tr.error td { background: #fff1f0; }
 .status-ok { color: #1a7f37; } .status-partial { color: #9a6700; } .status-failed { color: #cf222e; }
 .flag { color: #9a6700; } img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.5em 0; }
-pre { background: #f6f8fa; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+.scroll { overflow-x: auto; } pre { background: #f6f8fa; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 """
 
 _PLOT_TITLES = {
@@ -49,7 +49,8 @@ def _table(headers: list[str], rows: list[list], classes: list[str] | None = Non
             f'<td class="num">{_e(v)}</td>' if isinstance(v, (int, float)) else f"<td>{_e(v)}</td>"
             for v in row)
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _summary(run: Run) -> str:
@@ -66,7 +67,7 @@ def _details(run: Run) -> str:
     for r in run.rows:
         lat = r.latency_ms or {}
         rows.append([r.backend, r.plan_name, r.size_bytes if r.size_bytes is not None else "-",
-                     *[fmt_num(lat.get(k), 3) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")],
+                     *[fmt_ms(lat.get(k)) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")],
                      len(r.latencies_ms or []), fmt_num(r.load_ms, 1), fmt_num(r.first_inference_ms, 2),
                      f"{r.runtime or '-'} {r.runtime_version or ''}".strip(), r.threads or "-",
                      (r.artifact_sha256 or "-")[:12]])
@@ -81,7 +82,7 @@ def _predicted(run: Run) -> str:
     for r in run.rows:
         p = r.predicted or {}
         rows.append([r.backend, r.plan_name, fmt_bytes(p.get("size_bytes")), fmt_bytes(r.size_bytes),
-                     fmt_num(predicted_latency_ms(r), 3), fmt_num((r.latency_ms or {}).get("p50"), 3),
+                     fmt_ms(predicted_latency_ms(r)), fmt_ms((r.latency_ms or {}).get("p50")),
                      fmt_num(p.get("peak_memory_mb"), 1), fmt_num(r.peak_rss_mb, 1),
                      fmt_num(p.get("accuracy"), 4), fmt_num(r.accuracy, 4), fmt_delegation(r.delegation)])
     return _table(headers, rows, table_id="predicted")

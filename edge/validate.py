@@ -82,7 +82,7 @@ def reference_outputs(spec: Any, limit: int | None = None) -> list[list[np.ndarr
 
 def run_artifact(artifact: Artifact, inputs: Sequence[tuple]) -> list[list[np.ndarray]]:
     """Run the artifact in its host runtime over eager-layout inputs; outputs in eager layout."""
-    run = get_backend(artifact.backend).load(artifact.path)
+    run = get_backend(artifact.backend).load(artifact)
     entries_in, entries_out = artifact.manifest["inputs"], artifact.manifest["outputs"]
     outs = []
     for x in inputs:
@@ -99,11 +99,11 @@ def validate(artifact: Artifact, spec: Any, reference_outputs: list | None = Non
     ``tolerance`` defaults to :data:`TOLERANCES` for the artifact's precision; ``limit``
     caps the number of eval inputs. Raises ValidationError when a limit is exceeded.
     """
+    precision = precision_of(artifact.manifest)
+    tol = _tolerance(tolerance, precision)
     inputs = list(spec.eval_inputs[:limit])
     refs = reference_outputs if reference_outputs is not None else _reference(spec, limit)
     refs = refs[: len(inputs)]
-    precision = precision_of(artifact.manifest)
-    tol = _tolerance(tolerance, precision)
     cands = run_artifact(artifact, inputs)
     ref0 = [np.asarray(r[0], dtype=np.float64) for r in refs]
     cand0 = [np.asarray(c[0], dtype=np.float64) for c in cands]

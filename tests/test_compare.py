@@ -154,7 +154,7 @@ def test_results_compare_of_the_two_runs(warm_cli, resumed, capsys):
     _, data = warm_cli
     assert main(["results", "compare", resumed.run_id, data["run_id"]]) == 0
     out = capsys.readouterr().out
-    assert "torchscript" in out and "+0.000" in out
+    assert "torchscript" in out and "+0.0000 (+0.0%)" in out
 
 
 def test_failing_backends_become_error_rows(env, tmp_path):
@@ -185,6 +185,8 @@ def test_python_api_is_lazy_and_callable():
             "from edge.compare import CompareResult; assert callable(edge.compare)")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert edge.compare.compare is compare
+    plan = edge.plan("tiny-mlp", "raspberry-pi-4-4gb", backends="executorch,tflite", max_size_mb=1)
+    assert plan.backend in ("executorch", "tflite") and plan.predicted["size_bytes"] <= 1e6
 
 
 def test_compare_on_an_ssh_device(env, devicelab, tmp_path):

@@ -48,7 +48,7 @@ def test_text_table_has_every_row_and_error(run):
     lines = text.splitlines()
     assert "tiny-cnn on local" in lines[0] and "partial" in lines[0]
     assert len(lines) == 1 + 2 + 4
-    assert "120.00 kB" in text and "1.900" in text and "0.9960 top1" in text and "90%" in text
+    assert "120.00 kB" in text and "1.90" in text and "0.0000" not in text and "0.9960 top1" in text and "90%" in text
     assert "ExportError: <int4> not supported" in text and "more" not in text
 
 

@@ -7,7 +7,7 @@ from edge.backends.base import from_artifact_outputs, to_artifact_inputs
 from edge.errors import ConfigError, ValidationError
 from edge.exporter import export
 from edge.models import load_model
-from edge.validate import TOLERANCES, precision_of, reference_outputs, validate
+from edge.validate import TOLERANCES, Tolerance, precision_of, reference_outputs, validate
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def test_validation_failure_says_by_how_much_and_the_tolerance(cnn_tflite):
 
 def test_tolerance_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="max_abs.*max_rel_error"):
-        validate(None, None, tolerance={"max_abs": 1.0})
+        Tolerance.from_dict({"max_abs": 1.0})
 
 
 def test_precision_follows_compression_and_options():
@@ -67,3 +67,4 @@ def test_layout_round_trip_for_nhwc_and_int8():
     (qx,) = to_artifact_inputs([np.array([[0.0, 0.5, 5.0]])], [q])
     assert qx.dtype == np.int8 and qx.tolist() == [[-3, 47, 127]]
     np.testing.assert_allclose(from_artifact_outputs([qx], [q])[0], [[0.0, 0.5, 1.3]], atol=1e-6)
+

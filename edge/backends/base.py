@@ -9,8 +9,9 @@ A backend has a ``name`` (the registry key), a ``suffix`` (the file extension) a
   (:mod:`edge.exporter`) adds hashes, validation and the cache key.
 - ``unsupported(plan) -> list[str]``: why this backend cannot express a plan's techniques
   (empty when it can, and for ``plan=None``).
-- ``load(path) -> run``: the host runtime for the file; ``run(arrays)`` takes inputs in the
-  artifact's own layout/dtype and returns its raw outputs (numpy arrays).
+- ``load(artifact) -> run``: the host runtime for the file; ``run(arrays)`` takes inputs in
+  the artifact's own layout/dtype, in manifest order, and returns its raw outputs (numpy
+  arrays, manifest order).
 
 Options a backend reads are declared in ``options_allowed``; unknown keys or values are
 configuration errors. Layout names: ``NCHW``/``NHWC`` (4-D), ``NCW``/``NWC`` (3-D),
@@ -51,8 +52,8 @@ class Backend(ABC):
         """Convert ``model`` into ``out_dir/model<suffix>`` and return the artifact."""
 
     @abstractmethod
-    def load(self, path: Path) -> Run:
-        """Load ``path`` in the host runtime; the callable runs one inference."""
+    def load(self, artifact: Artifact) -> Run:
+        """Load the artifact's file in the host runtime; the callable runs one inference."""
 
     def unsupported(self, plan: Any) -> list[str]:
         """Reasons this backend cannot express ``plan``'s techniques ([] when it can)."""

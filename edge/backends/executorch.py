@@ -42,10 +42,10 @@ class ExecuTorchBackend(Backend):
             manifest["notes"].append("emitted with quant fusion and constant propagation")
         return Artifact(path=path, manifest=manifest)
 
-    def load(self, path: Path) -> Run:
+    def load(self, artifact: Artifact) -> Run:
         from executorch.runtime import Runtime
 
-        method = Runtime.get().load_program(str(path)).load_method("forward")
+        method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
 
         def run(arrays):
             outs = method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])

@@ -76,8 +76,11 @@ class TFLiteBackend(Backend):
             manifest["notes"].append(f"onnx2tf variant {VARIANTS[quant]}")
         return Artifact(path=path, manifest=manifest)
 
-    def load(self, path: Path) -> Run:
-        interpreter, ins, outs = _interpreter(path)
+    def load(self, artifact: Artifact) -> Run:
+        interpreter, ins, outs = _interpreter(artifact.path)
+        # the interpreter's tensor order is its own: follow the manifest's (the eager model's) order
+        ins = _ordered(ins, artifact.manifest["inputs"])
+        outs = _ordered(outs, artifact.manifest["outputs"])
 
         def run(arrays):
             for d, a in zip(ins, arrays):
@@ -188,13 +191,19 @@ def _describe_io(path: Path, manifest: dict) -> None:
     manifest["outputs"] = _match(outs, manifest["outputs"], "output")
 
 
-def _match(details: list[dict], entries: list[dict], kind: str) -> list[dict]:
+def _ordered(details: list[dict], entries: list[dict]) -> list[dict]:
+    """Interpreter tensor details in manifest order: by name where names match, else by position."""
     by_name = {d["name"]: d for d in details}
+    if all(e["name"] in by_name for e in entries):
+        return [by_name[e["name"]] for e in entries]
+    return list(details)
+
+
+def _match(details: list[dict], entries: list[dict], kind: str) -> list[dict]:
     if len(details) != len(entries):
         raise ExportError(f"tflite: expected {len(entries)} {kind}s in the .tflite, found {len(details)}")
-    ordered = [by_name.get(e["name"], details[i]) for i, e in enumerate(entries)]
     out = []
-    for d, e in zip(ordered, entries):
+    for d, e in zip(_ordered(details, entries), entries):
         shape = [int(s) for s in d["shape"]]
         entry = dict(e, shape=shape, dtype=np.dtype(d["dtype"]).name)
         entry["layout"] = _layout_of(e["shape"], shape, e["source_layout"], kind, e["name"])

@@ -56,12 +56,12 @@ class TorchScriptBackend(Backend):
             ) from exc
         return Artifact(path=path, manifest=manifest)
 
-    def load(self, path: Path) -> Run:
+    def load(self, artifact: Artifact) -> Run:
         from torch.jit.mobile import _load_for_lite_interpreter
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            module = _load_for_lite_interpreter(str(path))
+            module = _load_for_lite_interpreter(str(artifact.path))
 
         def run(arrays):
             with torch.no_grad():

@@ -207,6 +207,7 @@ def apply_int8_static(model: nn.Module, config: Int8StaticConfig, ctx: CompressC
         return model
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     example = tuple(ctx.spec.example_inputs)
@@ -216,4 +217,14 @@ def apply_int8_static(model: nn.Module, config: Int8StaticConfig, ctx: CompressC
     with torch.no_grad():
         for inputs in ctx.spec.calib_inputs[: config.calib_samples]:
             prepared(*inputs)
-    return convert_pt2e(prepared)
+    # Backends call .eval() on what they export; make that a no-op-safe call on the graph.
+    converted = convert_pt2e(prepared)
+    allow_exported_model_train_eval(converted)
+    _eval = converted.eval
+
+    def eval_returning_self(*args):  # nn.Module.eval() returns the module; callers chain on it
+        _eval(*args)
+        return converted
+
+    converted.eval = eval_returning_self
+    return converted

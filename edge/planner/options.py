@@ -145,5 +145,9 @@ def structures(spec: Any, base: ModelStats, min_accuracy: float, reasons: list[s
         if accuracy < min_accuracy:
             reasons.append(f"{config.label()} rejected: measured accuracy {accuracy:.4f} < {min_accuracy:g}")
             continue
-        out.append(Structure(config.label(), config, count_stats(model, spec.example_inputs), accuracy))
+        stats = count_stats(model, spec.example_inputs)
+        if stats.total_params >= base.total_params:
+            reasons.append(f"{config.label()} rejected: removes no parameters from this model")
+            continue
+        out.append(Structure(config.label(), config, stats, accuracy))
     return out

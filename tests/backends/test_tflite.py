@@ -44,7 +44,8 @@ def test_image_input_is_nhwc_in_manifest_and_samples(export_dir, artifact_cache)
 
 def test_user_image_model_converts_offline(user_model, tmp_path, artifact_cache, no_network):
     # every input is a 3-channel image: onnx2tf would download its sample images without ours
-    art = export(user_model("image_model"), "tflite", tmp_path, cache_dir=artifact_cache, use_cache=False)
+    art = export(user_model("image_model"), "tflite", tmp_path, cache_dir=artifact_cache)
+    assert art.manifest["cache_hit"] is False  # really converted, under the guard
     assert art.manifest["inputs"][0]["shape"] == [1, 20, 28, 3]
     assert art.manifest["validation"]["passed"]
 

@@ -1,0 +1,164 @@
+"""Predicted vs measured latency: the planner's cost model against the `local` target.
+
+Calibrates the `local` target (or reads a calibrated profile given with --profile), then for
+each zoo model x backend x plan (fp32, int8 dynamic) compares the cost model's predicted
+latency (edge.planner.cost.predict with that profile) with the p50 measured by edge.bench on
+this machine. Prints one row per case and the median absolute percentage error (MdAPE):
+with the calibrated profile as the planner reads it today; with the change proposed for the
+cost model ("proposed": per-module overhead and per-backend bandwidth read from the
+calibration, emulated here without editing the planner); and with the uncalibrated profile.
+
+    .venv/bin/python benchmarks/predicted_vs_measured.py
+    .venv/bin/python benchmarks/predicted_vs_measured.py --profile ~/.config/edge/profiles/local-x86_64.yaml \
+        --models tiny-mlp,tiny-lm --backends executorch --json out.json
+
+Exports go through the exporter's artifact cache, so a second run only re-measures.
+Host timings on a shared machine are noisy: compare runs made back to back.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.bench import bench  # noqa: E402
+from edge.calibrate import calibrate, save_calibrated_profile  # noqa: E402
+from edge.compress import Int8DynamicConfig  # noqa: E402
+from edge.exporter import export  # noqa: E402
+from edge.models import load_model  # noqa: E402
+from edge.planner import cost  # noqa: E402
+from edge.planner.stats import count_stats  # noqa: E402
+from edge.profiles import load_profile  # noqa: E402
+from edge.targets import LOCAL_PROFILE  # noqa: E402
+
+MODELS = ("tiny-mlp", "tiny-cnn", "tiny-lm", "minilm")
+BACKENDS = ("torchscript", "executorch", "tflite")
+LINEAR_GROUPS = ("attention", "ffn", "head", "linear")  # what int8 dynamic quantizes
+
+
+def assignment_for(plan: str, backend: str, groups: list[str]) -> dict[str, str]:
+    """Per-group precision the cost model sees for ``plan`` (as the planner assigns it)."""
+    if plan == "fp32":
+        return {g: "fp32" for g in groups}
+    if backend == "tflite":  # dynamic-range quantization covers every weight
+        return {g: "int8" for g in groups}
+    return {g: "int8" if g in LINEAR_GROUPS else "fp32" for g in groups}
+
+
+def recipe_for(plan: str):
+    return None if plan == "fp32" else {"tag": "int8", "recipe": [Int8DynamicConfig().to_dict()]}
+
+
+@contextlib.contextmanager
+def proposed_cost_model(profile, backend: str):
+    """The calibrated profile as the proposed cost model would read it: per-module overhead
+    from ``per_module_overhead_ms`` and bandwidth from ``bandwidth_gbs_by_backend``."""
+    cal = dict(profile.calibration or {})
+    bandwidth = (cal.get("bandwidth_gbs_by_backend") or {}).get(backend)
+    if bandwidth:
+        cal["bandwidth_gbs"] = bandwidth
+    saved = dict(cost.PER_MODULE_OVERHEAD_MS)
+    cost.PER_MODULE_OVERHEAD_MS.update(cal.get("per_module_overhead_ms") or {})
+    try:
+        yield dataclasses.replace(profile, calibration=cal)
+    finally:
+        cost.PER_MODULE_OVERHEAD_MS.update(saved)
+
+
+def measure_case(spec, backend: str, plan: str, out_dir: Path, iterations: int, threads) -> dict:
+    start = time.perf_counter()
+    artifact = export(spec, backend, out_dir, plan=recipe_for(plan), validate=False)
+    export_s = time.perf_counter() - start
+    result = bench(artifact.path, "local", warmup=5, iterations=iterations, threads=threads)
+    return {"p50_ms": result.latency_ms["p50"], "min_ms": result.latency_ms["min"],
+            "export_s": export_s, "cache_hit": bool(artifact.manifest.get("cache_hit"))}
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.profile:
+        calibrated = load_profile(args.profile)
+    else:
+        start = time.perf_counter()
+        cal = calibrate("local", backends=args.backends, threads=args.threads)
+        path = save_calibrated_profile(cal.profile, cal.block, Path(args.out_dir) / f"{LOCAL_PROFILE}.yaml")
+        print(f"calibrated local in {time.perf_counter() - start:.1f} s -> {path}", file=sys.stderr)
+        calibrated = load_profile(path)
+    shipped = load_profile(REPO / "device_profiles" / f"{LOCAL_PROFILE}.yaml")
+    rows = []
+    for model in args.models:
+        spec = load_model(model)
+        stats = count_stats(spec.model.eval(), spec.example_inputs)
+        for backend in args.backends:
+            for plan in args.plans:
+                assignment = assignment_for(plan, backend, list(stats.groups))
+                measured = measure_case(spec, backend, plan, Path(args.out_dir), args.iterations,
+                                        args.threads)
+                row = {"model": model, "backend": backend, "plan": plan, **measured,
+                       "predicted_ms": cost.predict(stats, assignment, backend, calibrated).latency_ms,
+                       "uncalibrated_ms": cost.predict(stats, assignment, backend, shipped).latency_ms}
+                with proposed_cost_model(calibrated, backend) as proposed:
+                    row["proposed_ms"] = cost.predict(stats, assignment, backend, proposed).latency_ms
+                for key in ("predicted", "proposed", "uncalibrated"):
+                    row[f"ape_{key}"] = abs(row[f"{key}_ms"] - row["p50_ms"]) / row["p50_ms"]
+                rows.append(row)
+                print(_row(rows[-1]), file=sys.stderr, flush=True)
+    return {"profile": str(calibrated.path), "threads": args.threads,
+            "calibration": calibrated.calibration, "rows": rows,
+            **{f"mdape_{k}": statistics.median(r[f"ape_{k}"] for r in rows)
+               for k in ("predicted", "proposed", "uncalibrated")}}
+
+
+COLUMNS = ("p50", "min", "predicted", "proposed", "uncalibrated")
+
+
+def _row(r: dict) -> str:
+    cells = [f"{r[f'{c}_ms']:>12.3f}" for c in COLUMNS]
+    apes = [f"{100 * r[f'ape_{c}']:>7.1f}%" for c in COLUMNS[2:]]
+    return f"{r['model']:<9} {r['backend']:<12} {r['plan']:<5}" + "".join(cells) + "".join(apes)
+
+
+def render(result: dict) -> str:
+    head = (f"{'model':<9} {'backend':<12} {'plan':<5}" + "".join(f"{c + ' ms':>12}" for c in COLUMNS)
+            + "".join(f"{'APE ' + c[:5]:>8}" for c in COLUMNS[2:]))
+    lines = [f"latency on local, threads={result['threads'] or 'runtime default'}; APE vs p50",
+             head, "-" * len(head)] + [_row(r) for r in result["rows"]]
+    lines += [f"median APE, calibrated profile, planner as is:   {100 * result['mdape_predicted']:.1f}%",
+              f"median APE, calibrated profile, proposed change: {100 * result['mdape_proposed']:.1f}%",
+              f"median APE, uncalibrated profile:                {100 * result['mdape_uncalibrated']:.1f}%"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", help="a calibrated profile YAML (default: calibrate local first)")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--backends", default="torchscript,executorch")
+    p.add_argument("--plans", default="fp32,int8")
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None, help="runtime threads for calibration and runs")
+    p.add_argument("--out-dir", default=None, help="artifact folder (default: a temporary one)")
+    p.add_argument("--json", help="also write the result as JSON here")
+    args = p.parse_args()
+    args.models, args.backends, args.plans = (s.split(",") for s in (args.models, args.backends, args.plans))
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="edge-pvm-") as tmp:
+        args.out_dir = args.out_dir or tmp
+        result = run(args)
+    print(render(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

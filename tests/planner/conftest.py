@@ -1,0 +1,38 @@
+"""Fixtures for planner tests: zoo specs and shipped device profiles."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge.models import load_model
+from edge.profiles import load_profile
+
+# Two cores shared by parallel jobs: one intra-op thread avoids oversubscription (4-5x faster here).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp():
+    return load_model("tiny-mlp")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    return load_model("tiny-lm")
+
+
+@pytest.fixture(scope="session")
+def pi_zero():
+    return load_profile("raspberry-pi-zero-2w")
+
+
+@pytest.fixture(scope="session")
+def pi5():
+    return load_profile("raspberry-pi-5-8gb")
+
+
+def with_calibration(profile, calibration: dict):
+    """The same profile with measured numbers attached."""
+    data = profile.to_dict()
+    data["calibration"] = calibration
+    return type(profile).from_dict(data)

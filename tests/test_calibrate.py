@@ -1,0 +1,188 @@
+"""Calibration: probes exported and timed on the real `local` target, the calibration block,
+the written profile, the planner reading it, and the errors."""
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import yaml
+
+from edge import __version__
+from edge.bench import BenchResult
+from edge.calibrate import (PROBE_NAMES, Probe, ProbeResult, calibrate, compare_figures,
+                            derive_calibration, probes_by_backend, save_calibrated_profile)
+from edge.cli import main
+from edge.compress import Int8DynamicConfig
+from edge.errors import ConfigError
+from edge.planner.cost import device_rates
+from edge.profiles import DeviceProfile, load_profile
+
+BACKENDS = ["torchscript", "executorch"]
+# Small versions of the default probes (the same code path, seconds to export); `dispatch` runs
+# in the CLI test, which uses the default probes.
+DISPATCH = Probe("dispatch", rows=1, width_in=4, width_out=4, layers=8, iterations=20)
+SMALL_PROBES = [
+    Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=20),
+    Probe("matmul_fp32", rows=32, width_in=256, width_out=256, layers=2, iterations=10),
+    Probe("matmul_int8", rows=32, width_in=256, width_out=256, layers=2, iterations=10,
+          recipe=(Int8DynamicConfig().to_dict(),), tag="int8"),
+    Probe("bandwidth", rows=1, width_in=1024, width_out=1024, layers=1, iterations=10),
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, request):
+    """A throwaway HOME (no real ~/.config is read or written) and a persistent export cache."""
+    home = tmp_path_factory.mktemp("home")
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    exports = cache.mkdir("edge-calibrate-exports") if cache else tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("EDGE_CACHE_DIR", str(exports))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def calibration(env):
+    return calibrate("local", backends=BACKENDS, probes=SMALL_PROBES)
+
+
+def test_calibration_has_positive_numbers_per_backend(calibration):
+    block = calibration.block
+    assert calibration.backends == BACKENDS and not calibration.failures
+    assert block["schema_version"] == 1
+    for backend in BACKENDS:
+        assert block["matmul_gops"][backend]["fp32"] > 0
+        assert block["matmul_gops"][backend]["int8"] > 0
+        assert block["overhead_ms"][backend] > 0
+        assert block["bandwidth_gbs_by_backend"][backend] > 0
+    assert block["bandwidth_gbs"] > 0
+    assert "runtime_memory_mb" not in block  # local runner RSS is inherited from this process
+
+
+def test_provenance_names_target_date_versions_and_raw_p50s(calibration):
+    prov = calibration.block["provenance"]
+    assert prov["target"] == "local" and prov["transport"] == "local"
+    assert prov["edge_version"] == __version__
+    assert datetime.datetime.fromisoformat(prov["measured_at"]).tzinfo is not None
+    assert prov["runtime_versions"]["executorch"].startswith("executorch 1.")
+    assert "torch" in prov["runtime_versions"]["torchscript"]
+    assert "threads" in prov and prov["statistic"] == "p50"
+    assert any("runtime_memory_mb" in note for note in prov["notes"])
+    for backend in BACKENDS:
+        assert set(prov["probes"][backend]) == set(PROBE_NAMES) - {"dispatch"}
+        for record in prov["probes"][backend].values():
+            assert record["p50_ms"] > 0 and record["samples"] > 0 and len(record["artifact_sha256"]) == 64
+        assert prov["probes"][backend]["matmul_int8"]["recipe"] == ["int8_dynamic"]
+
+
+def test_throughputs_follow_from_the_raw_p50s(calibration):
+    block = calibration.block
+    for backend in BACKENDS:
+        probes = block["provenance"]["probes"][backend]
+        overhead = probes["overhead"]["p50_ms"]
+        assert block["overhead_ms"][backend] == overhead
+        fp32 = probes["matmul_fp32"]
+        net_ms = max(fp32["p50_ms"] - overhead, 0.05 * fp32["p50_ms"])
+        assert block["matmul_gops"][backend]["fp32"] == pytest.approx(fp32["flops"] / net_ms / 1e6, rel=2e-3)
+
+
+def test_written_profile_loads_round_trips_and_keeps_auto_fields(calibration, tmp_path):
+    path = save_calibrated_profile(calibration.profile, calibration.block, tmp_path / "cal.yaml")
+    profile = load_profile(path)
+    assert profile.name == "local-x86_64" and profile.calibration == calibration.block
+    assert DeviceProfile.from_dict(profile.to_dict()) == profile
+    raw = yaml.safe_load(path.read_text())
+    assert raw["cpu"]["cores"] == "auto"  # still probed wherever the file is loaded
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_default_destination_overrides_the_shipped_profile(calibration, env):
+    path = save_calibrated_profile(calibration.profile, calibration.block)
+    assert path == env / ".config" / "edge" / "profiles" / "local-x86_64.yaml"
+    assert load_profile("local-x86_64").calibration == calibration.block
+    path.unlink()
+    assert load_profile("local-x86_64").calibration is None
+
+
+def test_the_cost_model_uses_the_calibration(calibration, tmp_path):
+    profile = load_profile(save_calibrated_profile(calibration.profile, calibration.block,
+                                                   tmp_path / "cal.yaml"))
+    block = calibration.block
+    for backend in BACKENDS:
+        rates = device_rates(profile, backend)
+        assert rates.gops["fp32"] == block["matmul_gops"][backend]["fp32"]
+        assert rates.gops["int8"] == block["matmul_gops"][backend]["int8"]
+        assert rates.overhead_ms == block["overhead_ms"][backend]
+        assert rates.bandwidth_gbs == block["bandwidth_gbs"]
+    rows = compare_figures(calibration.profile, block)
+    fp32 = next(r for r in rows if r["backend"] == "executorch" and r["figure"] == "fp32_gops")
+    assert fp32["measured"] == block["matmul_gops"]["executorch"]["fp32"]
+    assert fp32["before"] == device_rates(calibration.profile, "executorch").gops["fp32"]
+
+
+def test_derivation_subtracts_the_overhead():
+    def result(name: str, p50_ms: float) -> ProbeResult:
+        probe = next(p for p in SMALL_PROBES + [DISPATCH] if p.name == name)
+        bench = BenchResult("executorch", "dev", "0" * 64, 1, "executorch", "1.5.1", None,
+                            {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0)
+        return ProbeResult("executorch", probe, bench)
+
+    block = derive_calibration({"executorch": [
+        result("overhead", 0.5), result("dispatch", 0.5 + 7 * 0.01), result("matmul_fp32", 2.52),
+        result("bandwidth", 1.51)]})
+    assert block["per_module_overhead_ms"] == {"executorch": pytest.approx(0.01)}
+    flops = 2 * 32 * 256 * 256 * 2  # over 2.52 - 0.5 - 2 layers x 0.01 = 2 ms
+    assert block["matmul_gops"]["executorch"]["fp32"] == pytest.approx(flops / 2e-3 / 1e9, rel=1e-3)
+    bytes_read = 1024 * 1024 * 4 + (1024 + 1024) * 4  # over 1.51 - 0.5 - 0.01 = 1 ms
+    assert block["bandwidth_gbs"] == pytest.approx(bytes_read / 1e-3 / 1e9, rel=1e-3)
+    assert block["overhead_ms"] == {"executorch": 0.5}
+    assert block["runtime_memory_mb"] == {"executorch": 300.0}
+
+
+def test_tflite_skips_the_bandwidth_probe_only_beside_another_backend():
+    both = probes_by_backend(["executorch", "tflite"])
+    assert [p.name for p in both["executorch"]] == list(PROBE_NAMES)
+    assert [p.name for p in both["tflite"]] == ["overhead", "matmul_fp32", "matmul_int8"]
+    assert "bandwidth" in [p.name for p in probes_by_backend(["tflite"])["tflite"]]
+    with pytest.raises(ConfigError, match="including 'overhead'"):
+        probes_by_backend(["executorch"], SMALL_PROBES[1:])
+
+
+def test_unknown_target_is_a_config_error(env):
+    with pytest.raises(ConfigError, match="unknown target 'no-such-device'.*known targets: .*local"):
+        calibrate("no-such-device")
+
+
+def test_unknown_and_unsupported_backends_are_config_errors(env, tmp_path):
+    with pytest.raises(ConfigError, match="unknown backend 'coreml'; expected one of torchscript"):
+        calibrate("local", backends=["coreml"])
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump({"targets": {"phone": {"transport": "local", "profile": "pixel-8-pro"}}}))
+    with pytest.raises(ConfigError, match="'torchscript' is not a runtime of profile pixel-8-pro "
+                                          r"\(executorch, tflite\)"):
+        calibrate("phone", backends=["torchscript"], targets_file=targets)
+    with pytest.raises(ConfigError, match="threads >= 1"):
+        calibrate("local", threads=0)
+
+
+def test_cli_errors_exit_2_with_the_reason(env, capsys):
+    assert main(["profiles", "calibrate", "--target", "nowhere", "--json"]) == 2
+    assert "unknown target 'nowhere'" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["profiles", "calibrate", "--target", "local", "--backends", "tflite,bogus"]) == 2
+    assert "unknown backend 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
+    out = tmp_path / "local.yaml"
+    assert main(["profiles", "calibrate", "--target", "local", "--backends", "torchscript",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "before" in text and "measured" in text and f"wrote {out}" in text
+    profile = load_profile(out)
+    assert profile.calibration["matmul_gops"]["torchscript"]["fp32"] > 0
+    assert list(profile.calibration["overhead_ms"]) == ["torchscript"]
+    assert profile.calibration["per_module_overhead_ms"]["torchscript"] >= 0
+    assert set(profile.calibration["provenance"]["probes"]["torchscript"]) == set(PROBE_NAMES)
+    assert not (env / ".config" / "edge" / "profiles" / "local-x86_64.yaml").exists()
