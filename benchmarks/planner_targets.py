@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from edge.compress import (ChannelPruneConfig, CompressContext, DistillConfig, EmbeddingQuantConfig,
+from edge.compress import (CompressContext, DistillConfig, EmbeddingQuantConfig,
                            FfnPruneConfig, Fp16Config, HeadPruneConfig, Int4WeightConfig,
                            Int8DynamicConfig, Int8StaticConfig, LowRankConfig, MagnitudePruneConfig,
                            apply)
@@ -101,7 +101,8 @@ def tiny_lm_target() -> None:
                 print(f"[tiny-lm] {config.label():28s} {backend:11s} unsupported: {exc}")
                 continue
             with torch.no_grad():
-                cand = [model(*i).float().numpy() for i in inputs]
+                batch = model(torch.cat([i[0] for i in inputs])).float()
+                cand = [batch[k:k + 1].numpy() for k in range(len(inputs))]
             ppl = perplexity_of(cand, inputs)
             params = sum(p.numel() for p in model.parameters())
             print(f"[tiny-lm] {config.label():28s} {backend:11s} perplexity {ppl:.3f} "

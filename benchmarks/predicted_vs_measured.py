@@ -122,14 +122,14 @@ COLUMNS = ("p50", "min", "predicted", "proposed", "uncalibrated")
 
 
 def _row(r: dict) -> str:
-    cells = [f"{r[f'{c}_ms']:>12.3f}" for c in COLUMNS]
-    apes = [f"{100 * r[f'ape_{c}']:>7.1f}%" for c in COLUMNS[2:]]
+    cells = [f"{r[f'{c}_ms']:>16.3f}" for c in COLUMNS]
+    apes = [f"{100 * r[f'ape_{c}']:>17.1f}%" for c in COLUMNS[2:]]
     return f"{r['model']:<9} {r['backend']:<12} {r['plan']:<5}" + "".join(cells) + "".join(apes)
 
 
 def render(result: dict) -> str:
-    head = (f"{'model':<9} {'backend':<12} {'plan':<5}" + "".join(f"{c + ' ms':>12}" for c in COLUMNS)
-            + "".join(f"{'APE ' + c[:5]:>8}" for c in COLUMNS[2:]))
+    head = (f"{'model':<9} {'backend':<12} {'plan':<5}" + "".join(f"{c + ' ms':>16}" for c in COLUMNS)
+            + "".join(f"{'APE ' + c:>18}" for c in COLUMNS[2:]))
     lines = [f"latency on local, threads={result['threads'] or 'runtime default'}; APE vs p50",
              head, "-" * len(head)] + [_row(r) for r in result["rows"]]
     lines += [f"median APE, calibrated profile, planner as is:   {100 * result['mdape_predicted']:.1f}%",

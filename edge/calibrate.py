@@ -60,10 +60,8 @@ FP32_BYTES = 4
 INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
 DEFAULT_WARMUP = 3
 MIN_NET_SHARE = 0.05  # p50 - fixed costs is taken as at least this share of p50
-# The runner reports getrusage's ru_maxrss, which on Linux keeps the high-water RSS of the
-# process that exec'd it; on the local transport that is this (large) Python process, so the
-# runner's peak RSS there says nothing about the runtime and is not recorded.
-RSS_INHERITED_TRANSPORTS = ("local",)
+# Transports whose runner cannot report its own peak RSS (none since the runner reads VmHWM).
+RSS_INHERITED_TRANSPORTS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

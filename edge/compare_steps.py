@@ -84,11 +84,11 @@ class Steps:
         return self._spec
 
     def profile_name(self, profile: str | None) -> str:
-        """The profile to plan for: the given one, else the target's own; checked to load."""
-        if profile is None:
-            from .targets import get_target
+        """The profile to plan for: the given one, else the target's own; both checked to load."""
+        from .targets import get_target
 
-            profile = get_target(self.target, self.targets_file).profile
+        target_profile = get_target(self.target, self.targets_file).profile  # an unknown target fails here
+        profile = target_profile if profile is None else profile
         from .profiles import load_profile
 
         self._profile = load_profile(profile)

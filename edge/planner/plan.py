@@ -4,6 +4,7 @@ Keys (schema_version 1): ``model``, ``profile``, ``constraints`` {min_accuracy,
 max_latency_ms, max_size_mb, memory_budget_mb, storage_budget_mb}, ``backend``, ``recipe``
 (technique configs in the order they are applied, each with its ``type`` tag), ``groups``
 (layer group -> chosen precision), ``structure`` (structural technique or null),
+``tag`` (a short name derived from groups and structure, used in artifact folder names),
 ``predicted`` {size_bytes, size_mb, peak_memory_mb, latency_ms, accuracy},
 ``accuracy_basis`` (how the accuracy was obtained), ``pareto`` (alternatives, each with
 backend, groups, structure, recipe labels and predictions), ``reasons`` (one line per
@@ -19,7 +20,7 @@ from ..errors import ConfigError
 
 PLAN_SCHEMA_VERSION = 1
 _REQUIRED = ("model", "profile", "constraints", "backend", "recipe", "predicted")
-_OPTIONAL = ("schema_version", "groups", "structure", "accuracy_basis", "pareto", "reasons", "notes")
+_OPTIONAL = ("schema_version", "tag", "groups", "structure", "accuracy_basis", "pareto", "reasons", "notes")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {
-            "schema_version": self.schema_version, "model": self.model, "profile": self.profile,
+            "schema_version": self.schema_version, "tag": self.tag, "model": self.model,
+            "profile": self.profile,
             "constraints": dict(self.constraints), "backend": self.backend,
             "recipe": [c.to_dict() for c in self.recipe], "groups": dict(self.groups),
             "structure": self.structure, "predicted": dict(self.predicted),

@@ -61,6 +61,15 @@ def _context():
 
 
 def _peak_rss_mb():
+    # VmHWM is this process's own high-water mark. ru_maxrss on Linux survives execve, so a
+    # runner started by a big parent (the host's edge process) would report the parent's peak.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 

@@ -7,7 +7,7 @@ from edge.compress import (EmbeddingQuantConfig, FfnPruneConfig, Int4WeightConfi
                            apply_plan)
 from edge.errors import UnsupportedError
 
-from conftest import eval_score
+from compress_helpers import eval_score
 
 
 def test_apply_plan_runs_structure_then_quantization(tiny_lm):

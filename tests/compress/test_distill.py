@@ -7,7 +7,7 @@ from edge.compress import CompressContext, DistillConfig, apply
 from edge.compress.distill import truncated_student
 from edge.errors import ConfigError, UnsupportedError
 
-from conftest import eval_score, n_params
+from compress_helpers import eval_score, n_params
 
 
 def test_distilled_student_beats_truncated_student(tiny_lm):

@@ -9,7 +9,7 @@ from edge.compress import CompressContext, LowRankConfig, apply
 from edge.compress.lowrank import choose_rank, factorize
 from edge.errors import ConfigError
 
-from conftest import eval_score, n_params
+from compress_helpers import eval_score, n_params
 
 
 def test_factorize_full_rank_is_exact():

@@ -7,7 +7,7 @@ from edge.compress import CompressContext, MagnitudePruneConfig, apply
 from edge.compress.prune import sparsity_of
 from edge.errors import ConfigError
 
-from conftest import eval_score, n_params, state_bytes
+from compress_helpers import eval_score, n_params, state_bytes
 
 
 def test_magnitude_prune_reaches_sparsity_without_changing_shapes(tiny_mlp):

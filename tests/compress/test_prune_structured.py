@@ -8,7 +8,7 @@ from edge.compress import (ChannelPruneConfig, CompressContext, FfnPruneConfig, 
 from edge.errors import UnsupportedError
 from edge.models import load_model
 
-from conftest import eval_score, n_params
+from compress_helpers import eval_score, n_params
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from edge.compress import (CompressContext, EmbeddingQuantConfig, Fp16Config, In
                            Int8DynamicConfig, Int8StaticConfig, apply)
 from edge.errors import UnsupportedError
 
-from conftest import eval_score, state_bytes
+from compress_helpers import eval_score, state_bytes
 
 
 @pytest.fixture(scope="module")

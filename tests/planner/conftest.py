@@ -29,10 +29,3 @@ def pi_zero():
 @pytest.fixture(scope="session")
 def pi5():
     return load_profile("raspberry-pi-5-8gb")
-
-
-def with_calibration(profile, calibration: dict):
-    """The same profile with measured numbers attached."""
-    data = profile.to_dict()
-    data["calibration"] = calibration
-    return type(profile).from_dict(data)

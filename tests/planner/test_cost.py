@@ -6,7 +6,7 @@ import pytest
 from edge.planner import count_stats, predict
 from edge.planner.cost import MB, device_rates, predict_size_bytes
 
-from conftest import with_calibration
+from planner_helpers import with_calibration
 
 
 @pytest.fixture(scope="module")
