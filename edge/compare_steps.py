@@ -147,10 +147,8 @@ class Steps:
 
     def bench(self, artifact_path: str, settings: dict) -> dict:
         """Deploy to the target and measure; returns the bench result as a dict."""
-        from . import verb_module
         from .bench import bench
 
-        verb_module("edge.bench")
         result = bench(artifact_path, settings["target"], warmup=settings["warmup"],
                        iterations=settings["iterations"], threads=settings["threads"],
                        targets_file=self.targets_file)

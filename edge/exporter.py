@@ -62,8 +62,8 @@ def export(model_ref_or_spec: Any, backend: str, out_dir: str | Path, plan: Any 
         return _publish_from_cache(cache / key, dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=out_dir))
     try:
-        artifact = _build(spec, be, plan, plan_dict, tmp, key, validate)
-        if use_cache:
+        _build(spec, be, plan, plan_dict, tmp, key, validate)
+        if use_cache and validate:  # the cache holds validated artifacts only
             _store(tmp, cache, key)
         return load_artifact(_swap_into_place(tmp, dest))
     except BaseException:

@@ -14,8 +14,9 @@ quantizes activations).
 
 Every constant below is an assumption documented here; when ``profile.calibration`` holds
 measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}`` or
-``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0); ``overhead_ms``
-and ``runtime_memory_mb`` as ``{backend: value}``.
+``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0);
+``overhead_ms``, ``per_module_overhead_ms`` and
+``runtime_memory_mb`` as ``{backend: value}`` (as written by :mod:`edge.calibrate`).
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class DeviceRates:
     has_fp16: bool
     overhead_ms: float
     runtime_memory_mb: float
+    per_module_overhead_ms: float = 0.0
     notes: tuple[str, ...] = ()
 
 
@@ -113,13 +115,15 @@ def device_rates(profile: Any, backend: str) -> DeviceRates:
         if isinstance(measured.get(dtype), (int, float)):
             gops[dtype] = float(measured[dtype])
             notes.append(f"{dtype} matmul throughput from calibration")
-    bandwidth = cal.get("bandwidth_gbs") or profile.memory.bandwidth_gbs
+    bandwidth = cal.get("bandwidth_gbs") or profile.memory.bandwidth_gbs  # a device property
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH_GBS
         notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
     overhead = (cal.get("overhead_ms") or {}).get(backend, OVERHEAD_MS[backend])
     rss = (cal.get("runtime_memory_mb") or {}).get(backend, RUNTIME_MEMORY_MB[backend])
-    return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss), tuple(notes))
+    per_module = (cal.get("per_module_overhead_ms") or {}).get(backend, PER_MODULE_OVERHEAD_MS[backend])
+    return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss), float(per_module),
+                       tuple(notes))
 
 
 def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> dict[str, float]:
@@ -155,7 +159,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
         read = g.read_params / max(g.weight_params, 1) * weight_bytes[name] + g.activation_bytes * act_scale
         latency_s += max(g.flops / (rates.gops[compute] * 1e9), read / (rates.bandwidth_gbs * 1e9))
         modules += g.modules
-    latency_ms = latency_s * 1e3 + rates.overhead_ms + modules * PER_MODULE_OVERHEAD_MS[backend]
+    latency_ms = latency_s * 1e3 + rates.overhead_ms + modules * rates.per_module_overhead_ms
     memory_mb = ((sum(resident.values()) + stats.other_params * 4) * WEIGHT_RESIDENCY[backend]
                  + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
     return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,

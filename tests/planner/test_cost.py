@@ -61,3 +61,24 @@ def test_calibration_measurements_win(lm_stats, pi_zero):
     assert slow.latency_ms >= flops / 1e9 * 1e3  # at 1 GOPS every FLOP costs a nanosecond
     assert any("calibration" in n for n in slow.notes)
     assert slow.size_bytes / MB < 2
+    per_backend = with_calibration(pi_zero, {"bandwidth_gbs": 0.5, "bandwidth_gbs_by_backend": {"tflite": 3.0},
+                                             "per_module_overhead_ms": {"tflite": 1.0}})
+    tfl = device_rates(per_backend, "tflite")
+    assert tfl.bandwidth_gbs == 0.5 and tfl.per_module_overhead_ms == 1.0  # bandwidth: the device's
+    dispatch = predict(lm_stats, FP32, "tflite", per_backend).latency_ms
+    assert dispatch > predict(lm_stats, FP32, "tflite", pi_zero).latency_ms + 10  # 14 modules x 1 ms
+
+
+def test_predict_recipe_reads_the_recipe(tiny_lm, pi_zero):
+    from edge.compress import EmbeddingQuantConfig, FfnPruneConfig, Int4WeightConfig, Int8DynamicConfig
+    from edge.planner.recipe_cost import assignment_of, predict_recipe
+
+    stats = count_stats(tiny_lm.model, tiny_lm.example_inputs)
+    recipe = [Int4WeightConfig(groups=("ffn",)), Int8DynamicConfig(groups=("attention", "head")),
+              EmbeddingQuantConfig(bits=8)]
+    assert assignment_of(recipe, stats, "executorch") == {
+        "ffn": "int4_g32", "attention": "int8", "head": "int8", "embedding": "int8"}
+    assert assignment_of([Int8DynamicConfig()], stats, "tflite")["embedding"] == "int8"
+    pruned = predict_recipe(tiny_lm, [FfnPruneConfig(fraction=0.5)], "executorch", pi_zero)
+    dense = predict_recipe(tiny_lm, [], "executorch", pi_zero)
+    assert pruned.size_bytes < dense.size_bytes - 3 * 3 * 96 * 128 * 4 + 1024

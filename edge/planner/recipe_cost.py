@@ -1,0 +1,45 @@
+"""Predictions for a given recipe (not a searched one): what the cost model says about a plan
+someone wrote by hand, or about a plan's alternatives, on any profile."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..compress import CompressContext, TechniqueConfig, apply
+from .cost import Prediction, predict
+from .stats import ModelStats, count_stats
+
+_LINEAR = ("attention", "ffn", "head", "linear")
+_STRUCTURAL = ("magnitude_prune", "head_prune", "ffn_prune", "channel_prune", "low_rank", "distill")
+
+
+def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend: str) -> dict[str, str]:
+    """Layer group -> precision key of :data:`edge.planner.cost.PRECISIONS` that ``recipe`` leaves."""
+    out: dict[str, str] = {}
+    present = list(stats.groups)
+    for c in recipe:
+        tag, groups = c.type_tag, tuple(getattr(c, "groups", ()))
+        if tag == "fp16" or (tag == "int8_static"):
+            out.update({g: tag for g in present})
+        elif tag == "int8_dynamic" and backend == "tflite":
+            out.update({g: "int8" for g in present})  # dynamic range: every weight tensor
+        elif tag in ("int8_dynamic", "int4_weight"):
+            precision = "int8" if tag == "int8_dynamic" else f"int4_g{c.group_size}"
+            out.update({g: precision for g in present if g in (groups or _LINEAR)})
+        elif tag == "embedding_quant" and "embedding" in present:
+            out["embedding"] = "int8" if c.bits == 8 else f"int4_g{c.group_size}"
+    return out
+
+
+def predict_recipe(spec: Any, recipe: Sequence[TechniqueConfig], backend: str, profile: Any) -> Prediction:
+    """Size, memory and latency of ``spec`` compressed by ``recipe`` for ``backend`` on ``profile``.
+
+    Structural steps are applied to a fresh copy first (their effect on the counts is real);
+    accuracy is left None (see :mod:`edge.planner.sensitivity`).
+    """
+    structural = [c for c in recipe if c.type_tag in _STRUCTURAL]
+    model = spec.fresh_model()
+    ctx = CompressContext("eager", spec)
+    for config in structural:
+        model = apply(model, config, ctx)
+    stats = count_stats(model.eval(), spec.example_inputs)
+    return predict(stats, assignment_of(recipe, stats, backend), backend, profile)
