@@ -57,6 +57,11 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# Techniques that change what the model computes (not just its number format).
+STRUCTURAL_TAGS = frozenset({"distill", "low_rank", "magnitude_prune", "head_prune", "ffn_prune",
+                             "channel_prune"})
+
+
 def precision_of(manifest: dict) -> str:
     """The precision an artifact computes in: from its compression recipe and backend options."""
     compression = manifest.get("compression") or {}
@@ -64,6 +69,8 @@ def precision_of(manifest: dict) -> str:
         return compression["precision"]
     tags = {step.get("type"): step for step in compression.get("recipe", []) if isinstance(step, dict)}
     quant = (compression.get("options") or {}).get("tflite_quantization")
+    if STRUCTURAL_TAGS & tags.keys():  # the function itself changed: only loose bounds apply
+        return "lossy"
     if "int4_weight" in tags or tags.get("embedding_quant", {}).get("bits") == 4:
         return "int4"
     if {"int8_dynamic", "int8_static", "embedding_quant"} & tags.keys() or quant in (

@@ -58,7 +58,9 @@ def test_calibration_has_positive_numbers_per_backend(calibration):
         assert block["overhead_ms"][backend] > 0
         assert block["bandwidth_gbs_by_backend"][backend] > 0
     assert block["bandwidth_gbs"] > 0
-    assert "runtime_memory_mb" not in block  # local runner RSS is inherited from this process
+    # The runner reports its own peak RSS, so the runtime's memory is measured on local too.
+    for backend in BACKENDS:
+        assert 10 < block["runtime_memory_mb"][backend] < 4096
 
 
 def test_provenance_names_target_date_versions_and_raw_p50s(calibration):
@@ -69,7 +71,6 @@ def test_provenance_names_target_date_versions_and_raw_p50s(calibration):
     assert prov["runtime_versions"]["executorch"].startswith("executorch 1.")
     assert "torch" in prov["runtime_versions"]["torchscript"]
     assert "threads" in prov and prov["statistic"] == "p50"
-    assert any("runtime_memory_mb" in note for note in prov["notes"])
     for backend in BACKENDS:
         assert set(prov["probes"][backend]) == set(PROBE_NAMES) - {"dispatch"}
         for record in prov["probes"][backend].values():

@@ -122,3 +122,11 @@ def test_factory_file_that_fails_to_import(tmp_path):
     bad.write_text("import does_not_exist_anywhere\n")
     with pytest.raises(ModelLoadError, match="importing .* failed"):
         load_model(f"{bad}:factory")
+
+
+@torch.no_grad()
+def test_tiny_cnn_classes_are_spread_so_top1_agreement_means_something():
+    spec = load_model("tiny-cnn")
+    preds = spec.model(torch.cat([x for (x,) in spec.eval_inputs])).argmax(1)
+    counts = torch.bincount(preds, minlength=10)
+    assert (counts > 0).sum() >= 6 and counts.max() <= len(preds) // 3

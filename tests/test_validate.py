@@ -51,6 +51,7 @@ def test_precision_follows_compression_and_options():
     assert precision_of({"compression": {"recipe": [{"type": "int8_dynamic"}]}}) == "int8"
     assert precision_of({"compression": {"recipe": [{"type": "int4_weight"}, {"type": "int8_dynamic"}]}}) == "int4"
     assert precision_of({"compression": {"recipe": [{"type": "embedding_quant", "bits": 4}]}}) == "int4"
+    assert precision_of({"compression": {"recipe": [{"type": "channel_prune"}, {"type": "int8_dynamic"}]}}) == "lossy"
     assert precision_of({"compression": {"recipe": [], "options": {"tflite_quantization": "float16"}}}) == "fp16"
     assert precision_of({"compression": {"recipe": [{"type": "magnitude_prune"}]}}) == "lossy"
     assert TOLERANCES["fp32"].max_rel_error < TOLERANCES["fp16"].max_rel_error

@@ -43,6 +43,7 @@ class ExecuTorchBackend(Backend):
         return Artifact(path=path, manifest=manifest)
 
     def load(self, artifact: Artifact) -> Run:
+        import executorch.kernels.quantized  # noqa: F401  kernels of quantized embeddings
         from executorch.runtime import Runtime
 
         method = Runtime.get().load_program(str(artifact.path)).load_method("forward")

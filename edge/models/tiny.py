@@ -99,8 +99,27 @@ def build_tiny_mlp() -> TinyMLP:
 def build_tiny_cnn() -> TinyCNN:
     torch.manual_seed(SEED)
     model = TinyCNN()
+    for m in model.modules():  # He init keeps the signal alive through the blocks
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
     _init_bn(model, torch.Generator().manual_seed(SEED + 1))
-    return model.eval()
+    model.eval()
+    _center_head(model, torch.cat([x for (x,) in _images(64, SEED + 20)]))
+    return model
+
+
+@torch.no_grad()
+def _center_head(model: TinyCNN, images: torch.Tensor) -> None:
+    """Center the head's input and scale it so that classes split the data between them.
+
+    With random weights the shared mean feature dominates every logit and one class wins
+    everywhere; subtracting it (and scaling by the mean feature spread) makes top-1 agreement a
+    meaningful test of compression damage.
+    """
+    feats = model.blocks(torch.clamp(model.stem_bn(model.stem(images)), 0.0, 6.0)).mean(dim=(2, 3))
+    weight = model.head.weight / feats.std(0).mean().clamp(min=1e-6)  # one scalar: no channel blows up
+    model.head.weight.copy_(weight)
+    model.head.bias.copy_(-(weight @ feats.mean(0)))
 
 
 def tiny_mlp() -> ModelSpec:

@@ -117,6 +117,15 @@ def _input_names(artifact_path):
 
 # Each loader returns (runtime, runtime_version, invoke) where invoke() runs one inference.
 
+def _register_quantized_kernels():
+    # Programs with quantized embeddings call quantized_decomposed::* kernels that live in a
+    # separate library; without it loading fails with OperatorMissing (0x14).
+    try:
+        import executorch.kernels.quantized  # noqa: F401
+    except ImportError:
+        pass
+
+
 def load_executorch(path, arrays, threads):
     import torch
     from executorch.runtime import Runtime
@@ -128,6 +137,7 @@ def load_executorch(path, arrays, threads):
             _portable_lib._unsafe_reset_threadpool(threads)
         except (ImportError, AttributeError):
             pass
+    _register_quantized_kernels()
     method = Runtime.get().load_program(path).load_method("forward")
     tensors = [torch.from_numpy(a) for a in arrays]
     return "executorch", _version("executorch"), lambda: method.execute(tensors)
