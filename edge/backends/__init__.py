@@ -7,9 +7,12 @@ Each backend turns an eager ``nn.Module`` into a deployable file (see
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import Backend
+
+if TYPE_CHECKING:  # base imports torch; reading BACKENDS must stay cheap
+    from .base import Backend
 
 BACKENDS: dict[str, str] = {
     "torchscript": "edge.backends.torchscript:TorchScriptBackend",
@@ -17,10 +20,10 @@ BACKENDS: dict[str, str] = {
     "tflite": "edge.backends.tflite:TFLiteBackend",
 }
 
-_INSTANCES: dict[str, Backend] = {}
+_INSTANCES: dict[str, "Backend"] = {}
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str) -> "Backend":
     """The backend registered as ``name`` (imported and instantiated once per process)."""
     if name not in BACKENDS:
         raise ConfigError(f"expected a backend in {list(BACKENDS)}, found {name!r}")
@@ -30,4 +33,4 @@ def get_backend(name: str) -> Backend:
     return _INSTANCES[name]
 
 
-__all__ = ["BACKENDS", "Backend", "get_backend"]
+__all__ = ["BACKENDS", "get_backend"]

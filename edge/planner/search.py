@@ -41,6 +41,7 @@ class Candidate:
     def summary(self) -> dict:
         return {"backend": self.backend, "structure": self.structure.label,
                 "groups": dict(self.groups), "recipe": [c.label() for c in self.recipe],
+                "recipe_configs": [c.to_dict() for c in self.recipe],
                 "predicted": self.prediction.to_dict(),
                 "accuracy_basis": "measured" if self.verified else "estimated"}
 
