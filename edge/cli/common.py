@@ -1,0 +1,55 @@
+"""Shared pieces of the command line: the Output a handler returns, the common options,
+plain-text tables."""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+log = logging.getLogger("edge")
+
+
+@dataclass
+class Output:
+    data: Any
+    text: str
+    exit_code: int = 0
+
+
+def _common(default: Any) -> argparse.ArgumentParser:
+    # Subcommands use SUPPRESS so `edge --json models list` and `edge models list --json` agree.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", default=default,
+                        help="machine-readable result on stdout (logs go to stderr)")
+    parent.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks and debug logs")
+    return parent
+
+
+COMMON = _common(argparse.SUPPRESS)
+TOP = _common(False)
+
+
+def command(sub, name: str, handler: Callable[[argparse.Namespace], Output], help_: str):
+    p = sub.add_parser(name, parents=[COMMON], help=help_, description=help_)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def render_table(rows: list[dict], columns: list[str]) -> str:
+    """Plain fixed-width table; values already formatted as strings or numbers."""
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def known(value: Any, unit: str = "") -> str:
+    return "unknown" if value is None else f"{value:g}{unit}" if isinstance(value, float) \
+        else f"{value}{unit}"
