@@ -161,3 +161,21 @@ def test_cli_single_backend_table(tmp_path, artifact_cache, capsys):
                  "--cache-dir", str(artifact_cache)])
     text = capsys.readouterr().out
     assert code == 0 and "tiny-cnn-executorch/model.pte" in text and "XNNPACK" in text and "top1 1.0000" in text
+
+
+def test_cli_plan_file_drives_export_and_the_manifest_carries_it(tmp_path, artifact_cache, capsys):
+    plan_path = tmp_path / "plan.yaml"
+    assert main(["plan", "tiny-lm", "--profile", "raspberry-pi-5-8gb", "--backends", "executorch",
+                 "--min-accuracy", "0.98", "-o", str(plan_path), "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["recipe"], "a Pi 5 with a 0.98 floor leaves room to compress tiny-lm"
+    assert main(["export", "tiny-lm", "--backend", "executorch", "--plan", str(plan_path),
+                 "-o", str(tmp_path / "out"), "--cache-dir", str(artifact_cache), "--json"]) == 0
+    capsys.readouterr()
+    (manifest_path,) = (tmp_path / "out").glob("*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    recipe_types = [step["type"] for step in manifest["compression"]["recipe"]]
+    assert recipe_types == [step["type"] for step in planned["recipe"]]
+    fp32 = export("tiny-lm", "executorch", tmp_path / "fp32", cache_dir=artifact_cache)
+    assert manifest["size_bytes"] < 0.6 * fp32.size_bytes
+    assert manifest["validation"]["passed"] and manifest["validation"]["score"] >= 0.95
