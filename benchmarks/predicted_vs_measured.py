@@ -3,14 +3,15 @@
 Calibrates the `local` target (or reads a calibrated profile given with --profile), then for
 each zoo model x backend x plan (fp32, int8 dynamic) compares the cost model's predicted
 latency (edge.planner.cost.predict with that profile) with the p50 measured by edge.bench on
-this machine. Prints one row per case and the median absolute percentage error (MdAPE):
-with the calibrated profile as the planner reads it today; with the change proposed for the
-cost model ("proposed": per-module overhead and per-backend bandwidth read from the
-calibration, emulated here without editing the planner); and with the uncalibrated profile.
+this machine. Prints one row per case with the absolute percentage error (APE) of the
+prediction against the measured p50 and against the measured minimum, and the median APE
+(MdAPE) over all cases, with the calibrated and with the uncalibrated (shipped) profile.
+Calibration and runs use the same thread count (default 1: far less noisy on a shared host).
 
     .venv/bin/python benchmarks/predicted_vs_measured.py
     .venv/bin/python benchmarks/predicted_vs_measured.py --profile ~/.config/edge/profiles/local-x86_64.yaml \
         --models tiny-mlp,tiny-lm --backends executorch --json out.json
+    .venv/bin/python benchmarks/predicted_vs_measured.py --measured out.json   # re-predict only
 
 Exports go through the exporter's artifact cache, so a second run only re-measures.
 Host timings on a shared machine are noisy: compare runs made back to back.
@@ -18,8 +19,6 @@ Host timings on a shared machine are noisy: compare runs made back to back.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
 import logging
 import statistics
@@ -59,22 +58,6 @@ def recipe_for(plan: str):
     return None if plan == "fp32" else {"tag": "int8", "recipe": [Int8DynamicConfig().to_dict()]}
 
 
-@contextlib.contextmanager
-def proposed_cost_model(profile, backend: str):
-    """The calibrated profile as the proposed cost model would read it: per-module overhead
-    from ``per_module_overhead_ms`` and bandwidth from ``bandwidth_gbs_by_backend``."""
-    cal = dict(profile.calibration or {})
-    bandwidth = (cal.get("bandwidth_gbs_by_backend") or {}).get(backend)
-    if bandwidth:
-        cal["bandwidth_gbs"] = bandwidth
-    saved = dict(cost.PER_MODULE_OVERHEAD_MS)
-    cost.PER_MODULE_OVERHEAD_MS.update(cal.get("per_module_overhead_ms") or {})
-    try:
-        yield dataclasses.replace(profile, calibration=cal)
-    finally:
-        cost.PER_MODULE_OVERHEAD_MS.update(saved)
-
-
 def measure_case(spec, backend: str, plan: str, out_dir: Path, iterations: int, threads) -> dict:
     start = time.perf_counter()
     artifact = export(spec, backend, out_dir, plan=recipe_for(plan), validate=False)
@@ -84,15 +67,23 @@ def measure_case(spec, backend: str, plan: str, out_dir: Path, iterations: int, 
             "export_s": export_s, "cache_hit": bool(artifact.manifest.get("cache_hit"))}
 
 
-def run(args: argparse.Namespace) -> dict:
+def _calibrated_profile(args: argparse.Namespace):
     if args.profile:
-        calibrated = load_profile(args.profile)
+        return load_profile(args.profile)
+    start = time.perf_counter()
+    cal = calibrate("local", backends=args.backends, threads=args.threads)
+    path = save_calibrated_profile(cal.profile, cal.block, Path(args.out_dir) / f"{LOCAL_PROFILE}.yaml")
+    print(f"calibrated local in {time.perf_counter() - start:.1f} s -> {path}", file=sys.stderr)
+    return load_profile(path)
+
+
+def run(args: argparse.Namespace) -> dict:
+    previous = json.loads(Path(args.measured).read_text()) if args.measured else None
+    if previous:
+        calibrated = load_profile(previous["profile"])
+        measured_rows = {(r["model"], r["backend"], r["plan"]): r for r in previous["rows"]}
     else:
-        start = time.perf_counter()
-        cal = calibrate("local", backends=args.backends, threads=args.threads)
-        path = save_calibrated_profile(cal.profile, cal.block, Path(args.out_dir) / f"{LOCAL_PROFILE}.yaml")
-        print(f"calibrated local in {time.perf_counter() - start:.1f} s -> {path}", file=sys.stderr)
-        calibrated = load_profile(path)
+        calibrated = _calibrated_profile(args)
     shipped = load_profile(REPO / "device_profiles" / f"{LOCAL_PROFILE}.yaml")
     rows = []
     for model in args.models:
@@ -101,40 +92,48 @@ def run(args: argparse.Namespace) -> dict:
         for backend in args.backends:
             for plan in args.plans:
                 assignment = assignment_for(plan, backend, list(stats.groups))
-                measured = measure_case(spec, backend, plan, Path(args.out_dir), args.iterations,
-                                        args.threads)
+                if previous:
+                    old = measured_rows[(model, backend, plan)]
+                    measured = {k: old[k] for k in ("p50_ms", "min_ms", "export_s", "cache_hit")}
+                else:
+                    measured = measure_case(spec, backend, plan, Path(args.out_dir), args.iterations,
+                                            args.threads)
                 row = {"model": model, "backend": backend, "plan": plan, **measured,
                        "predicted_ms": cost.predict(stats, assignment, backend, calibrated).latency_ms,
                        "uncalibrated_ms": cost.predict(stats, assignment, backend, shipped).latency_ms}
-                with proposed_cost_model(calibrated, backend) as proposed:
-                    row["proposed_ms"] = cost.predict(stats, assignment, backend, proposed).latency_ms
-                for key in ("predicted", "proposed", "uncalibrated"):
+                for key in ("predicted", "uncalibrated"):
                     row[f"ape_{key}"] = abs(row[f"{key}_ms"] - row["p50_ms"]) / row["p50_ms"]
+                row["ape_predicted_min"] = abs(row["predicted_ms"] - row["min_ms"]) / row["min_ms"]
                 rows.append(row)
                 print(_row(rows[-1]), file=sys.stderr, flush=True)
     return {"profile": str(calibrated.path), "threads": args.threads,
             "calibration": calibrated.calibration, "rows": rows,
             **{f"mdape_{k}": statistics.median(r[f"ape_{k}"] for r in rows)
-               for k in ("predicted", "proposed", "uncalibrated")}}
+               for k in ("predicted", "predicted_min", "uncalibrated")}}
 
 
-COLUMNS = ("p50", "min", "predicted", "proposed", "uncalibrated")
+COLUMNS = ("p50", "min", "predicted", "uncalibrated")
+ERRORS = (("predicted", "err vs p50"), ("predicted_min", "err vs min"), ("uncalibrated", "uncal vs p50"))
 
 
 def _row(r: dict) -> str:
     cells = [f"{r[f'{c}_ms']:>16.3f}" for c in COLUMNS]
-    apes = [f"{100 * r[f'ape_{c}']:>17.1f}%" for c in COLUMNS[2:]]
-    return f"{r['model']:<9} {r['backend']:<12} {r['plan']:<5}" + "".join(cells) + "".join(apes)
+    signed = {"predicted": (r["predicted_ms"] - r["p50_ms"]) / r["p50_ms"],
+              "predicted_min": (r["predicted_ms"] - r["min_ms"]) / r["min_ms"],
+              "uncalibrated": (r["uncalibrated_ms"] - r["p50_ms"]) / r["p50_ms"]}
+    return (f"{r['model']:<9} {r['backend']:<12} {r['plan']:<5}" + "".join(cells)
+            + "".join(f"{100 * signed[k]:>+14.1f}%" for k, _ in ERRORS))
 
 
 def render(result: dict) -> str:
     head = (f"{'model':<9} {'backend':<12} {'plan':<5}" + "".join(f"{c + ' ms':>16}" for c in COLUMNS)
-            + "".join(f"{'APE ' + c:>18}" for c in COLUMNS[2:]))
-    lines = [f"latency on local, threads={result['threads'] or 'runtime default'}; APE vs p50",
-             head, "-" * len(head)] + [_row(r) for r in result["rows"]]
-    lines += [f"median APE, calibrated profile, planner as is:   {100 * result['mdape_predicted']:.1f}%",
-              f"median APE, calibrated profile, proposed change: {100 * result['mdape_proposed']:.1f}%",
-              f"median APE, uncalibrated profile:                {100 * result['mdape_uncalibrated']:.1f}%"]
+            + "".join(f"{title:>15}" for _, title in ERRORS))
+    lines = [f"latency on local, threads={result['threads'] or 'runtime default'}; "
+             "err = (predicted - measured) / measured", head, "-" * len(head)]
+    lines += [_row(r) for r in result["rows"]]
+    lines += [f"median APE, calibrated profile, vs p50:   {100 * result['mdape_predicted']:.1f}%",
+              f"median APE, calibrated profile, vs min:   {100 * result['mdape_predicted_min']:.1f}%",
+              f"median APE, uncalibrated profile, vs p50: {100 * result['mdape_uncalibrated']:.1f}%"]
     return "\n".join(lines)
 
 
@@ -145,11 +144,14 @@ def main() -> int:
     p.add_argument("--backends", default="torchscript,executorch")
     p.add_argument("--plans", default="fp32,int8")
     p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--threads", type=int, default=None, help="runtime threads for calibration and runs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="runtime threads for calibration and runs (0: the runtime's default)")
+    p.add_argument("--measured", help="a previous --json result: reuse its profile and timings, re-predict")
     p.add_argument("--out-dir", default=None, help="artifact folder (default: a temporary one)")
     p.add_argument("--json", help="also write the result as JSON here")
     args = p.parse_args()
     args.models, args.backends, args.plans = (s.split(",") for s in (args.models, args.backends, args.plans))
+    args.threads = args.threads or None
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="edge-pvm-") as tmp:
         args.out_dir = args.out_dir or tmp

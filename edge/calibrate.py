@@ -1,30 +1,26 @@
 """Calibrate a device profile by measuring the device.
 
-For each backend the device runs, a few synthetic *probe* models are exported with
-:mod:`edge.exporter` and timed on the target with :func:`edge.bench.bench`:
+For each backend the device runs, the *probe* models of :mod:`edge.calibrate_probes` are
+exported with :mod:`edge.exporter` and timed on the target with :func:`edge.bench.bench`.
 
-=============== ============================================ ==============================
-probe           model (fp32 unless noted)                     gives
-=============== ============================================ ==============================
-``overhead``    one Linear(4, 4) on a (1, 4) input            ``overhead_ms`` (p50),
-                                                              ``runtime_memory_mb`` (RSS)
-``dispatch``    16 x Linear(4, 4)                             ``per_module_overhead_ms``
-``matmul_fp32`` 6 x Linear(512, 512) on (64, 512): 201 MFLOP  ``matmul_gops.fp32``
-``matmul_int8`` the same, int8 dynamic (edge.compress)        ``matmul_gops.int8``
-``bandwidth``   Linear(4096, 4096) on (1, 4096): 64 MiB       ``bandwidth_gbs``
-=============== ============================================ ==============================
-
-The fixed costs are subtracted first, so the planner's cost model (``latency = overhead +
-modules x per_module + max(flops / GOPS, bytes / bandwidth)``) reproduces each probe:
-``per_module = (p50_dispatch - p50_overhead) / 15``, ``GOPS = flops / (p50 - fixed)``,
-``GB/s = bytes read / (p50 - fixed)``. The result is the profile's ``calibration`` block::
+Fixed costs are subtracted first, so the cost model (:mod:`edge.planner.cost`) reproduces
+each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``; a matmul layer (conv, elementwise
+op) takes ``fixed + flops / GOPS`` (``bytes / GB/s``), solved from the big and the small probe
+(without the small one, ``fixed`` is 0). The result is the profile's ``calibration`` block::
 
     schema_version: 1
     matmul_gops: {<backend>: {fp32: GOPS, int8: GOPS}}   # achieved, not peak
+    matmul_fixed_ms: {<backend>: {fp32: ms, int8: ms}}   # per matmul call
     bandwidth_gbs: GB/s                  # median over backends (a device property)
     bandwidth_gbs_by_backend: {<backend>: GB/s}
     overhead_ms: {<backend>: ms}         # one inference of a one-op model
-    per_module_overhead_ms: {<backend>: ms}
+    per_op_overhead_ms: {<backend>: ms}  # dispatch of one op
+    conv_gops: {<backend>: GOPS}         # fp32 depthwise-separable convs
+    conv_fixed_ms: {<backend>: ms}       # per conv call
+    memory_gbs: {<backend>: GB/s}        # elementwise ops, bytes in + out
+    memory_fixed_ms: {<backend>: ms}     # per elementwise op
+    fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
+    cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime and a one-op model
     provenance: {target, transport, host, measured_at, edge_version, runtime_versions, threads,
                  ..., notes, probes: {<backend>: {<probe>: {p50_ms, p90_ms, min_ms, flops, ...}}}}
@@ -46,112 +42,18 @@ from typing import Any
 import yaml
 
 from . import __version__
+from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, TFLITE_SKIPPED, Probe, default_probes,  # noqa: F401
+                               probe_spec, probes_by_backend)
 from .errors import ConfigError, EdgeError
 from .profiles import USER_DIR, DeviceProfile, read_yaml
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_SCHEMA_VERSION = 1
-PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_int8", "bandwidth")
-# tflite skips these beside another backend: a device property, or small there (XNNPACK runs
-# the whole graph as one delegate node), and each onnx2tf conversion costs ~15 s (minutes at 64 MiB)
-TFLITE_SKIPPED = ("dispatch", "bandwidth")
-FP32_BYTES = 4
-INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
-DEFAULT_WARMUP = 3
+DEFAULT_WARMUP = 10
 MIN_NET_SHARE = 0.05  # p50 - fixed costs is taken as at least this share of p50
 # Transports whose runner cannot report its own peak RSS (none since the runner reads VmHWM).
 RSS_INHERITED_TRANSPORTS: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One synthetic model and what its timing measures.
-
-    ``rows`` x ``width_in`` input through ``layers`` Linear(width_in, width_out) layers
-    (square when stacked). ``recipe`` holds technique configs as dicts (empty = fp32).
-    """
-
-    name: str
-    rows: int
-    width_in: int
-    width_out: int
-    layers: int
-    iterations: int
-    recipe: tuple[dict, ...] = ()
-    tag: str | None = None  # artifact folder suffix
-
-    @property
-    def flops(self) -> float:
-        return 2.0 * self.rows * self.width_in * self.width_out * self.layers
-
-    @property
-    def bytes_read(self) -> float:
-        """Weights at their precision plus fp32 activations in and out of each layer."""
-        params = self.width_in * self.width_out * self.layers
-        weights = params + self.width_out * self.layers * INT8_ROW_BYTES if self.recipe \
-            else params * FP32_BYTES
-        activations = self.layers * self.rows * (self.width_in + self.width_out) * FP32_BYTES
-        return float(weights + activations)
-
-
-def default_probes() -> list[Probe]:
-    """The probes of the module docstring, the overhead probe first."""
-    from .compress import Int8DynamicConfig
-
-    return [
-        Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=50),
-        Probe("dispatch", rows=1, width_in=4, width_out=4, layers=16, iterations=50),
-        Probe("matmul_fp32", rows=64, width_in=512, width_out=512, layers=6, iterations=20),
-        Probe("matmul_int8", rows=64, width_in=512, width_out=512, layers=6, iterations=20,
-              recipe=(Int8DynamicConfig().to_dict(),), tag="int8"),
-        Probe("bandwidth", rows=1, width_in=4096, width_out=4096, layers=1, iterations=20),
-    ]
-
-
-def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) -> dict[str, list[Probe]]:
-    """Which probes run on which backend.
-
-    tflite skips :data:`TFLITE_SKIPPED` when another backend is calibrated with it.
-    """
-    probes = list(probes) if probes is not None else default_probes()
-    names = [p.name for p in probes]
-    unknown = sorted(set(names) - set(PROBE_NAMES))
-    if unknown or "overhead" not in names or len(set(names)) != len(names):
-        raise ConfigError(f"expected distinct probes named from {', '.join(PROBE_NAMES)} including "
-                          f"'overhead', found {names}")
-    out = {}
-    for backend in backends:
-        skip = backend == "tflite" and len(backends) > 1
-        out[backend] = [p for p in probes if not (skip and p.name in TFLITE_SKIPPED)]
-    return out
-
-
-def probe_spec(probe: Probe):
-    """The probe as a ModelSpec (deterministic weights, so the export cache can reuse it)."""
-    import torch
-
-    from .models.loaders import spec_from_factory_result
-
-    class LinearStack(torch.nn.Module):
-        """``layers`` bias-free Linear layers applied in sequence to a 2-D input."""
-
-        def __init__(self, width_in: int, width_out: int, layers: int):
-            super().__init__()
-            gen = torch.Generator().manual_seed(0)
-            self.layers = torch.nn.Sequential(*[torch.nn.Linear(width_in, width_out, bias=False)
-                                                for _ in range(layers)])
-            for layer in self.layers:  # unit-variance activations through the stack
-                layer.weight.data = torch.randn(layer.weight.shape, generator=gen) / width_in ** 0.5
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (rows, width_in) -> (rows, width_out)
-            return self.layers(x)
-
-    with torch.no_grad():
-        model = LinearStack(probe.width_in, probe.width_out, probe.layers).eval()
-        x = torch.randn((probe.rows, probe.width_in), generator=torch.Generator().manual_seed(1))
-    return spec_from_factory_result((model, (x,)), name=f"calibrate-{probe.name}",
-                                    where="edge.calibrate")
 
 
 @dataclass
@@ -237,9 +139,35 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     if not results:
         raise next(iter(failures.values()))
     block = derive_calibration(results, rss_valid=tgt.transport not in RSS_INHERITED_TRANSPORTS)
+    cache_mb = read_cache_mb(tgt, trust_new_host)
+    if cache_mb:
+        block["cache_mb"] = cache_mb
     block["provenance"] = provenance(tgt, profile, results, threads, warmup)
     return Calibration(profile, tgt.name, list(results), block,
                        {b: str(e) for b, e in failures.items()})
+
+
+CACHE_SCRIPT = "cat /sys/devices/system/cpu/cpu0/cache/index*/size 2>/dev/null"
+
+
+def parse_cache_mb(text: str) -> float | None:
+    """The largest cache size in ``text`` (sysfs lines such as ``32K``, ``1024K``, ``32M``) in MB."""
+    units = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}
+    sizes = [float(line[:-1]) * units[line[-1]] for line in text.split()
+             if line[-1:] in units and line[:-1].isdigit()]
+    return max(sizes) if sizes else None
+
+
+def read_cache_mb(tgt: Any, trust_new_host: bool = False) -> float | None:
+    """The target's last-level cache in MB from sysfs, or None where it cannot be read."""
+    from .transports import connect
+
+    try:
+        with connect(tgt, trust_new_host) as tr:
+            return parse_cache_mb(tr.run(["sh", "-c", CACHE_SCRIPT], timeout_s=30, check=False).stdout)
+    except EdgeError as exc:
+        log.warning("could not read the cache size of %s: %s", tgt.name, exc)
+        return None
 
 
 def _export_probe(probe: Probe, backend: str, out_dir: Path, cache_dir: str | Path | None):
@@ -264,22 +192,74 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
+def _fit(big: ProbeResult, small: ProbeResult | None, amount: str, base_ms: float,
+         per_op_ms: float) -> tuple[float, float]:
+    """(throughput in units of 1e9 per s, fixed ms per op) of one op class: an op of the probes
+    takes ``fixed + amount / throughput``, solved from two sizes (one size: fixed 0)."""
+    fixed = 0.0
+    if small is not None:
+        net, per_op = {}, {}
+        for r in (big, small):
+            net[r.probe.name] = (r.p50_ms - base_ms - r.probe.ops * per_op_ms) / r.probe.ops
+            per_op[r.probe.name] = getattr(r.probe, amount) / r.probe.ops
+        (net_big, net_small), (size_big, size_small) = net.values(), per_op.values()
+        if net_big > net_small > 0 and size_big > size_small:
+            fixed = max(0.0, net_small - size_small * (net_big - net_small) / (size_big - size_small))
+        else:
+            log.warning("%s/%s: the small probe is not faster per op than the big one; no fixed cost "
+                        "derived", big.backend, small.probe.name)
+    rate = _throughput(getattr(big.probe, amount), big, base_ms + big.probe.ops * (per_op_ms + fixed))
+    return rate, fixed
+
+
+OP_CLASSES = {  # calibration keys <- (big probe, small probe, amount)
+    ("matmul_gops", "fp32"): ("matmul_fp32", "matmul_fp32_small", "flops"),
+    ("matmul_gops", "int8"): ("matmul_int8", "matmul_int8_small", "flops"),
+    ("conv_gops", None): ("conv", "conv_small", "flops"),
+    ("memory_gbs", None): ("elementwise", "elementwise_small", "bytes_read"),
+}
+
+
 def _derive_backend(by_name: dict[str, ProbeResult], rss_valid: bool) -> dict[str, Any]:
     base = by_name["overhead"]
-    out: dict[str, Any] = {"overhead_ms": base.p50_ms, "matmul_gops": {}}
-    per_module_ms = 0.0
+    out: dict[str, Any] = {"overhead_ms": base.p50_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
+    per_op_ms = 0.0
     if "dispatch" in by_name:
-        extra = by_name["dispatch"].probe.layers - base.probe.layers
-        per_module_ms = max(0.0, (by_name["dispatch"].p50_ms - base.p50_ms) / extra)
-        out["per_module_overhead_ms"] = per_module_ms
+        extra = by_name["dispatch"].probe.ops - base.probe.ops
+        per_op_ms = max(0.0, (by_name["dispatch"].p50_ms - base.p50_ms) / extra)
+        out["per_op_overhead_ms"] = per_op_ms
     if rss_valid and base.bench.peak_rss_mb:
         out["runtime_memory_mb"] = float(base.bench.peak_rss_mb)
-    for name, r in by_name.items():
-        fixed_ms = base.p50_ms + r.probe.layers * per_module_ms
-        if name.startswith("matmul_"):
-            out["matmul_gops"][name.split("_", 1)[1]] = _throughput(r.probe.flops, r, fixed_ms)
-        elif name == "bandwidth":
-            out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
+    for (key, dtype), (big, small, amount) in OP_CLASSES.items():
+        if big in by_name:
+            rate, fixed = _fit(by_name[big], by_name.get(small), amount, base.p50_ms, per_op_ms)
+            if dtype:
+                out[key][dtype] = rate
+                if small in by_name:  # else the cost model falls back to the fp32 fixed cost
+                    out["matmul_fixed_ms"][dtype] = fixed
+            elif small in by_name:
+                out[key], out[key.split("_")[0] + "_fixed_ms"] = rate, fixed
+            else:
+                out[key] = rate
+    if "bandwidth" in by_name:
+        r = by_name["bandwidth"]
+        fixed_ms = base.p50_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
+        out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
+    if not out["matmul_fixed_ms"]:
+        del out["matmul_fixed_ms"]
+    return out
+
+
+def fixed_cost_from(probes: list[Probe]) -> dict[str, float]:
+    """Per-op sizes of the small probes: ops at least this large pay their class's fixed cost
+    in full, smaller ones a proportional share (see :mod:`edge.planner.cost`)."""
+    by_name = {p.name: p for p in probes}
+    out = {}
+    for key, name, amount in (("matmul_flops", "matmul_fp32_small", "flops"),
+                              ("conv_flops", "conv_small", "flops"),
+                              ("memory_bytes", "elementwise_small", "bytes_read")):
+        if name in by_name:
+            out[key] = getattr(by_name[name], amount) / by_name[name].ops
     return out
 
 
@@ -296,7 +276,15 @@ def derive_calibration(results: dict[str, list[ProbeResult]], rss_valid: bool = 
     if bandwidth:
         block["bandwidth_gbs"] = _sig(statistics.median(bandwidth.values()))
         block["bandwidth_gbs_by_backend"] = bandwidth
-    for key in ("overhead_ms", "per_module_overhead_ms", "runtime_memory_mb"):
+    fixed = {b: {k: _sig(v) for k, v in d["matmul_fixed_ms"].items()} for b, d in per.items()
+             if "matmul_fixed_ms" in d}
+    if fixed:
+        block["matmul_fixed_ms"] = fixed
+    sizes = fixed_cost_from([r.probe for rs in results.values() for r in rs])
+    if sizes:
+        block["fixed_cost_from"] = sizes
+    for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
+                "memory_fixed_ms", "runtime_memory_mb"):
         values = {b: _sig(d[key]) for b, d in per.items() if key in d}
         if values:
             block[key] = values
@@ -377,27 +365,35 @@ def save_calibrated_profile(profile: DeviceProfile, block: dict, path: str | Pat
 
 
 FIGURES = (("fp32_gops", "GOPS"), ("int8_gops", "GOPS"), ("bandwidth_gbs", "GB/s"),
-           ("overhead_ms", "ms"), ("per_module_overhead_ms", "ms"), ("runtime_memory_mb", "MB"))
+           ("overhead_ms", "ms"), ("per_op_overhead_ms", "ms"), ("fp32_matmul_fixed_ms", "ms"),
+           ("int8_matmul_fixed_ms", "ms"), ("conv_gops", "GOPS"), ("memory_gbs", "GB/s"),
+           ("runtime_memory_mb", "MB"))
 
 
 def compare_figures(profile: DeviceProfile, block: dict) -> list[dict]:
     """Per backend and figure: what the planner's cost model assumed with ``profile`` before
     (``before``) and what ``block`` measured (``measured``, None where not measured)."""
-    from .planner.cost import PER_MODULE_OVERHEAD_MS, device_rates
+    from .planner.cost import device_rates
 
     rows = []
     for backend, overhead_ms in block["overhead_ms"].items():
         rates = device_rates(profile, backend)
         gops = block["matmul_gops"].get(backend, {})
+        fixed = block.get("matmul_fixed_ms", {}).get(backend, {})
         before = {"fp32_gops": rates.gops["fp32"], "int8_gops": rates.gops["int8"],
                   "bandwidth_gbs": rates.bandwidth_gbs, "overhead_ms": rates.overhead_ms,
-                  "per_module_overhead_ms": PER_MODULE_OVERHEAD_MS[backend],
+                  "per_op_overhead_ms": rates.per_op_overhead_ms,
+                  "fp32_matmul_fixed_ms": rates.fixed_ms.get("matmul_fp32", 0.0),
+                  "int8_matmul_fixed_ms": rates.fixed_ms.get("matmul_int8", 0.0),
+                  "conv_gops": rates.gops_for("conv", "fp32"),
+                  "memory_gbs": rates.memory_gbs or rates.bandwidth_gbs,
                   "runtime_memory_mb": rates.runtime_memory_mb}
         measured = {"fp32_gops": gops.get("fp32"), "int8_gops": gops.get("int8"),
                     "bandwidth_gbs": block.get("bandwidth_gbs_by_backend", {}).get(backend),
-                    "overhead_ms": overhead_ms,
-                    "per_module_overhead_ms": block.get("per_module_overhead_ms", {}).get(backend),
-                    "runtime_memory_mb": block.get("runtime_memory_mb", {}).get(backend)}
+                    "overhead_ms": overhead_ms, "fp32_matmul_fixed_ms": fixed.get("fp32"),
+                    "int8_matmul_fixed_ms": fixed.get("int8"),
+                    **{k: block.get(k, {}).get(backend) for k in
+                       ("per_op_overhead_ms", "conv_gops", "memory_gbs", "runtime_memory_mb")}}
         rows += [{"backend": backend, "figure": name, "unit": unit, "before": before[name],
                   "measured": measured[name]} for name, unit in FIGURES]
     return rows

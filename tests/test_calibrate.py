@@ -11,7 +11,8 @@ import yaml
 from edge import __version__
 from edge.bench import BenchResult
 from edge.calibrate import (PROBE_NAMES, Probe, ProbeResult, calibrate, compare_figures,
-                            derive_calibration, probes_by_backend, save_calibrated_profile)
+                            default_probes, derive_calibration, parse_cache_mb, probes_by_backend,
+                            save_calibrated_profile)
 from edge.cli import main
 from edge.compress import Int8DynamicConfig
 from edge.errors import ConfigError
@@ -19,14 +20,19 @@ from edge.planner.cost import device_rates
 from edge.profiles import DeviceProfile, load_profile
 
 BACKENDS = ["torchscript", "executorch"]
-# Small versions of the default probes (the same code path, seconds to export); `dispatch` runs
-# in the CLI test, which uses the default probes.
+# Small versions of the default probes (the same code path, seconds to export); `dispatch` and
+# `conv_small` run in the CLI test, which uses the default probes.
 DISPATCH = Probe("dispatch", rows=1, width_in=4, width_out=4, layers=8, iterations=20)
+INT8_SMALL = Probe("matmul_int8_small", rows=8, width_in=64, width_out=64, layers=4, iterations=10,
+                   recipe=(Int8DynamicConfig().to_dict(),), tag="int8")
 SMALL_PROBES = [
     Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=20),
     Probe("matmul_fp32", rows=32, width_in=256, width_out=256, layers=2, iterations=10),
+    Probe("matmul_fp32_small", rows=8, width_in=64, width_out=64, layers=4, iterations=10),
     Probe("matmul_int8", rows=32, width_in=256, width_out=256, layers=2, iterations=10,
           recipe=(Int8DynamicConfig().to_dict(),), tag="int8"),
+    Probe("elementwise", rows=16, width_in=256, width_out=256, layers=4, iterations=10, kind="elementwise"),
+    Probe("conv", rows=8, width_in=16, width_out=16, layers=2, iterations=10, kind="conv"),
     Probe("bandwidth", rows=1, width_in=1024, width_out=1024, layers=1, iterations=10),
 ]
 
@@ -57,7 +63,10 @@ def test_calibration_has_positive_numbers_per_backend(calibration):
         assert block["matmul_gops"][backend]["int8"] > 0
         assert block["overhead_ms"][backend] > 0
         assert block["bandwidth_gbs_by_backend"][backend] > 0
+        assert block["memory_gbs"][backend] > 0 and block["conv_gops"][backend] > 0
+        assert block["matmul_fixed_ms"].get(backend, {}).get("fp32", 0.0) >= 0
     assert block["bandwidth_gbs"] > 0
+    assert block["cache_mb"] > 0  # read from sysfs on local
     # The runner reports its own peak RSS, so the runtime's memory is measured on local too.
     for backend in BACKENDS:
         assert 10 < block["runtime_memory_mb"][backend] < 4096
@@ -72,7 +81,8 @@ def test_provenance_names_target_date_versions_and_raw_p50s(calibration):
     assert "torch" in prov["runtime_versions"]["torchscript"]
     assert "threads" in prov and prov["statistic"] == "p50"
     for backend in BACKENDS:
-        assert set(prov["probes"][backend]) == set(PROBE_NAMES) - {"dispatch"}
+        assert set(prov["probes"][backend]) == set(PROBE_NAMES) - {
+            "dispatch", "matmul_int8_small", "elementwise_small", "conv_small"}
         for record in prov["probes"][backend].values():
             assert record["p50_ms"] > 0 and record["samples"] > 0 and len(record["artifact_sha256"]) == 64
         assert prov["probes"][backend]["matmul_int8"]["recipe"] == ["int8_dynamic"]
@@ -85,8 +95,10 @@ def test_throughputs_follow_from_the_raw_p50s(calibration):
         overhead = probes["overhead"]["p50_ms"]
         assert block["overhead_ms"][backend] == overhead
         fp32 = probes["matmul_fp32"]
-        net_ms = max(fp32["p50_ms"] - overhead, 0.05 * fp32["p50_ms"])
-        assert block["matmul_gops"][backend]["fp32"] == pytest.approx(fp32["flops"] / net_ms / 1e6, rel=2e-3)
+        fixed_ms = block.get("matmul_fixed_ms", {}).get(backend, {}).get("fp32", 0.0)
+        net_ms = max(fp32["p50_ms"] - overhead - 2 * fixed_ms, 0.05 * fp32["p50_ms"])
+        # p50s and the fixed cost are stored to 4 significant digits: compare to 1%
+        assert block["matmul_gops"][backend]["fp32"] == pytest.approx(fp32["flops"] / net_ms / 1e6, rel=1e-2)
 
 
 def test_written_profile_loads_round_trips_and_keeps_auto_fields(calibration, tmp_path):
@@ -125,30 +137,61 @@ def test_the_cost_model_uses_the_calibration(calibration, tmp_path):
 
 def test_derivation_subtracts_the_overhead():
     def result(name: str, p50_ms: float) -> ProbeResult:
-        probe = next(p for p in SMALL_PROBES + [DISPATCH] if p.name == name)
+        probe = next(p for p in SMALL_PROBES + [DISPATCH, INT8_SMALL] if p.name == name)
         bench = BenchResult("executorch", "dev", "0" * 64, 1, "executorch", "1.5.1", None,
                             {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0)
         return ProbeResult("executorch", probe, bench)
 
     block = derive_calibration({"executorch": [
         result("overhead", 0.5), result("dispatch", 0.5 + 7 * 0.01), result("matmul_fp32", 2.52),
-        result("bandwidth", 1.51)]})
-    assert block["per_module_overhead_ms"] == {"executorch": pytest.approx(0.01)}
+        result("bandwidth", 1.51), result("elementwise", 0.5 + 8 * 0.01 + 0.25),
+        result("conv", 0.5 + 4 * 0.01 + 0.1)]})
+    assert block["per_op_overhead_ms"] == {"executorch": pytest.approx(0.01)}
+    assert "matmul_fixed_ms" not in block  # no small matmul probe: no fixed cost
     flops = 2 * 32 * 256 * 256 * 2  # over 2.52 - 0.5 - 2 layers x 0.01 = 2 ms
     assert block["matmul_gops"]["executorch"]["fp32"] == pytest.approx(flops / 2e-3 / 1e9, rel=1e-3)
     bytes_read = 1024 * 1024 * 4 + (1024 + 1024) * 4  # over 1.51 - 0.5 - 0.01 = 1 ms
     assert block["bandwidth_gbs"] == pytest.approx(bytes_read / 1e-3 / 1e9, rel=1e-3)
+    elementwise = 8 * (2 * 16 + 1) * 256 * 4  # 8 ops, each reads x and a row and writes x
+    assert block["memory_gbs"]["executorch"] == pytest.approx(elementwise / 0.25e-3 / 1e9, rel=1e-3)
+    conv_flops = 2 * 16 * 8 * 8 * (9 + 16) * 2  # over 0.1 ms
+    assert block["conv_gops"]["executorch"] == pytest.approx(conv_flops / 0.1e-3 / 1e9, rel=1e-3)
     assert block["overhead_ms"] == {"executorch": 0.5}
     assert block["runtime_memory_mb"] == {"executorch": 300.0}
 
 
+def test_small_and_big_matmuls_give_a_fixed_cost_per_call_and_a_throughput():
+    def result(probe: Probe, p50_ms: float) -> ProbeResult:
+        bench = BenchResult("torchscript", "dev", "0" * 64, 1, "torchscript", "2", None,
+                            {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0)
+        return ProbeResult("torchscript", probe, bench)
+
+    big, small = (next(p for p in SMALL_PROBES if p.name == n) for n in ("matmul_fp32", "matmul_fp32_small"))
+    gflops_per_ms, fixed_ms = 10.0 * 1e6, 0.02  # each layer: 0.02 ms + flops at 10 GFLOPS
+    layer_ms = {p.name: fixed_ms + p.flops / p.layers / gflops_per_ms for p in (big, small)}
+    block = derive_calibration({"torchscript": [
+        result(SMALL_PROBES[0], 0.1), result(big, 0.1 + 2 * layer_ms[big.name]),
+        result(small, 0.1 + 4 * layer_ms[small.name])]})
+    assert block["matmul_fixed_ms"]["torchscript"]["fp32"] == pytest.approx(fixed_ms, rel=1e-3)
+    assert block["matmul_gops"]["torchscript"]["fp32"] == pytest.approx(10.0, rel=1e-3)
+    assert block["fixed_cost_from"] == {"matmul_flops": 2.0 * 8 * 64 * 64}  # per call of the small probe
+
+
+def test_cache_size_is_the_largest_sysfs_cache():
+    assert parse_cache_mb("32K\n32K\n1024K\n32768K\n") == 32.0
+    assert parse_cache_mb("512K\n2M\n") == 2.0
+    assert parse_cache_mb("") is None
+
+
 def test_tflite_skips_the_bandwidth_probe_only_beside_another_backend():
     both = probes_by_backend(["executorch", "tflite"])
-    assert [p.name for p in both["executorch"]] == list(PROBE_NAMES)
+    assert [p.name for p in both["executorch"]] == [p.name for p in default_probes()]
     assert [p.name for p in both["tflite"]] == ["overhead", "matmul_fp32", "matmul_int8"]
     assert "bandwidth" in [p.name for p in probes_by_backend(["tflite"])["tflite"]]
     with pytest.raises(ConfigError, match="including 'overhead'"):
         probes_by_backend(["executorch"], SMALL_PROBES[1:])
+    with pytest.raises(ConfigError, match="probe kinds from linear, elementwise, conv"):
+        probes_by_backend(["executorch"], [SMALL_PROBES[0], Probe("conv", 1, 1, 1, 1, 1, kind="pool")])
 
 
 def test_unknown_target_is_a_config_error(env):
@@ -184,6 +227,10 @@ def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
     profile = load_profile(out)
     assert profile.calibration["matmul_gops"]["torchscript"]["fp32"] > 0
     assert list(profile.calibration["overhead_ms"]) == ["torchscript"]
-    assert profile.calibration["per_module_overhead_ms"]["torchscript"] >= 0
-    assert set(profile.calibration["provenance"]["probes"]["torchscript"]) == set(PROBE_NAMES)
+    assert profile.calibration["per_op_overhead_ms"]["torchscript"] >= 0
+    assert profile.calibration["memory_gbs"]["torchscript"] > 0
+    assert profile.calibration["conv_fixed_ms"]["torchscript"] >= 0
+    assert set(profile.calibration["fixed_cost_from"]) == {"matmul_flops", "conv_flops"}
+    probes = profile.calibration["provenance"]["probes"]["torchscript"]
+    assert set(probes) == {p.name for p in default_probes()}
     assert not (env / ".config" / "edge" / "profiles" / "local-x86_64.yaml").exists()

@@ -9,14 +9,26 @@ quantizes activations).
   params (norms, biases) in fp32 + a fixed container overhead per backend.
 - peak_memory_mb = weights x WEIGHT_RESIDENCY (XNNPACK repacks weights next to the loaded
   program) + activation arena + the runner process's baseline RSS (RUNTIME_MEMORY_MB).
-- latency_ms = sum over groups of max(flops / (peak x efficiency), bytes / bandwidth)
-  (a roofline per group) + attention matmuls at fp32 + a fixed per-backend overhead.
+- latency_ms = a fixed per-backend overhead
+  + ops x per-op dispatch (every op of the traced graph, views included)
+  + per op class (matmul at its dtype, conv, memory ops): calls x (a fixed cost per call,
+  in full from the calibration's small-probe size ``fixed_cost_from`` up, a proportional
+  share below it) + work / throughput
+  + per group, when the weights one inference reads fit CACHE_SHARE of the last-level cache
+  (``cache_mb``; unknown: assumed to fit), max(flops / GOPS, bytes / in-cache throughput
+  (``memory_gbs``, else bandwidth)), a roofline; when they do not fit, flops / GOPS +
+  bytes / bandwidth (every inference streams them from DRAM);
+  attention matmuls at fp32; memory ops (elementwise, norms, softmax, pooling) by the bytes
+  they move / their throughput.
 
 Every constant below is an assumption documented here; when ``profile.calibration`` holds
 measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}`` or
-``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0);
-``overhead_ms``, ``per_module_overhead_ms`` and
-``runtime_memory_mb`` as ``{backend: value}`` (as written by :mod:`edge.calibrate`).
+``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0); and as
+``{backend: value}`` (as written by :mod:`edge.calibrate`): ``overhead_ms``,
+``per_op_overhead_ms`` (older calibrations: ``per_module_overhead_ms``),
+``matmul_fixed_ms`` (``{backend: {dtype: ms}}``), ``conv_gops``, ``conv_fixed_ms``,
+``memory_gbs``, ``memory_fixed_ms`` and ``runtime_memory_mb``; ``cache_mb`` and
+``fixed_cost_from`` (``{matmul_flops, conv_flops, memory_bytes}`` per op) are plain values.
 """
 from __future__ import annotations
 
@@ -50,7 +62,12 @@ RUNTIME_MEMORY_MB = {"executorch": 40.0, "tflite": 30.0, "torchscript": 120.0}
 # Fraction of the profile's peak throughput a backend's matmul kernels achieve.
 EFFICIENCY = {"executorch": 0.35, "tflite": 0.35, "torchscript": 0.2}
 OVERHEAD_MS = {"executorch": 0.2, "tflite": 0.2, "torchscript": 1.0}
-PER_MODULE_OVERHEAD_MS = {"executorch": 0.005, "tflite": 0.005, "torchscript": 0.02}
+# Dispatch cost of one ATen op (the lite interpreter dispatches each; XNNPACK runs a fused graph).
+PER_OP_OVERHEAD_MS = {"executorch": 0.001, "tflite": 0.001, "torchscript": 0.005}
+# Share of the last-level cache weights can keep (activations, the runtime, neighbours use the rest).
+CACHE_SHARE = 0.5
+# Depthwise/pointwise convs on small maps reach a fraction of the matmul throughput.
+CONV_EFFICIENCY = 0.25
 DEFAULT_BANDWIDTH_GBS = 2.0
 # int8 throughput relative to fp32 when the profile gives none: SDOT/SMMLA vs NEON widening.
 INT8_SPEEDUP_DOTPROD = 4.0
@@ -83,8 +100,30 @@ class DeviceRates:
     has_fp16: bool
     overhead_ms: float
     runtime_memory_mb: float
-    per_module_overhead_ms: float = 0.0
+    per_op_overhead_ms: float = 0.0
+    # fixed cost per call of "matmul_<dtype>", "conv", "memory" ops, and the per-op size
+    # ("matmul"/"conv": FLOPs, "memory": bytes) from which it is paid in full
+    fixed_ms: dict[str, float] = field(default_factory=dict)
+    fixed_from: dict[str, float] = field(default_factory=dict)
+    conv_gops: float | None = None  # fp32 convolution throughput
+    memory_gbs: float | None = None  # throughput of elementwise/norm/softmax ops (bytes in + out)
+    cache_mb: float | None = None  # last-level cache; None: weights assumed cache-resident
     notes: tuple[str, ...] = ()
+
+    def call_ms(self, kind: str, calls: float, size_per_call: float) -> float:
+        """Fixed cost of ``calls`` ops of ``kind`` ("matmul_fp32", "conv", "memory" ...)."""
+        fallback = self.fixed_ms.get("matmul_fp32", 0.0) if kind.startswith("matmul") else 0.0
+        fixed = self.fixed_ms.get(kind, fallback)
+        start = self.fixed_from.get(kind.split("_")[0])
+        share = min(1.0, size_per_call / start) if start else 1.0
+        return calls * fixed * share
+
+    def gops_for(self, group: str, dtype: str) -> float:
+        """Throughput of ``group``'s multiplies at ``dtype`` (convs scale the conv rate)."""
+        if group == "conv":
+            conv = self.conv_gops or self.gops["fp32"] * CONV_EFFICIENCY
+            return conv * self.gops[dtype] / self.gops["fp32"]
+        return self.gops[dtype]
 
 
 def _peak(profile: Any, attr: str) -> float | None:
@@ -123,9 +162,28 @@ def device_rates(profile: Any, backend: str) -> DeviceRates:
         notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
     overhead = (cal.get("overhead_ms") or {}).get(backend, OVERHEAD_MS[backend])
     rss = (cal.get("runtime_memory_mb") or {}).get(backend, RUNTIME_MEMORY_MB[backend])
-    per_module = (cal.get("per_module_overhead_ms") or {}).get(backend, PER_MODULE_OVERHEAD_MS[backend])
-    return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss), float(per_module),
-                       tuple(notes))
+    per_op = _backend_value(cal, ("per_op_overhead_ms", "per_module_overhead_ms"), backend)
+    matmul_fixed = (cal.get("matmul_fixed_ms") or {}).get(backend) or {}
+    fixed = {f"matmul_{k}": float(v) for k, v in matmul_fixed.items()}
+    for kind in ("conv", "memory"):
+        value = _backend_value(cal, (f"{kind}_fixed_ms",), backend)
+        if value is not None:
+            fixed[kind] = value
+    fixed_from = {k.split("_")[0]: float(v) for k, v in (cal.get("fixed_cost_from") or {}).items()}
+    return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss),
+                       PER_OP_OVERHEAD_MS[backend] if per_op is None else per_op, fixed, fixed_from,
+                       _backend_value(cal, ("conv_gops",), backend),
+                       _backend_value(cal, ("memory_gbs",), backend),
+                       float(cal["cache_mb"]) if cal.get("cache_mb") else None, tuple(notes))
+
+
+def _backend_value(cal: dict, keys: tuple[str, ...], backend: str) -> float | None:
+    """The first of ``cal[key][backend]`` for ``keys`` that is a number, else None."""
+    for key in keys:
+        value = (cal.get(key) or {}).get(backend)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> dict[str, float]:
@@ -144,13 +202,36 @@ def predict_size_bytes(stats: ModelStats, assignment: dict[str, str], backend: s
     return int(weights + stats.other_params * 4 + CONTAINER_OVERHEAD_BYTES[backend])
 
 
+def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: DeviceRates) -> float:
+    """Overhead + per-op dispatch + the fixed cost of each matmul, conv and memory op."""
+    ms = rates.overhead_ms + max(stats.ops, sum(g.modules for g in stats.groups.values())) \
+        * rates.per_op_overhead_ms
+    grouped = 0
+    for name, g in stats.groups.items():
+        if name == "embedding" or not g.modules:
+            continue
+        grouped += g.modules
+        kind = "conv" if name == "conv" else f"matmul_{PRECISIONS[assignment.get(name, 'fp32')][2]}"
+        ms += rates.call_ms(kind, g.modules, g.flops / g.modules)
+    others = max(0, stats.matmul_ops - grouped)
+    if others:
+        ms += rates.call_ms("matmul_fp32", others, stats.other_flops / others)
+    if stats.memory_ops:
+        ms += rates.call_ms("memory", stats.memory_ops, stats.memory_bytes / stats.memory_ops)
+    return ms
+
+
 def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile: Any) -> Prediction:
     """Size, peak memory and latency of ``stats`` under ``assignment`` on ``profile``."""
     rates = device_rates(profile, backend)
     weight_bytes = _weight_bytes(stats, assignment, backend)
     resident = dict(weight_bytes)
+    latency_ms = _fixed_latency_ms(stats, assignment, rates)
+    read_weights = {name: g.read_params / max(g.weight_params, 1) * weight_bytes[name]
+                    for name, g in stats.groups.items()}
+    streamed = rates.cache_mb is not None and sum(read_weights.values()) > CACHE_SHARE * rates.cache_mb * MB
     latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9)
-    modules = 0
+    latency_s += stats.memory_bytes / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9)
     for name, g in stats.groups.items():
         precision = assignment.get(name, "fp32")
         compute = PRECISIONS[precision][2]
@@ -158,10 +239,13 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
             compute = "fp32"  # no fp16 arithmetic: weights are widened at load time
             resident[name] = g.weight_params * 4.0
         act_scale = 0.25 if precision == "int8_static" else 1.0
-        read = g.read_params / max(g.weight_params, 1) * weight_bytes[name] + g.activation_bytes * act_scale
-        latency_s += max(g.flops / (rates.gops[compute] * 1e9), read / (rates.bandwidth_gbs * 1e9))
-        modules += g.modules
-    latency_ms = latency_s * 1e3 + rates.overhead_ms + modules * rates.per_module_overhead_ms
+        read = read_weights[name] + g.activation_bytes * act_scale
+        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9)
+        if streamed:
+            latency_s += flops_s + read / (rates.bandwidth_gbs * 1e9)
+        else:  # cache-resident: read at the in-cache rate where calibrated
+            latency_s += max(flops_s, read / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9))
+    latency_ms += latency_s * 1e3
     memory_mb = ((sum(resident.values()) + stats.other_params * 4) * WEIGHT_RESIDENCY[backend]
                  + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
     return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,

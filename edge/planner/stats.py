@@ -2,8 +2,13 @@
 
 A forward pass over ``example_inputs`` with hooks on every weight-bearing leaf module
 (Linear, Conv2d, Embedding) counts its weights, FLOPs and activation bytes; a
-``FlopCounterMode`` pass counts everything else that multiplies (attention matmuls).
-Numbers are for batch 1 at the model's fixed input shapes.
+``FlopCounterMode`` pass counts everything else that multiplies (attention matmuls). The
+same pass counts the ops a traced graph would hold (:class:`CallCounter`: tensor-returning
+torch calls, each paying a dispatch) and sorts the ATen kernels they run into
+(:class:`OpCounter`) *matmul* ops (``mm``, ``addmm``, ``bmm``, ``convolution`` ..., costed by
+FLOPs), *view* ops (``view``, ``transpose`` ..., dispatch only) and *memory* ops, everything
+else (elementwise, normalization, softmax, pooling, reductions), costed by the bytes they
+read and write. Numbers are for batch 1 at the model's fixed input shapes.
 """
 from __future__ import annotations
 
@@ -11,11 +16,19 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..compress.groups import group_of
 
 FP32_BYTES = 4
+MATMUL_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "convolution",
+                        "_convolution", "conv2d", "conv1d", "embedding"})
+VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute",
+                      "expand", "unsqueeze", "squeeze", "slice", "select", "alias", "detach",
+                      "as_strided", "unbind", "split", "split_with_sizes", "chunk", "lift_fresh",
+                      "_local_scalar_dense", "empty", "scalar_tensor", "arange", "zeros", "new_ones"})
 
 
 @dataclass
@@ -40,6 +53,10 @@ class ModelStats:
     other_params: int = 0
     other_flops: float = 0.0
     peak_activation_bytes: float = 0.0
+    ops: int = 0  # tensor-returning torch calls of one forward (the ops of a traced graph)
+    matmul_ops: int = 0  # of which multiply (grouped modules' and attention matmuls)
+    memory_ops: int = 0  # of which elementwise, norms, softmax, pooling, reductions
+    memory_bytes: float = 0.0  # bytes read and written by the memory ops
 
     @property
     def total_params(self) -> int:
@@ -52,8 +69,55 @@ class ModelStats:
     def to_dict(self) -> dict:
         return {"total_params": self.total_params, "total_flops": self.total_flops,
                 "other_params": self.other_params, "other_flops": self.other_flops,
-                "peak_activation_bytes": self.peak_activation_bytes,
+                "peak_activation_bytes": self.peak_activation_bytes, "ops": self.ops,
+                "matmul_ops": self.matmul_ops, "memory_ops": self.memory_ops,
+                "memory_bytes": self.memory_bytes,
                 "groups": {k: vars(v) for k, v in self.groups.items()}}
+
+
+class CallCounter(TorchFunctionMode):
+    """Counts the torch calls that return tensors (``F.linear``, ``x + y``, ``view`` ...): the
+    ops a traced graph holds, before decomposition into ATen kernels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        self.ops += isinstance(first, torch.Tensor)
+        return out
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen kernels dispatched inside it by kind (matmul, view, memory) and the
+    bytes the memory ops read and write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.matmul_ops = self.memory_ops = 0
+        self.memory_bytes = 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in MATMUL_OPS:
+            self.matmul_ops += name != "embedding"
+        elif name not in VIEW_OPS:
+            self.memory_ops += 1
+            self.memory_bytes += _tensor_bytes(args) + _tensor_bytes(kwargs or {}) + _tensor_bytes(out)
+        return out
+
+
+def _tensor_bytes(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, (tuple, list)):
+        return sum(_tensor_bytes(t) for t in x)
+    if isinstance(x, dict):
+        return sum(_tensor_bytes(t) for t in x.values())
+    return 0
 
 
 def _nbytes(x) -> int:
@@ -105,13 +169,15 @@ def count_stats(model: nn.Module, example_inputs: tuple) -> ModelStats:
         grouped_params.add(id(module.weight))
         handles.append(module.register_forward_hook(hook(name, group)))
     try:
-        counter = FlopCounterMode(display=False)
-        with counter:
+        counter, op_counter, calls = FlopCounterMode(display=False), OpCounter(), CallCounter()
+        with counter, op_counter, calls:
             model(*example_inputs)
     finally:
         for h in handles:
             h.remove()
     stats.other_params = sum(p.numel() for p in model.parameters() if id(p) not in grouped_params)
     stats.other_flops = max(0.0, counter.get_total_flops() - sum(g.flops for g in stats.groups.values()))
+    stats.ops, stats.matmul_ops = calls.ops, op_counter.matmul_ops
+    stats.memory_ops, stats.memory_bytes = op_counter.memory_ops, op_counter.memory_bytes
     stats.peak_activation_bytes = 2.0 * peak[0]  # the live input + output pair, times 2 for arena slack
     return stats

@@ -132,9 +132,9 @@ def load_executorch(path, arrays, threads):
 
     if threads:
         torch.set_num_threads(threads)
-        try:
-            from executorch.extension.pybindings import _portable_lib
-            _portable_lib._unsafe_reset_threadpool(threads)
+        try:  # XNNPACK's threadpool is ExecuTorch's own, not torch's
+            from executorch.extension.pybindings import portable_lib
+            portable_lib._unsafe_reset_threadpool(threads)
         except (ImportError, AttributeError):
             pass
     _register_quantized_kernels()

@@ -62,11 +62,57 @@ def test_calibration_measurements_win(lm_stats, pi_zero):
     assert any("calibration" in n for n in slow.notes)
     assert slow.size_bytes / MB < 2
     per_backend = with_calibration(pi_zero, {"bandwidth_gbs": 0.5, "bandwidth_gbs_by_backend": {"tflite": 3.0},
-                                             "per_module_overhead_ms": {"tflite": 1.0}})
+                                             "per_op_overhead_ms": {"tflite": 1.0}})
     tfl = device_rates(per_backend, "tflite")
-    assert tfl.bandwidth_gbs == 0.5 and tfl.per_module_overhead_ms == 1.0  # bandwidth: the device's
+    assert tfl.bandwidth_gbs == 0.5 and tfl.per_op_overhead_ms == 1.0  # bandwidth: the device's
     dispatch = predict(lm_stats, FP32, "tflite", per_backend).latency_ms
-    assert dispatch > predict(lm_stats, FP32, "tflite", pi_zero).latency_ms + 10  # 14 modules x 1 ms
+    assert dispatch > predict(lm_stats, FP32, "tflite", pi_zero).latency_ms + 0.9 * lm_stats.ops  # 1 ms each
+    older = with_calibration(pi_zero, {"per_module_overhead_ms": {"tflite": 1.0}})  # the pre-op-count key
+    assert device_rates(older, "tflite").per_op_overhead_ms == 1.0
+
+
+def test_every_calibrated_term_adds_its_share(lm_stats, tiny_mlp, pi_zero):
+    base = {"matmul_gops": {"executorch": {"fp32": 10.0, "int8": 20.0}}, "bandwidth_gbs": 10.0,
+            "overhead_ms": {"executorch": 0.0}, "per_op_overhead_ms": {"executorch": 0.0},
+            "cache_mb": 1e-6}  # weights stream at the bandwidth: memory_gbs is the memory ops' alone
+    plain = predict(lm_stats, FP32, "executorch", with_calibration(pi_zero, base)).latency_ms
+    fixed = with_calibration(pi_zero, {**base, "matmul_fixed_ms": {"executorch": {"fp32": 1.0, "int8": 2.0}}})
+    # 22 projections + 6 attention matmuls, 1 ms each at fp32; the int8 ones 2 ms
+    assert predict(lm_stats, FP32, "executorch", fixed).latency_ms == pytest.approx(plain + 28, rel=1e-6)
+    assert predict(lm_stats, INT8, "executorch", fixed).latency_ms > plain + 22 * 2
+    # calls smaller than the size the fixed cost was measured at pay a proportional share
+    big_from = with_calibration(pi_zero, {**base, "matmul_fixed_ms": {"executorch": {"fp32": 1.0}},
+                                          "fixed_cost_from": {"matmul_flops": 1e12}})
+    assert predict(lm_stats, FP32, "executorch", big_from).latency_ms < plain + 0.01
+    slow_memory = with_calibration(pi_zero, {**base, "memory_gbs": {"executorch": 1e-3}})  # 1 byte/us
+    extra_ms = predict(lm_stats, FP32, "executorch", slow_memory).latency_ms - plain
+    fast_memory = lm_stats.memory_bytes / 10e9 * 1e3  # the default: the device bandwidth
+    assert extra_ms == pytest.approx(lm_stats.memory_bytes / 1e3 - fast_memory, rel=1e-6)
+    mlp = count_stats(tiny_mlp.model, tiny_mlp.example_inputs)
+    dispatch = with_calibration(pi_zero, {**base, "per_op_overhead_ms": {"executorch": 1.0}})
+    assert predict(mlp, FP32, "executorch", dispatch).latency_ms == pytest.approx(
+        predict(mlp, FP32, "executorch", with_calibration(pi_zero, base)).latency_ms + 5)  # 5 ops
+
+
+def test_weights_larger_than_the_cache_stream_from_memory(lm_stats, pi_zero):
+    base = {"matmul_gops": {"fp32": 10.0}, "bandwidth_gbs": 1.0}  # compute-bound while cached
+    small, large = (predict(lm_stats, FP32, "executorch", with_calibration(pi_zero, {**base, "cache_mb": mb}))
+                    for mb in (0.01, 64.0))
+    weights_ms = sum(g.read_params for g in lm_stats.groups.values()) * 4 / 1e9 * 1e3
+    assert small.latency_ms > large.latency_ms + 0.8 * weights_ms
+
+
+def test_convs_run_at_the_calibrated_conv_throughput(pi_zero):
+    from edge.models import load_model
+
+    cnn = load_model("tiny-cnn")
+    stats = count_stats(cnn.model, cnn.example_inputs)
+    cal = {"matmul_gops": {"fp32": 100.0}, "bandwidth_gbs": 1e6, "memory_gbs": {"executorch": 1e6}}
+    fast, slow = (with_calibration(pi_zero, {**cal, "conv_gops": {"executorch": g}}) for g in (100.0, 1.0))
+    gap_ms = (predict(stats, FP32, "executorch", slow).latency_ms
+              - predict(stats, FP32, "executorch", fast).latency_ms)
+    conv_flops = stats.groups["conv"].flops
+    assert gap_ms == pytest.approx(conv_flops / 1e9 * 1e3 - conv_flops / 100e9 * 1e3, rel=1e-3)
 
 
 def test_predict_recipe_reads_the_recipe(tiny_lm, pi_zero):

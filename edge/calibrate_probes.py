@@ -1,0 +1,175 @@
+"""Calibration probes: small synthetic models whose timings give the cost model's rates.
+
+===================== ========================================== ===========================
+probe                 model (fp32 unless noted)                   gives
+===================== ========================================== ===========================
+``overhead``          one Linear(4, 4) on a (1, 4) input          ``overhead_ms`` (p50),
+                                                                  ``runtime_memory_mb`` (RSS)
+``dispatch``          16 x Linear(4, 4)                           ``per_op_overhead_ms``
+``matmul_fp32``       6 x Linear(512, 512) on (64, 512)           ``matmul_gops.fp32``
+``matmul_fp32_small`` 8 x Linear(128, 128) on (32, 128)           ``matmul_fixed_ms.fp32``
+``matmul_int8``       the big one, int8 dynamic (edge.compress)   ``matmul_gops.int8``
+``matmul_int8_small`` the small one, int8 dynamic                 ``matmul_fixed_ms.int8``
+``elementwise``       16 x (x * scale + shift) on (64, 512)       ``memory_gbs``
+``elementwise_small`` the same on (4, 512) (optional)             ``memory_fixed_ms``
+``conv``              4 x (depthwise 3x3 + 1x1) on (1, 32, 16, 16) ``conv_gops``
+``conv_small``        the same on (1, 16, 8, 8)                   ``conv_fixed_ms``
+``bandwidth``         Linear(4096, 4096) on (1, 4096): 64 MiB     ``bandwidth_gbs``
+===================== ========================================== ===========================
+
+See :mod:`edge.calibrate` for how each timing becomes a rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
+               "matmul_int8_small", "elementwise", "elementwise_small", "conv", "conv_small", "bandwidth")
+PROBE_KINDS = ("linear", "elementwise", "conv")
+# tflite skips these beside another backend: a device property, or small there (XNNPACK runs
+# the whole graph as one delegate node), and each onnx2tf conversion costs ~15 s (minutes at 64 MiB)
+TFLITE_SKIPPED = ("dispatch", "bandwidth", "matmul_fp32_small", "matmul_int8_small", "elementwise",
+                  "elementwise_small", "conv", "conv_small")
+FP32_BYTES = 4
+INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One synthetic model and what its timing measures.
+
+    ``kind`` "linear": a (rows, width_in) input through ``layers`` Linear(width_in, width_out)
+    (square when stacked); "elementwise": a (rows, width_in) input through ``layers`` of
+    ``x * scale + shift`` (two ops, per-column vectors); "conv": a (1, width_in, rows, rows)
+    input through ``layers`` of a depthwise 3x3 and a pointwise 1x1 conv (two ops).
+    ``recipe`` holds technique configs as dicts (empty = fp32).
+    """
+
+    name: str
+    rows: int
+    width_in: int
+    width_out: int
+    layers: int
+    iterations: int
+    recipe: tuple[dict, ...] = ()
+    tag: str | None = None  # artifact folder suffix
+    kind: str = "linear"
+
+    @property
+    def ops(self) -> int:
+        return self.layers if self.kind == "linear" else 2 * self.layers
+
+    @property
+    def flops(self) -> float:
+        if self.kind == "conv":
+            return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
+        if self.kind == "elementwise":
+            return 0.0
+        return 2.0 * self.rows * self.width_in * self.width_out * self.layers
+
+    @property
+    def bytes_read(self) -> float:
+        """Weights at their precision plus fp32 activations in and out of each op."""
+        if self.kind == "elementwise":
+            return float(self.ops * (2 * self.rows + 1) * self.width_in * FP32_BYTES)
+        if self.kind == "conv":
+            return float(self.layers * (self.width_in * (9 + self.width_in)
+                                        + 4 * self.width_in * self.rows ** 2) * FP32_BYTES)
+        params = self.width_in * self.width_out * self.layers
+        weights = params + self.width_out * self.layers * INT8_ROW_BYTES if self.recipe \
+            else params * FP32_BYTES
+        activations = self.layers * self.rows * (self.width_in + self.width_out) * FP32_BYTES
+        return float(weights + activations)
+
+
+def default_probes() -> list[Probe]:
+    """The probes of the module docstring, the overhead probe first, less the optional
+    ``elementwise_small`` (a fixed cost that measured ~0 on the host and costs a runner start;
+    pass it in ``probes`` to measure it)."""
+    from .compress import Int8DynamicConfig
+
+    int8 = {"recipe": (Int8DynamicConfig().to_dict(),), "tag": "int8"}
+    return [
+        Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=200),
+        Probe("dispatch", rows=1, width_in=4, width_out=4, layers=16, iterations=200),
+        Probe("matmul_fp32", rows=64, width_in=512, width_out=512, layers=6, iterations=50),
+        Probe("matmul_fp32_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200),
+        Probe("matmul_int8", rows=64, width_in=512, width_out=512, layers=6, iterations=50, **int8),
+        Probe("matmul_int8_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200, **int8),
+        Probe("elementwise", rows=64, width_in=512, width_out=512, layers=16, iterations=200,
+              kind="elementwise"),
+        Probe("conv", rows=16, width_in=32, width_out=32, layers=4, iterations=200, kind="conv"),
+        Probe("conv_small", rows=8, width_in=16, width_out=16, layers=4, iterations=200, kind="conv"),
+        Probe("bandwidth", rows=1, width_in=4096, width_out=4096, layers=1, iterations=30),
+    ]
+
+
+def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) -> dict[str, list[Probe]]:
+    """Which probes run on which backend.
+
+    tflite skips :data:`TFLITE_SKIPPED` when another backend is calibrated with it.
+    """
+    probes = list(probes) if probes is not None else default_probes()
+    names = [p.name for p in probes]
+    unknown = sorted(set(names) - set(PROBE_NAMES))
+    if unknown or "overhead" not in names or len(set(names)) != len(names):
+        raise ConfigError(f"expected distinct probes named from {', '.join(PROBE_NAMES)} including "
+                          f"'overhead', found {names}")
+    kinds = sorted({p.kind for p in probes} - set(PROBE_KINDS))
+    if kinds:
+        raise ConfigError(f"expected probe kinds from {', '.join(PROBE_KINDS)}, found {kinds}")
+    out = {}
+    for backend in backends:
+        skip = backend == "tflite" and len(backends) > 1
+        out[backend] = [p for p in probes if not (skip and p.name in TFLITE_SKIPPED)]
+    return out
+
+
+def _probe_module(probe: Probe, gen: Any):
+    """The probe's torch module (weights from ``gen``, unit-variance activations throughout)."""
+    import torch
+    from torch import nn
+
+    class Elementwise(nn.Module):
+        """``layers`` of ``x * scale + shift`` with per-column vectors."""
+
+        def __init__(self, width: int, layers: int):
+            super().__init__()
+            self.scale = nn.Parameter(1.0 + 0.01 * torch.randn(layers, width, generator=gen))
+            self.shift = nn.Parameter(0.01 * torch.randn(layers, width, generator=gen))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for i in range(self.scale.shape[0]):
+                x = x * self.scale[i] + self.shift[i]
+            return x
+
+    if probe.kind == "elementwise":
+        return Elementwise(probe.width_in, probe.layers)
+    c = probe.width_in
+    if probe.kind == "conv":
+        layers = [m for _ in range(probe.layers) for m in (nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
+                                                            nn.Conv2d(c, c, 1, bias=False))]
+    else:
+        layers = [nn.Linear(c, probe.width_out, bias=False) for _ in range(probe.layers)]
+    for layer in layers:
+        fan_in = layer.weight[0].numel()
+        layer.weight.data = torch.randn(layer.weight.shape, generator=gen) / fan_in ** 0.5
+    return nn.Sequential(*layers)
+
+
+def probe_spec(probe: Probe):
+    """The probe as a ModelSpec (deterministic weights, so the export cache can reuse it)."""
+    import torch
+
+    from .models.loaders import spec_from_factory_result
+
+    conv = probe.kind == "conv"
+    shape = (1, probe.width_in, probe.rows, probe.rows) if conv else (probe.rows, probe.width_in)
+    with torch.no_grad():
+        model = _probe_module(probe, torch.Generator().manual_seed(0)).eval()
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    return spec_from_factory_result((model, (x,)), name=f"calibrate-{probe.name}",
+                                    where="edge.calibrate")
