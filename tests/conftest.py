@@ -19,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One intra-op thread for the whole session: on a small shared machine two threads
+# oversubscribe the cores (model loads and sensitivity runs were 4-5x slower).
+torch.set_num_threads(1)
 
 
 def load_devicelab() -> types.ModuleType:

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from edge.models import load_model
-
-# Two cores shared by parallel jobs: one intra-op thread avoids oversubscription (4-5x faster here).
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

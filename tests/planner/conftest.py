@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from edge.models import load_model
 from edge.profiles import load_profile
-
-# Two cores shared by parallel jobs: one intra-op thread avoids oversubscription (4-5x faster here).
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
