@@ -58,7 +58,9 @@ def plot_latency(run: Run) -> bytes | None:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(rows) + 2), 4.0))
     data = [np.asarray(r.latencies_ms, dtype=float) for r in rows]
     ax.boxplot(data, showfliers=False, widths=0.5)
-    ax.set_xticks(range(1, len(rows) + 1), [_label(r) for r in rows])
+    # Plan names are long: slant them so neighbouring labels do not run into each other.
+    ax.set_xticks(range(1, len(rows) + 1), [_label(r) for r in rows], rotation=20, ha="right",
+                  fontsize=8)
     rng = np.random.default_rng(0)
     for i, samples in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(samples)), samples, s=6, alpha=0.4, color="tab:blue")
