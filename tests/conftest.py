@@ -150,3 +150,30 @@ def tiny_artifacts(request) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths[backend] = build(out)
     return paths
+
+
+@pytest.fixture(scope="session")
+def artifact_cache(tmp_path_factory) -> Path:
+    """One export cache for the session: a zoo model is converted once, whichever test asks first."""
+    return tmp_path_factory.getbasetemp() / "edge-artifact-cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp():
+    from edge.models import load_model
+
+    return load_model("tiny-mlp")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    from edge.models import load_model
+
+    return load_model("tiny-cnn")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    from edge.models import load_model
+
+    return load_model("tiny-lm")

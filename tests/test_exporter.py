@@ -19,12 +19,6 @@ MANIFEST_KEYS = {"schema_version", "backend", "file", "sha256", "size_bytes", "m
                  "cache_hit", "created_at"}
 
 
-@pytest.fixture(scope="session")
-def artifact_cache(tmp_path_factory) -> Path:
-    # shared with tests/backends: zoo conversions there are cache hits here
-    return tmp_path_factory.getbasetemp() / "edge-artifact-cache"
-
-
 def _visible(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir()) if path.exists() else []
 

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -8,11 +6,6 @@ from edge.errors import ConfigError, ValidationError
 from edge.exporter import export
 from edge.models import load_model
 from edge.validate import TOLERANCES, Tolerance, precision_of, reference_outputs, validate
-
-
-@pytest.fixture(scope="session")
-def artifact_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "edge-artifact-cache"
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,5 @@ def user_model():
 
 
 @pytest.fixture(scope="session")
-def artifact_cache(tmp_path_factory) -> Path:
-    # The same folder for every test file in the session, so a zoo model is converted once.
-    return tmp_path_factory.getbasetemp() / "edge-artifact-cache"
-
-
-@pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("exports")

@@ -42,9 +42,10 @@ def test_image_input_is_nhwc_in_manifest_and_samples(export_dir, artifact_cache)
     np.testing.assert_array_equal(sample, spec.example_inputs[0].numpy().transpose(0, 2, 3, 1))
 
 
-def test_user_image_model_converts_offline(user_model, tmp_path, artifact_cache, no_network):
-    # every input is a 3-channel image: onnx2tf would download its sample images without ours
-    art = export(user_model("image_model"), "tflite", tmp_path, cache_dir=artifact_cache)
+def test_user_image_model_converts_offline(user_model, tmp_path, no_network):
+    # every input is a 3-channel image: onnx2tf would download its sample images without ours.
+    # Its own empty cache: the conversion must really run, whichever test exported it before.
+    art = export(user_model("image_model"), "tflite", tmp_path / "out", cache_dir=tmp_path / "cache")
     assert art.manifest["cache_hit"] is False  # really converted, under the guard
     assert art.manifest["inputs"][0]["shape"] == [1, 20, 28, 3]
     assert art.manifest["validation"]["passed"]

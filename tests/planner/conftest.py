@@ -8,16 +8,6 @@ from edge.profiles import load_profile
 
 
 @pytest.fixture(scope="session")
-def tiny_mlp():
-    return load_model("tiny-mlp")
-
-
-@pytest.fixture(scope="session")
-def tiny_lm():
-    return load_model("tiny-lm")
-
-
-@pytest.fixture(scope="session")
 def pi_zero():
     return load_profile("raspberry-pi-zero-2w")
 
