@@ -247,11 +247,12 @@ class ResultsStore:
             return []
         conn = self._connect(create=False)
         try:
+            # created_at has one-second resolution: insertion order (rowid) breaks ties.
             cur = conn.execute(
                 "SELECT r.run_id, r.created_at, r.model, r.profile, r.target, r.status, "
                 "COUNT(w.idx), SUM(w.error IS NULL), GROUP_CONCAT(DISTINCT w.backend) "
                 "FROM runs r LEFT JOIN rows w ON w.run_id = r.run_id "
-                "GROUP BY r.run_id ORDER BY r.created_at DESC, r.run_id DESC"
+                "GROUP BY r.run_id ORDER BY r.created_at DESC, r.rowid DESC"
             )
             keys = ("run_id", "created_at", "model", "profile", "target", "status", "rows", "ok_rows",
                     "backends")
@@ -270,7 +271,7 @@ class ResultsStore:
         conn = self._connect(create=False)
         try:
             if prefix in ("latest", "last"):
-                rec = conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC, run_id DESC LIMIT 1")
+                rec = conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1")
                 ids = [r[0] for r in rec.fetchall()]
             else:
                 pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

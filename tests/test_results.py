@@ -160,3 +160,12 @@ def test_results_cli_list_show_compare(store, capsys):
     assert "not directly comparable" in out and "cpu_governor differs" in out
     assert main(["results", "show", "2024", *db]) == 9
     assert "ambiguous" in capsys.readouterr().err
+
+
+
+def test_runs_saved_in_the_same_second_list_newest_first(store):
+    # Run ids end in a random suffix; within one second only insertion order is meaningful.
+    stamp = "2026-01-01T00:00:00+00:00"
+    ids = [store.save_run(make_run(created_at=stamp)) for _ in range(6)]
+    assert [r["run_id"] for r in store.list_runs()] == ids[::-1]
+    assert store.get_run("latest").run_id == ids[-1]
