@@ -117,9 +117,17 @@ def _build(spec: Any, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key
         validation=None,
     )
     m["tool_versions"]["edge"] = __version__
-    samples = to_artifact_inputs([t.numpy() for t in spec.example_inputs], m["inputs"])
-    np.savez(tmp / SAMPLE_INPUTS_NAME, *samples)
-    if validate:
+    if spec.generation is not None:  # a language model: the sample prompt's token ids
+        np.savez(tmp / SAMPLE_INPUTS_NAME, spec.generation.prompt.numpy().reshape(-1))
+    else:
+        samples = to_artifact_inputs([t.numpy() for t in spec.example_inputs], m["inputs"])
+        np.savez(tmp / SAMPLE_INPUTS_NAME, *samples)
+    if validate and spec.generation is not None:
+        from .validate_lm import validate_lm
+
+        m["validation"] = validate_lm(artifact, spec)
+        m["generation"]["reference"] = m["validation"].pop("reference")
+    elif validate:
         from .validate import validate as run_validation
 
         m["validation"] = run_validation(artifact, spec)
@@ -219,6 +227,7 @@ def cache_key(spec: Any, plan_dict: dict | None, backend: str, options: dict, to
         "plan": plan_dict, "backend": backend, "options": options, "tools": tool_versions, "edge": __version__,
         "inputs": [[n, list(t.shape), str(t.dtype)] for n, t in zip(spec.input_names, spec.example_inputs)],
         "outputs": list(spec.output_names), "schema": MANIFEST_SCHEMA_VERSION,
+        "generation": spec.generation.config.to_dict() if spec.generation is not None else None,
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -63,6 +64,12 @@ class Backend(ABC):
 
         return unsupported_in_recipe(plan, self.name)
 
+    def load_generator(self, artifact: Artifact, threads: int | None = None) -> Any:
+        """A language-model artifact's generator (prefill/decode/reset), the same class the runner uses."""
+        from ..runner.runner import GENERATORS
+
+        return GENERATORS[self.name](str(artifact.path), artifact.manifest, threads)
+
     def tool_versions(self) -> dict[str, str]:
         """Installed versions of this backend's toolchain (read from package metadata)."""
         out = {}
@@ -100,6 +107,39 @@ class Backend(ABC):
             "tool_versions": self.tool_versions(),
             "notes": [],
         }
+
+
+@dataclass
+class StepSpec:
+    """The cached step of a language model as the export helpers see a model: fixed example inputs."""
+
+    name: str
+    example_inputs: tuple
+    input_names: list
+    output_names: list
+    calib_inputs: list
+
+
+def step_spec(spec: Any, step_module: torch.nn.Module, tokens: int) -> StepSpec:
+    """A StepSpec for ``step_module`` (``edge.models.llama.StepModule``) at ``tokens`` tokens per call."""
+    from ..models.llama import STEP_INPUTS, STEP_OUTPUTS
+
+    example = step_module.example_inputs(tokens)
+    return StepSpec(spec.name, example, list(STEP_INPUTS), list(STEP_OUTPUTS), [example])
+
+
+def generation_manifest(spec: Any, prefill_mode: str, cache: str, kv_layout: str,
+                        cache_dtype: str = "float32") -> dict:
+    """The manifest's ``generation`` block: P, C, the KV cache (shape, dtype, bytes), how prefill runs."""
+    cfg = spec.generation.config
+    per_elem = np.dtype(cache_dtype).itemsize
+    return {
+        "prefill_tokens": cfg.prefill_tokens, "context": cfg.context, "vocab": cfg.vocab,
+        "prefill_mode": prefill_mode, "cache": cache,
+        "kv_cache": {"shape": [2, *cfg.cache_shape()], "dims": "kv, layers, kv_heads, context, head_dim",
+                     "dtype": cache_dtype, "bytes": cfg.kv_cache_bytes(per_elem), "layout": kv_layout},
+        "config": cfg.to_dict(), "tokenizer": dict(spec.generation.tokenizer),
+    }
 
 
 def default_layout(ndim: int) -> str:

@@ -16,7 +16,7 @@ import torch
 
 from ..artifact import Artifact
 from ..errors import ExportError, UnsupportedError
-from .base import Backend, Run, first_line
+from .base import Backend, Run, first_line, generation_manifest
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class ExecuTorchBackend(Backend):
 
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
+        if spec.generation is not None:
+            return self._export_lm(model, spec, Path(out_dir), options)
         manifest = self.base_manifest(spec, model)
         program = _capture(model.eval(), tuple(spec.example_inputs))
         edge = _lower(program)
@@ -40,6 +42,41 @@ class ExecuTorchBackend(Backend):
         _emit(edge, path, options["executorch_quant_fusion"])
         if options["executorch_quant_fusion"]:
             manifest["notes"].append("emitted with quant fusion and constant propagation")
+        return Artifact(path=path, manifest=manifest)
+
+    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+        """``forward(tokens (1, T<=P), input_pos (1,)) -> logits (1, V)`` with the KV cache inside.
+
+        The layout ExecuTorch's own LLM export uses (``export_llama -kv --use_sdpa_with_kv_cache``):
+        mutable cache buffers (1, C, Hkv, D) per layer written by ``llama::update_cache``,
+        attention by ``llama::custom_sdpa``, a dynamic token dimension, and the metadata
+        methods its C++ runner (``TextLLMRunner``) reads.
+        """
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::* ops
+
+        cfg = spec.generation.config
+        wrapper = CachedLlama(model.eval()).eval()
+        manifest = self.base_manifest(spec, model)
+        manifest["inputs"] = [
+            {"name": "tokens", "shape": [1, cfg.prefill_tokens], "dtype": "int64", "layout": "plain",
+             "source_layout": "plain", "dynamic": {"dim": 1, "min": 1, "max": cfg.prefill_tokens}},
+            {"name": "input_pos", "shape": [1], "dtype": "int64", "layout": "plain", "source_layout": "plain"}]
+        manifest["outputs"] = [{"name": "logits", "shape": [1, cfg.vocab], "dtype": "float32", "layout": "plain",
+                                "source_layout": "plain"}]
+        example = (torch.tensor([[1, 2, 3]], dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        dynamic = ({1: torch.export.Dim("token_dim", max=cfg.prefill_tokens)}, {0: 1})
+        try:
+            with torch.no_grad():
+                program = torch.export.export(wrapper, example, dynamic_shapes=dynamic, strict=False)
+        except Exception as exc:  # torch.export raises many types
+            raise ExportError(f"executorch: torch.export of the cached decoder failed: {first_line(exc)}") from exc
+        edge = _lower(program, constant_methods=_llm_metadata(spec))
+        manifest["delegation"] = delegation_summary(edge.exported_program().graph_module)
+        path = out_dir / manifest["file"]
+        _emit(edge, path, options["executorch_quant_fusion"])
+        manifest["generation"] = generation_manifest(spec, "batched", "internal", "1, context, kv_heads, head_dim "
+                                                     "per layer (llama::update_cache)")
+        manifest["notes"].append("KV cache and SDPA with ExecuTorch's llama::update_cache / llama::custom_sdpa")
         return Artifact(path=path, manifest=manifest)
 
     def load(self, artifact: Artifact) -> Run:
@@ -71,12 +108,55 @@ def _capture(model: torch.nn.Module, example: tuple) -> torch.export.ExportedPro
         ) from exc
 
 
-def _lower(program: torch.export.ExportedProgram):
+class CachedLlama(torch.nn.Module):
+    """A :class:`edge.models.llama.Llama` with its KV cache as mutable buffers and ExecuTorch's LLM ops."""
+
+    def __init__(self, llama: torch.nn.Module):
+        super().__init__()
+        self.llama = llama
+        cfg = llama.cfg
+        for i in range(cfg.layers):
+            self.register_buffer(f"k_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim))
+            self.register_buffer(f"v_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim))
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        from ..models.llama import rope
+
+        m, cfg = self.llama, self.llama.cfg
+        t = tokens.shape[1]
+        start = input_pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start < cfg.context)
+        cos, sin = rope(torch.arange(t) + start, cfg.head_dim, cfg.rope_base)
+        x = m.embed_tokens(tokens)
+        for i, layer in enumerate(m.layers):
+            q, k, v = layer.attn.project(layer.attn_norm(x), cos, sin)
+            k_cache, v_cache = getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")
+            torch.ops.llama.update_cache(k, k_cache, start)
+            torch.ops.llama.update_cache(v, v_cache, start)
+            out = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
+            x = x + layer.attn.o_proj(out.reshape(1, t, cfg.heads * cfg.head_dim))
+            x = x + layer.ffn(layer.ffn_norm(x))
+        return m.lm_head(m.norm(x[:, -1, :]))
+
+
+def _llm_metadata(spec: Any) -> dict:
+    """The constant methods ExecuTorch's LLM runner reads (as export_llama writes them)."""
+    cfg = spec.generation.config
+    tok = spec.generation.tokenizer
+    return {"get_max_seq_len": cfg.prefill_tokens, "get_max_context_len": cfg.context, "get_n_layers": cfg.layers,
+            "get_vocab_size": cfg.vocab, "use_kv_cache": True, "use_sdpa_with_kv_cache": True,
+            "enable_dynamic_shape": True, "get_bos_id": int(tok.get("bos_id", 1)),
+            "get_eos_ids": [int(t) for t in tok.get("eos_ids", [2])]}
+
+
+def _lower(program: torch.export.ExportedProgram, constant_methods: dict | None = None):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     try:
-        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                           constant_methods=constant_methods)
     except Exception as exc:  # edge dialect verification and partitioner errors
         op = re.search(r"Operator (\S+) is not in Core ATen", str(exc))
         if op:

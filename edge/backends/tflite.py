@@ -36,7 +36,8 @@ import torch
 
 from ..artifact import Artifact
 from ..errors import ExportError, UnsupportedError
-from .base import CHANNELS_LAST, PLAIN, Backend, Run, default_layout, first_line, layout_perm
+from .base import (CHANNELS_LAST, PLAIN, Backend, Run, default_layout, first_line, generation_manifest, layout_perm,
+                   step_spec)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,29 @@ class TFLiteBackend(Backend):
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
         quant = options["tflite_quantization"]
+        if spec.generation is not None:
+            return self._export_lm(model, spec, Path(out_dir), quant)
+        return self._convert(model, spec, Path(out_dir), quant)
+
+    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path, quant: str | None) -> Artifact:
+        """The decode step (one token, caches in and out); prefill runs it token by token.
+
+        onnx2tf writes one graph per conversion, and a second (prefill) graph would carry a
+        second copy of the weights, so the artifact holds the decode step only.
+        """
+        from ..models.llama import StepModule
+
+        if quant in ("integer", "full_integer"):
+            raise UnsupportedError(f"tflite: {quant} quantization needs calibration of the KV-cache inputs; "
+                                   "use dynamic_range (int8 weights) or float16 for language models")
+        step = StepModule(model).eval()
+        artifact = self._convert(step, step_spec(spec, step, 1), out_dir, quant)
+        layout = next(e["layout"] for e in artifact.manifest["inputs"] if e["name"] == "k_cache")
+        artifact.manifest["generation"] = generation_manifest(spec, "token-by-token", "io", layout)
+        artifact.manifest["notes"].append("decode step only: prefill feeds the prompt one token at a time")
+        return artifact
+
+    def _convert(self, model: torch.nn.Module, spec: Any, out_dir: Path, quant: str | None) -> Artifact:
         manifest = self.base_manifest(spec, model)
         path = Path(out_dir) / manifest["file"]
         with tempfile.TemporaryDirectory(prefix="edge-onnx2tf-") as work_str:

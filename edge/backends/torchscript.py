@@ -17,7 +17,7 @@ import torch
 
 from ..artifact import Artifact
 from ..errors import ExportError, UnsupportedError
-from .base import Backend, Run, eager_outputs, first_line
+from .base import Backend, Run, eager_outputs, first_line, generation_manifest, step_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class TorchScriptBackend(Backend):
 
     def _export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         self.check_options(options)
+        if spec.generation is not None:
+            return self._export_lm(model, spec, out_dir)
         manifest = self.base_manifest(spec, model)
         module, how = self._capture(model.eval(), spec)
         manifest["notes"].append(f"captured with torch.jit.{how}")
@@ -54,6 +56,25 @@ class TorchScriptBackend(Backend):
             raise ExportError(
                 f"torchscript: saving for the lite interpreter failed: {first_line(exc)}"
             ) from exc
+        return Artifact(path=path, manifest=manifest)
+
+    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path) -> Artifact:
+        """The cached step, traced at P tokens; the trace keeps T symbolic, so decode reuses it at T=1."""
+        from ..models.llama import StepModule
+
+        step = StepModule(model).eval()
+        sspec = step_spec(spec, step, spec.generation.config.prefill_tokens)
+        manifest = self.base_manifest(sspec, step)
+        try:
+            with torch.no_grad():
+                module = torch.jit.trace(step, sspec.example_inputs, check_trace=False)
+            module = torch.jit.freeze(module.eval())
+        except Exception as exc:  # tracer / freeze failures of many types
+            raise ExportError(f"torchscript: tracing the cached step failed: {first_line(exc)}") from exc
+        manifest["generation"] = generation_manifest(spec, "batched", "io", "NCHW")
+        manifest["notes"].append("cached step traced with torch.jit.trace (caches are inputs and outputs)")
+        path = out_dir / manifest["file"]
+        module._save_for_lite_interpreter(str(path))
         return Artifact(path=path, manifest=manifest)
 
     def load(self, artifact: Artifact) -> Run:

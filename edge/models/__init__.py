@@ -17,6 +17,8 @@ ZOO: dict[str, str] = {
     "tiny-cnn": "edge.models.tiny:tiny_cnn",
     "tiny-lm": "edge.models.tiny_lm:tiny_lm",
     "minilm": "edge.models.minilm:minilm",
+    "tiny-llama": "edge.models.lm:tiny_llama",
+    "smollm2-135m": "edge.models.lm:smollm2_135m",
 }
 
 ZOO_DESCRIPTIONS: dict[str, str] = {
@@ -24,6 +26,8 @@ ZOO_DESCRIPTIONS: dict[str, str] = {
     "tiny-cnn": "MobileNet-like depthwise-separable CNN (3x32x32 -> 10), top-1 agreement",
     "tiny-lm": "Llama-style decoder LM (3 layers, vocab 256, context 32), perplexity",
     "minilm": "pretrained all-MiniLM-L6-v2 sentence embedder (64 tokens -> 384), cosine",
+    "tiny-llama": "byte-level Llama decoder with a KV cache (2 layers, prefill 32, context 128), tokens/s",
+    "smollm2-135m": "pretrained SmolLM2-135M-Instruct decoder (prefill 128, context 512), tokens/s",
 }
 
 _CACHE: dict[str, ModelSpec] = {}
@@ -41,6 +45,10 @@ def load_model(ref: str) -> ModelSpec:
 
         return load_factory(ref)
     path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        from .lm import decoder_from_gguf
+
+        return decoder_from_gguf(path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelLoadError(
@@ -51,8 +59,8 @@ def load_model(ref: str) -> ModelSpec:
 
         return load_hf_dir(path)
     raise ModelLoadError(
-        f"expected a zoo name ({', '.join(ZOO)}), a path/to/file.py:factory, or a Hugging Face "
-        f"model directory; found '{ref}'. Run `edge models list` for the zoo."
+        f"expected a zoo name ({', '.join(ZOO)}), a path/to/file.py:factory, a Hugging Face "
+        f"model directory or a .gguf file; found '{ref}'. Run `edge models list` for the zoo."
     )
 
 

@@ -10,6 +10,21 @@ Inputs = tuple  # a tuple of tensors, one per model input, batch dimension first
 
 
 @dataclass
+class GenerationSpec:
+    """What a language model needs beyond its full-sequence form.
+
+    ``config`` is the :class:`edge.models.llama.LlamaConfig` (its ``prefill_tokens`` P and
+    ``context`` C fix the exported shapes); ``prompt`` (1, P) int64 token ids are the sample
+    prompt pushed to devices; ``tokenizer`` says how text became ids (``{"kind": "bytes"}``,
+    or a Hugging Face tokenizer path).
+    """
+
+    config: object
+    prompt: torch.Tensor
+    tokenizer: dict = field(default_factory=dict)
+
+
+@dataclass
 class ModelSpec:
     """A model ready for the pipeline.
 
@@ -32,6 +47,8 @@ class ModelSpec:
     source: str = "zoo"
     # Rebuilds a fresh fp32 copy (compression mutates modules in place).
     rebuild: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
+    # Set for language models: exported with a KV cache (prefill + decode), see GenerationSpec.
+    generation: GenerationSpec | None = None
 
     def fresh_model(self) -> torch.nn.Module:
         """A new eval-mode fp32 copy of the model, safe to compress in place."""

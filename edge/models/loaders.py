@@ -111,7 +111,7 @@ def load_factory(ref: str) -> ModelSpec:
 
 
 def load_hf_dir(path: Path) -> ModelSpec:
-    """A Hugging Face encoder directory (config.json + weights + tokenizer) as a sentence embedder."""
+    """A Hugging Face directory: a Llama-family decoder as a language model, else an encoder as a sentence embedder."""
     from .minilm import embedder_spec
 
     try:
@@ -120,8 +120,7 @@ def load_hf_dir(path: Path) -> ModelSpec:
         raise ModelLoadError(f"expected a readable config.json in {path}: {exc}") from exc
     archs = config.get("architectures") or []
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        raise ModelLoadError(
-            f"{path}: found a causal language model ({archs[0]}); Hugging Face directories are "
-            "loaded as encoders (sentence embedders). Wrap a causal LM in a file.py:factory instead."
-        )
+        from .lm import decoder_from_hf_dir
+
+        return decoder_from_hf_dir(path, path.name)
     return embedder_spec(path.name, path, str(path), f"Hugging Face encoder from {path}")
