@@ -53,6 +53,10 @@ class BenchResult:
     iterations: int | None = None
     import_ms: float | None = None
     context: dict = field(default_factory=dict)
+    # language models: the runner's generation block (tokens, ttft_ms, prefill/decode tok/s, kv bytes)
+    # plus token_agreement_host / token_agreement_eager against the manifest's reference tokens
+    generation: dict | None = None
+    baseline_rss_mb: float | None = None  # after importing the runtime, before loading the model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +123,29 @@ def make_result(raw: dict, artifact: Artifact, target_name: str) -> BenchResult:
         latency_ms=stats, latencies_ms=samples, load_ms=raw.get("load_ms"),
         first_inference_ms=raw.get("first_inference_ms"), peak_rss_mb=raw.get("peak_rss_mb"),
         warmup=raw.get("warmup"), iterations=raw.get("iterations"), import_ms=raw.get("import_ms"),
-        context=raw.get("context") or {})
+        context=raw.get("context") or {}, generation=_generation(raw, artifact),
+        baseline_rss_mb=raw.get("baseline_rss_mb"))
+
+
+def _generation(raw: dict, artifact: Artifact) -> dict | None:
+    """The runner's generation block, with the device's tokens checked against the host's."""
+    gen = raw.get("generation")
+    if not isinstance(gen, dict):
+        return None
+    gen = dict(gen)
+    ref = (artifact.manifest.get("generation") or {}).get("reference") or {}
+    tokens = [int(t) for t in gen.get("tokens") or []]
+    if ref and gen.get("prompt_tokens") == ref.get("prompt_tokens"):
+        from .validate_lm import prefix_agreement
+
+        n = min(len(tokens), len(ref.get("host_tokens") or []))
+        if n:
+            gen["token_agreement_host"] = prefix_agreement(ref["host_tokens"][:n], tokens[:n])
+            gen["token_agreement_eager"] = prefix_agreement(ref["eager_tokens"][:n], tokens[:n])
+            gen["tokens_checked"] = n
+    if raw.get("peak_rss_mb") is not None and raw.get("baseline_rss_mb") is not None:
+        gen["model_rss_mb"] = raw["peak_rss_mb"] - raw["baseline_rss_mb"]
+    return gen
 
 
 def remote_paths(target: Target, artifact: Artifact) -> dict[str, str]:
@@ -158,17 +184,47 @@ def _native_tool(target: Target, backend: str) -> str | None:
     return {"tflite": target.benchmark_model, "executorch": target.executor_runner}.get(backend)
 
 
+def generation_args(artifact: Artifact, prompt_tokens: int | None, new_tokens: int | None) -> list[str]:
+    """Runner arguments for a language model (checked here, so bad sizes fail before any push)."""
+    gen = artifact.manifest.get("generation")
+    if not gen:
+        if prompt_tokens is not None or new_tokens is not None:
+            raise ConfigError(f"--prompt-tokens/--new-tokens apply to language models; {artifact.path} is a "
+                              f"{artifact.manifest.get('model', {}).get('metric', 'non-generative')} model")
+        return []
+    p_max, ctx = int(gen["prefill_tokens"]), int(gen["context"])
+    prompt = p_max if prompt_tokens is None else int(prompt_tokens)
+    if not 1 <= prompt <= p_max:
+        raise ConfigError(f"expected --prompt-tokens between 1 and {p_max} (the artifact's prefill length), "
+                          f"found {prompt}; re-export with a longer prefill or shorten the prompt")
+    new = min(DEFAULT_NEW_TOKENS, ctx - prompt) if new_tokens is None else int(new_tokens)
+    if not 1 <= new <= ctx - prompt:
+        raise ConfigError(f"expected --new-tokens between 1 and {ctx - prompt} (context {ctx} minus a "
+                          f"{prompt}-token prompt), found {new}")
+    return ["--generate", "--prompt-tokens", str(prompt), "--new-tokens", str(new)]
+
+
+DEFAULT_NEW_TOKENS = 64
+
+
 def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads: int | None = None,
-          targets_file=None, trust_new_host: bool = False, timeout_s: float = 600) -> BenchResult:
-    """Deploy, run the runner on the device, and return the parsed measurement."""
+          targets_file=None, trust_new_host: bool = False, timeout_s: float = 600,
+          prompt_tokens: int | None = None, new_tokens: int | None = None) -> BenchResult:
+    """Deploy, run the runner on the device, and return the parsed measurement.
+
+    Language models (a manifest with ``generation``) prefill ``prompt_tokens`` of the sample
+    prompt (default: all P) and decode ``new_tokens`` greedily (default: 64, within the context);
+    ``iterations`` does not apply to them, ``warmup`` > 0 runs one short untimed generation first.
+    """
     if iterations < 1 or warmup < 0:
         raise ConfigError(f"expected iterations >= 1 and warmup >= 0, found {iterations}, {warmup}")
     artifact = load_artifact(artifact_path)
+    gen_argv = generation_args(artifact, prompt_tokens, new_tokens)
     tgt = _resolve(target, targets_file)
     with connect(tgt, trust_new_host) as tr:
         deployed = _push_all(tr, artifact)
         files = deployed["files"]
-        native = _native_tool(tgt, artifact.backend)
+        native = None if gen_argv else _native_tool(tgt, artifact.backend)
         if native:
             raw = _run_native(tr, artifact, native, files["artifact"]["remote_path"], warmup,
                               iterations, threads, timeout_s)
@@ -180,7 +236,7 @@ def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads:
                 argv += ["--inputs", files["inputs"]["remote_path"]]
             if threads:
                 argv += ["--threads", str(threads)]
-            res = tr.run(argv, timeout_s=timeout_s, check=False)
+            res = tr.run(argv + gen_argv, timeout_s=timeout_s, check=False)
             raw = parse_runner_output(res.stdout, res.stderr, res.exit_code)
     result = make_result(raw, artifact, tgt.name)
     log.info("%s on %s: p50 %.3f ms over %d samples", artifact.path.name, tgt.name,

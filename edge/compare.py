@@ -157,11 +157,13 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
             max_size_mb: float | None = None, plans: int = 1, out_dir: str | Path = "edge-out",
             db: str | Path | None = None, targets_file: str | Path | None = None, warmup: int = 5,
             iterations: int = 50, threads: int | None = None,
-            progress: Callable[[ProgressEvent], None] | None = None) -> CompareResult:
+            progress: Callable[[ProgressEvent], None] | None = None, prompt_tokens: int | None = None,
+            new_tokens: int | None = None) -> CompareResult:
     """Run the whole pipeline for every backend on ``target`` and store the run.
 
     ``profile`` defaults to the target's own profile. ``plans`` > 1 also measures the next
-    best plans of each backend's Pareto front. Returns a :class:`CompareResult`; failures
+    best plans of each backend's Pareto front. For language models ``prompt_tokens`` and
+    ``new_tokens`` size the generation measured on the device (see :func:`edge.bench.bench`). Returns a :class:`CompareResult`; failures
     of single backends are rows with an error, not exceptions.
     """
     if plans < 1 or iterations < 1 or warmup < 0:
@@ -175,11 +177,14 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
     constraints = {"min_accuracy": min_accuracy, "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb}
     args = {"model": model_ref, "profile": profile_name, "target": target, "backends": names, **constraints,
             "plans": plans, "warmup": warmup, "iterations": iterations, "threads": threads,
+            "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
             "out_dir": str(out), "targets_file": str(targets_file) if targets_file else None}
     runner = _Runner(steps, CompareState(out), out, progress, _model_fingerprint(model_ref),
                      {"profile": profile_name, "profile_data": key_of(steps.profile_data()), **constraints,
                       "plans": plans},
-                     {"target": target, "warmup": warmup, "iterations": iterations, "threads": threads})
+                     {"target": target, "warmup": warmup, "iterations": iterations, "threads": threads,
+                      **({"prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+                         if prompt_tokens is not None or new_tokens is not None else {})})
     rows = []
     for backend in names:
         rows += runner.run_backend(backend)

@@ -65,6 +65,8 @@ class Candidate:
         row.runtime_version = measured.get("runtime_version")
         row.threads = measured.get("threads")
         row.context = measured.get("context") or {}
+        row.generation = measured.get("generation")
+        row.baseline_rss_mb = measured.get("baseline_rss_mb")
 
 
 class Steps:
@@ -151,7 +153,8 @@ class Steps:
 
         result = bench(artifact_path, settings["target"], warmup=settings["warmup"],
                        iterations=settings["iterations"], threads=settings["threads"],
-                       targets_file=self.targets_file)
+                       targets_file=self.targets_file, prompt_tokens=settings.get("prompt_tokens"),
+                       new_tokens=settings.get("new_tokens"))
         return result.to_dict()
 
     @staticmethod

@@ -109,6 +109,8 @@ class RunRow:
     validation: dict | None = None
     context: dict = field(default_factory=dict)  # the bench run context on the device
     reasons: list = field(default_factory=list)  # the planner's reasons for this plan
+    generation: dict | None = None  # language models: ttft_ms, prefill/decode tok/s, tokens, kv bytes
+    baseline_rss_mb: float | None = None  # runtime imported, model not yet loaded
 
     @property
     def ok(self) -> bool:

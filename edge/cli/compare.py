@@ -72,6 +72,7 @@ def _compare(args: argparse.Namespace) -> Output:
             out_dir=args.output, db=args.db, targets_file=args.targets_file, warmup=args.warmup,
             iterations=args.iterations, threads=args.threads,
             progress=_CompareProgress(sys.stderr) if show else None,
+            prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
         )
     run = result.run
     data = {"run_id": run.run_id, "status": run.status, "exit_code": result.exit_code,
@@ -178,6 +179,10 @@ def add_compare(sub) -> None:
     p.add_argument("--warmup", type=int, default=5, help="warm-up inferences (default 5)")
     p.add_argument("--iterations", type=int, default=50, help="timed inferences (default 50)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="language models: prompt length measured on the device (default: the prefill length)")
+    p.add_argument("--new-tokens", type=int, default=None,
+                   help="language models: tokens generated on the device (default 64, within the context)")
 
     r = sub.add_parser("results", help="stored compare runs")
     s = r.add_subparsers(dest="results_command", required=True)

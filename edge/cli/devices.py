@@ -55,7 +55,10 @@ def _bench(args: argparse.Namespace) -> Output:
 
     result = bench(args.artifact, args.target, warmup=args.warmup, iterations=args.iterations,
                    threads=args.threads, targets_file=args.targets_file,
-                   trust_new_host=args.trust_new_host, timeout_s=args.timeout)
+                   trust_new_host=args.trust_new_host, timeout_s=args.timeout,
+                   prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens)
+    if result.generation:
+        return Output(result.to_dict(), _generation_lines(result))
     lat = result.latency_ms
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if v >= 1 else f"{v:.3g}"  # noqa: E731
     ctx = result.context
@@ -69,6 +72,24 @@ def _bench(args: argparse.Namespace) -> Output:
              f"device: {ctx.get('hostname')} {ctx.get('machine')} governor {ctx.get('cpu_governor')} "
              f"temp {ctx.get('temp_c_before')} -> {ctx.get('temp_c_after')} C"]
     return Output(result.to_dict(), "\n".join(lines))
+
+
+def _generation_lines(result) -> str:
+    gen, ctx = result.generation, result.context
+    fmt = lambda v, spec=".1f": "n/a" if v is None else format(v, spec)  # noqa: E731
+    agree = gen.get("token_agreement_host")
+    lines = [f"{result.backend} on {result.target}: {result.runtime} {result.runtime_version or ''}, "
+             f"threads {result.threads or 'default'}; prompt {gen['prompt_tokens']} tokens "
+             f"({gen.get('prefill_mode')} prefill), {gen['new_tokens']} new tokens",
+             f"time to first token {fmt(gen.get('ttft_ms'))} ms, prefill {fmt(gen.get('prefill_tok_s'))} tok/s, "
+             f"decode {fmt(gen.get('decode_tok_s'))} tok/s (p50 {fmt(result.latency_ms.get('p50'), '.2f')} ms/token)",
+             f"load {fmt(result.load_ms)} ms, peak RSS {fmt(result.peak_rss_mb)} MB (runtime alone "
+             f"{fmt(result.baseline_rss_mb)} MB), KV cache {fmt((gen.get('kv_cache_bytes') or 0) / 2**20, '.2f')} MB",
+             f"tokens: {gen['tokens'][:16]}{' ...' if len(gen['tokens']) > 16 else ''}"
+             + ("" if agree is None else f"; same as the host for {agree:.0%} of {gen.get('tokens_checked')}"),
+             f"device: {ctx.get('hostname')} {ctx.get('machine')} governor {ctx.get('cpu_governor')} "
+             f"temp {ctx.get('temp_c_before')} -> {ctx.get('temp_c_after')} C"]
+    return "\n".join(lines)
 
 
 def _target_options(p, needs_target: bool = True) -> None:
@@ -100,3 +121,7 @@ def add_devices(sub) -> None:
     b.add_argument("--iterations", type=int, default=50, help="timed runs (default 50)")
     b.add_argument("--threads", type=int, default=None, help="runtime threads (default: runtime's)")
     b.add_argument("--timeout", type=float, default=600, help="seconds before the run is stopped")
+    b.add_argument("--prompt-tokens", type=int, default=None,
+                   help="language models: prompt length from the sample prompt (default: the prefill length)")
+    b.add_argument("--new-tokens", type=int, default=None,
+                   help="language models: tokens to generate greedily (default 64, within the context)")

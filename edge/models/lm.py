@@ -92,7 +92,8 @@ def tiny_llama() -> ModelSpec:
     return lm_spec("tiny-llama", build_tiny_llama(), byte_encode,
                    f"byte-level Llama decoder trained on the calibration text: {cfg.layers} layers, dim "
                    f"{cfg.dim}, {cfg.heads}/{cfg.kv_heads} heads, prefill {cfg.prefill_tokens}, context "
-                   f"{cfg.context}, perplexity", "zoo", {"kind": "bytes"}, build_tiny_llama)
+                   f"{cfg.context}, perplexity", "zoo", {"kind": "bytes", "bos_id": 0, "eos_ids": [0]},
+                   build_tiny_llama)
 
 
 # ---- Hugging Face decoders and GGUF files ---------------------------------------------
@@ -138,7 +139,8 @@ def decoder_from_hf_dir(path: Path, name: str, prefill: int = SMOLLM2_PREFILL,
     tok = _hf_tokenizer(path)
     return lm_spec(name, build(), lambda s: tok.encode(s, add_special_tokens=False),
                    f"Hugging Face decoder from {path}", str(path),
-                   {"kind": "hf", "path": str(path)}, build)
+                   {"kind": "hf", "path": str(path), "bos_id": tok.bos_token_id if tok.bos_token_id is not None else 1,
+                    "eos_ids": [tok.eos_token_id if tok.eos_token_id is not None else 2]}, build)
 
 
 def _hf_tokenizer(path: Path):
