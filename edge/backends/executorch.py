@@ -115,9 +115,10 @@ class CachedLlama(torch.nn.Module):
         super().__init__()
         self.llama = llama
         cfg = llama.cfg
+        dtype = torch.float16 if llama.norm.weight.dtype == torch.float16 else torch.float32
         for i in range(cfg.layers):
-            self.register_buffer(f"k_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim))
-            self.register_buffer(f"v_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim))
+            self.register_buffer(f"k_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim, dtype=dtype))
+            self.register_buffer(f"v_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim, dtype=dtype))
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         from ..models.llama import rope
@@ -137,7 +138,7 @@ class CachedLlama(torch.nn.Module):
             out = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, start, None, 0, True)
             x = x + layer.attn.o_proj(out.reshape(1, t, cfg.heads * cfg.head_dim))
             x = x + layer.ffn(layer.ffn_norm(x))
-        return m.lm_head(m.norm(x[:, -1, :]))
+        return m.lm_head(m.norm(x[:, -1, :])).float()
 
 
 def _llm_metadata(spec: Any) -> dict:

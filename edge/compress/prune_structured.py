@@ -122,6 +122,10 @@ def apply_head_prune(model: nn.Module, config: HeadPruneConfig, ctx: CompressCon
     """Remove the lowest-norm heads of every attention layer."""
     found = 0
     for module in list(model.modules()):
+        if hasattr(module, "kv_heads"):
+            raise UnsupportedError(
+                "head pruning of a decoder with a KV cache (edge.models.llama) is not implemented: removing a "
+                "query head must keep the grouped key/value heads and the cache shape consistent")
         if all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "heads", "head_dim")):
             idx = _head_units(module.q_proj, module.k_proj, module.v_proj, module.o_proj,
                               module.heads, module.head_dim, config.fraction)

@@ -171,6 +171,8 @@ def apply_fp16(model: nn.Module, config: Fp16Config, ctx: CompressContext) -> nn
     if ctx.backend == "tflite":
         _tflite_option(ctx, "float16")
         return model
+    if getattr(model, "handles_half", False):  # keeps its own interface (e.g. the KV-cache decoder)
+        return model.half()
     return HalfPrecision(model)
 
 

@@ -80,8 +80,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, H, D); cos/sin (T, D)."""
-    return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
+    """x (B, T, H, D); cos/sin (T, D), computed in fp32 and applied in x's dtype."""
+    return x * cos.to(x.dtype)[:, None, :] + _rotate_half(x) * sin.to(x.dtype)[:, None, :]
 
 
 def repeat_kv(x: torch.Tensor, rep: int) -> torch.Tensor:
@@ -141,7 +141,12 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    """Decoder-only LM; see the module docstring for the two call forms."""
+    """Decoder-only LM; see the module docstring for the two call forms.
+
+    ``model.half()`` keeps working: logits come out fp32, the caches keep their own dtype.
+    """
+
+    handles_half = True  # edge.compress's fp16 converts it in place instead of wrapping it
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -164,7 +169,7 @@ class Llama(nn.Module):
             q, k, v = layer.attn.project(layer.attn_norm(x), cos, sin)
             x = x + layer.attn.o_proj(layer.attn.attend(q, k, v, mask))
             x = x + layer.ffn(layer.ffn_norm(x))
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x)).float()
 
     def step(self, tokens: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor,
              v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,21 +183,22 @@ class Llama(nn.Module):
         cos, sin = rope(positions, self.cfg.head_dim, self.cfg.rope_base)
         slots = torch.arange(ctx)
         mask = slots[None, :] <= positions[:, None]  # (T, C)
-        write = (slots[None, :] == positions[:, None]).to(torch.float32)  # (T, C) one-hot rows
+        write = (slots[None, :] == positions[:, None]).to(k_cache.dtype)  # (T, C) one-hot rows
         keep = 1.0 - write.sum(0)[:, None]  # (C, 1): 0 where a new token lands
         new_k, new_v = [], []
         x = self.embed_tokens(tokens)
         for i, layer in enumerate(self.layers):
             q, k, v = layer.attn.project(layer.attn_norm(x), cos, sin)
             # (Hkv, C, D) = (Hkv, C, D) * keep + (C, T) @ (Hkv, T, D)
-            kc = k_cache[i] * keep + torch.matmul(write.t(), k[0].transpose(0, 1))
-            vc = v_cache[i] * keep + torch.matmul(write.t(), v[0].transpose(0, 1))
+            kc = k_cache[i] * keep + torch.matmul(write.t(), k[0].transpose(0, 1).to(k_cache.dtype))
+            vc = v_cache[i] * keep + torch.matmul(write.t(), v[0].transpose(0, 1).to(v_cache.dtype))
             new_k.append(kc)
             new_v.append(vc)
-            att = layer.attn.attend(q, kc.transpose(0, 1)[None], vc.transpose(0, 1)[None], mask)
+            att = layer.attn.attend(q, kc.transpose(0, 1)[None].to(q.dtype), vc.transpose(0, 1)[None].to(q.dtype),
+                                    mask)
             x = x + layer.attn.o_proj(att)
             x = x + layer.ffn(layer.ffn_norm(x))
-        return self.lm_head(self.norm(x)), torch.stack(new_k), torch.stack(new_v)
+        return self.lm_head(self.norm(x)).float(), torch.stack(new_k), torch.stack(new_v)
 
     def empty_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         shape = self.cfg.cache_shape()
