@@ -123,7 +123,30 @@ def plot_predicted(run: Run) -> bytes | None:
     return _png(fig)
 
 
-PLOTS = {"latency": plot_latency, "tradeoff": plot_tradeoff, "predicted": plot_predicted}
+def plot_generation(run: Run) -> bytes | None:
+    """Language models: decode tokens/s and time to first token per backend/plan, side by side."""
+    rows = [r for r in run.rows if r.ok and isinstance(r.generation, dict) and r.generation.get("decode_tok_s")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(rows) + 4), 4.0))
+    labels = [_label(r) for r in rows]
+    xs = range(len(rows))
+    ax1.bar(xs, [r.generation["decode_tok_s"] for r in rows], color="tab:green")
+    ax1.set_ylabel("decode tokens/s (higher is better)")
+    ax2.bar(xs, [r.generation.get("ttft_ms") or 0.0 for r in rows], color="tab:orange")
+    ax2.set_ylabel("time to first token (ms, lower is better)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(list(xs), labels, rotation=20, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    gen = rows[0].generation
+    fig.suptitle(f"{run.model} on {run.target}: prompt {gen.get('prompt_tokens')} tokens, "
+                 f"{gen.get('new_tokens')} generated")
+    return _png(fig)
+
+
+PLOTS = {"latency": plot_latency, "tradeoff": plot_tradeoff, "predicted": plot_predicted,
+         "generation": plot_generation}
 
 
 def render_plots(run: Run) -> dict[str, bytes]:

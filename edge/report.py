@@ -19,10 +19,20 @@ CSV_COLUMNS = [
     "samples", "load_ms", "first_inference_ms", "peak_rss_mb", "predicted_peak_memory_mb",
     "metric", "accuracy", "predicted_accuracy", "delegation", "runtime", "runtime_version",
     "threads", "artifact_sha256", "error",
+    # language models (empty otherwise)
+    "prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s", "kv_cache_bytes",
+    "baseline_rss_mb", "model_rss_mb", "token_agreement_eager", "perplexity", "perplexity_fp32",
 ]
 
-TABLE_COLUMNS = ["backend", "plan", "size", "pred p50", "p50 ms", "p90 ms", "peak MB", "accuracy",
-                 "delegated", "error"]
+TABLE_COLUMNS = ["backend", "plan", "size", "pred p50", "p50 ms", "p90 ms", "TTFT ms", "prefill tok/s",
+                 "decode tok/s", "KV MB", "peak MB", "accuracy", "delegated", "error"]
+GENERATION_FIELDS = ("prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s", "kv_cache_bytes",
+                     "model_rss_mb", "token_agreement_eager", "prefill_mode")
+
+
+def generation_of(row: RunRow) -> dict:
+    """A language-model row's generation figures (empty for other models)."""
+    return row.generation if isinstance(row.generation, dict) else {}
 
 
 def fmt_bytes(size_bytes: int | float | None) -> str:
@@ -76,6 +86,10 @@ def fmt_delegation(delegation: dict | None) -> str:
 
 
 def predicted_latency_ms(row: RunRow) -> float | None:
+    """The planner's latency for one inference; None for generation rows (a full-sequence forward
+    is not a decode step, so it would compare with nothing measured)."""
+    if generation_of(row):
+        return None
     value = (row.predicted or {}).get("latency_ms")
     if isinstance(value, dict):
         value = value.get("p50")
@@ -87,6 +101,7 @@ def table_rows(run: Run) -> list[dict]:
     out = []
     for row in run.rows:
         lat = row.latency_ms or {}
+        gen = generation_of(row)
         out.append({
             "backend": row.backend,
             "plan": row.plan_name,
@@ -94,6 +109,10 @@ def table_rows(run: Run) -> list[dict]:
             "pred p50": fmt_ms(predicted_latency_ms(row)),
             "p50 ms": fmt_ms(lat.get("p50")),
             "p90 ms": fmt_ms(lat.get("p90")),
+            "TTFT ms": fmt_num(gen.get("ttft_ms"), 1) if gen else "",
+            "prefill tok/s": fmt_num(gen.get("prefill_tok_s"), 1) if gen else "",
+            "decode tok/s": fmt_num(gen.get("decode_tok_s"), 1) if gen else "",
+            "KV MB": fmt_num((gen.get("kv_cache_bytes") or 0) / 2**20, 2) if gen else "",
             "peak MB": fmt_num(row.peak_rss_mb, 1),
             "accuracy": "-" if row.accuracy is None else f"{row.accuracy:.4f} {row.metric or ''}".strip(),
             "delegated": fmt_delegation(row.delegation),
@@ -145,7 +164,18 @@ def csv_record(run: Run, row: RunRow) -> dict:
         "delegation": "" if cov is None else round(cov, 4), "runtime": row.runtime,
         "runtime_version": row.runtime_version, "threads": row.threads,
         "artifact_sha256": row.artifact_sha256, "error": row.error or "",
+        **_generation_record(row),
     }
+
+
+def _generation_record(row: RunRow) -> dict:
+    gen, val = generation_of(row), row.validation or {}
+    if not gen:
+        return {}
+    return {**{k: gen.get(k) for k in ("prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s",
+                                       "kv_cache_bytes", "model_rss_mb", "token_agreement_eager")},
+            "baseline_rss_mb": row.baseline_rss_mb, "perplexity": val.get("ppl_candidate"),
+            "perplexity_fp32": val.get("ppl_reference")}
 
 
 def to_csv(run: Run) -> str:
@@ -172,6 +202,8 @@ def summary_row(row: RunRow) -> dict:
         "predicted": row.predicted or {},
         "delegation": delegation_coverage(row.delegation),
     }
+    if generation_of(row):
+        out["generation"] = {k: generation_of(row).get(k) for k in GENERATION_FIELDS}
     if row.error:
         out["error"] = row.error
         out["error_type"] = row.error_type

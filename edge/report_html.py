@@ -9,6 +9,8 @@ from html import escape
 
 from .report import (delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms, fmt_num, predicted_latency_ms,
                      table_rows, TABLE_COLUMNS)
+
+GENERATION_COLUMNS = ("TTFT ms", "prefill tok/s", "decode tok/s", "KV MB")
 from .results import Run
 from .run_diff import thermal_flags
 
@@ -31,6 +33,7 @@ _PLOT_TITLES = {
     "latency": "Latency per backend (raw samples)",
     "tradeoff": "Latency vs size vs accuracy",
     "predicted": "Predicted vs measured latency",
+    "generation": "Generation: decode tokens/s and time to first token",
 }
 
 
@@ -55,7 +58,7 @@ def _table(headers: list[str], rows: list[list], classes: list[str] | None = Non
 
 def _summary(run: Run) -> str:
     rows = table_rows(run)
-    cols = [c for c in TABLE_COLUMNS if c != "error" or any(r["error"] for r in rows)]
+    cols = [c for c in TABLE_COLUMNS if any(r[c] for r in rows) or c not in ("error", *GENERATION_COLUMNS)]
     return _table(cols, [[r[c] for c in cols] for r in rows],
                   ["error" if r.error else "" for r in run.rows], "summary")
 
@@ -86,6 +89,27 @@ def _predicted(run: Run) -> str:
                      fmt_num(p.get("peak_memory_mb"), 1), fmt_num(r.peak_rss_mb, 1),
                      fmt_num(p.get("accuracy"), 4), fmt_num(r.accuracy, 4), fmt_delegation(r.delegation)])
     return _table(headers, rows, table_id="predicted")
+
+
+def _generation(run: Run) -> str:
+    rows = [r for r in run.rows if isinstance(r.generation, dict) and r.generation]
+    if not rows:
+        return ""
+    headers = ["backend", "plan", "prompt", "new", "prefill", "TTFT ms", "prefill tok/s", "decode tok/s",
+               "KV cache", "peak RSS MB", "runtime RSS MB", "model RSS MB", "perplexity (fp32)",
+               "tokens = host", "tokens = eager fp32", "tokens (first 12)"]
+    body = []
+    for r in rows:
+        g, v = r.generation, r.validation or {}
+        pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
+        ppl = "-" if v.get("ppl_candidate") is None else f"{v['ppl_candidate']:.3f} ({v.get('ppl_reference', 0):.3f})"
+        body.append([r.backend, r.plan_name, g.get("prompt_tokens"), g.get("new_tokens"), g.get("prefill_mode", "-"),
+                     fmt_num(g.get("ttft_ms"), 1), fmt_num(g.get("prefill_tok_s"), 1), fmt_num(g.get("decode_tok_s"), 1),
+                     fmt_bytes(g.get("kv_cache_bytes")), fmt_num(r.peak_rss_mb, 1), fmt_num(r.baseline_rss_mb, 1),
+                     fmt_num(g.get("model_rss_mb"), 1), ppl, pct(g.get("token_agreement_host")),
+                     pct(g.get("token_agreement_eager")), " ".join(str(t) for t in (g.get("tokens") or [])[:12])])
+    return ('<h2 id="generation">Generation</h2><p class="meta">greedy decoding of token ids on the device; '
+            "agreement counts tokens up to the first difference</p>" + _table(headers, body, table_id="generation"))
 
 
 def _errors(run: Run) -> str:
@@ -164,7 +188,7 @@ def render_html(run: Run, images: dict[str, bytes] | None = None) -> str:
         f'<p class="meta">run <code>{_e(run.run_id or "(unsaved)")}</code> &middot; {_e(run.created_at)} '
         f"&middot; profile {_e(run.profile or '-')} &middot; "
         f'<span class="status-{_e(run.status)}">{_e(run.status)}</span> ({ok}/{len(run.rows)} rows ok)</p>'
-        f'<h2 id="results">Results</h2>{_notes(run)}{_summary(run)}{_errors(run)}'
+        f'<h2 id="results">Results</h2>{_notes(run)}{_summary(run)}{_errors(run)}{_generation(run)}'
         f"{_images(images)}"
         f'<h2 id="predicted-vs-measured">Predicted vs measured</h2>{_predicted(run)}'
         f'<h2 id="latency-details">Latency details (ms)</h2>{_details(run)}'

@@ -77,19 +77,27 @@ def _row_flags(ra: "RunRow", rb: "RunRow", label: str) -> list[str]:
 
 def _measures(row: "RunRow") -> dict:
     lat = row.latency_ms or {}
+    gen = row.generation if isinstance(row.generation, dict) else {}
     return {"p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "size_bytes": row.size_bytes,
-            "accuracy": row.accuracy, "peak_rss_mb": row.peak_rss_mb, "error": row.error}
+            "accuracy": row.accuracy, "peak_rss_mb": row.peak_rss_mb, "error": row.error,
+            **({"ttft_ms": gen.get("ttft_ms"), "prefill_tok_s": gen.get("prefill_tok_s"),
+                "decode_tok_s": gen.get("decode_tok_s")} if gen else {})}
+
+
+_PCT_KEYS = ("p50_ms", "p90_ms", "size_bytes", "peak_rss_mb", "ttft_ms", "prefill_tok_s", "decode_tok_s")
 
 
 def _deltas(ma: dict, mb: dict) -> dict:
     out = {}
-    for key in ("p50_ms", "p90_ms", "size_bytes", "accuracy", "peak_rss_mb"):
+    keys = ["p50_ms", "p90_ms", "size_bytes", "accuracy", "peak_rss_mb"]
+    keys += [k for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s") if k in ma or k in mb]
+    for key in keys:
         va, vb = ma.get(key), mb.get(key)
         if va is None or vb is None:
             out[key] = None
             continue
         out[key] = vb - va
-        if key in ("p50_ms", "p90_ms", "size_bytes", "peak_rss_mb") and va:
+        if key in _PCT_KEYS and va:
             out[key.rsplit("_", 1)[0] + "_pct"] = 100.0 * (vb - va) / va
     return out
 

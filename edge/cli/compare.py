@@ -129,8 +129,14 @@ def _results_compare(args: argparse.Namespace) -> Output:
                      "delta p50": _fmt_delta(d.get("p50_ms"), d.get("p50_pct")),
                      "delta size": _fmt_delta(d.get("size_bytes"), d.get("size_pct"), 0),
                      "delta accuracy": _fmt_delta(d.get("accuracy"), None, 4)})
+        if "decode_tok_s" not in a and "decode_tok_s" not in b:
+            continue
+        rows[-1].update({"A decode tok/s": fmt_ms(a.get("decode_tok_s")), "B decode tok/s": fmt_ms(b.get("decode_tok_s")),
+                     "delta decode": _fmt_delta(d.get("decode_tok_s"), d.get("decode_tok_pct"), 1),
+                     "delta TTFT": _fmt_delta(d.get("ttft_ms"), d.get("ttft_pct"), 2)})
     text = f"A = {diff['a']}, B = {diff['b']}\n" + render_table(
-        rows, ["backend", "plan", "status", "A p50 ms", "B p50 ms", "delta p50", "delta size", "delta accuracy"])
+        rows, ["backend", "plan", "status", "A p50 ms", "B p50 ms", "delta p50", "delta size", "delta accuracy",
+               "A decode tok/s", "B decode tok/s", "delta decode", "delta TTFT"])
     if diff["flags"]:
         text += "\n\nnot directly comparable:\n" + "\n".join(f"  ! {f}" for f in diff["flags"])
     else:
