@@ -1,0 +1,150 @@
+"""Language-model generation, side by side: every backend and precision on one host, one thread.
+
+For ``--model`` (default smollm2-135m), exports (cached by content) and validates each
+artifact on the host, then measures generation with the on-device runner on the ``local``
+target (``edge.bench``): prompt ``--prompt`` tokens of the shipped evaluation text, greedy
+decoding of ``--new`` tokens, one thread. The artifacts are measured round-robin
+``--rounds`` times, so drift on a shared host hits all of them alike; the median and range
+per artifact are printed. Hugging Face eager fp32 (``LlamaForCausalLM.generate`` with its own
+KV cache, greedy) on the same prompt is the baseline.
+
+Per row: artifact size (and vs the fp32 weight bytes), TTFT, prefill and decode tok/s,
+peak RSS and the model's share of it (peak minus the runtime's RSS before loading),
+perplexity on the evaluation text vs fp32 (from validation), and greedy-token agreement with
+the eager fp32 model (host validation, and on the "device").
+
+    .venv/bin/python benchmarks/llm.py [--model smollm2-135m] [--rounds 3] [--prompt 128] [--new 64]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from edge.bench import bench  # noqa: E402
+from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
+from edge.exporter import export  # noqa: E402
+from edge.models import load_model  # noqa: E402
+
+# (backend, label, recipe): fp32, and the int8/int4 forms each runtime executes natively
+VARIANTS = [
+    ("executorch", "fp32", None),
+    ("executorch", "int4 g32 linears, int8 emb + head",
+     [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
+      Int8DynamicConfig(groups=("head",))]),
+    ("executorch", "int8 linears + emb",
+     [Int8DynamicConfig(groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)]),
+    ("torchscript", "fp32", None),
+    ("torchscript", "int8 linears", [Int8DynamicConfig(groups=("attention", "ffn", "head"))]),
+    ("tflite", "fp32", None),
+    ("tflite", "int8 weights (dynamic range)", [Int8DynamicConfig()]),
+]
+
+
+def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
+    """Decode tok/s of Hugging Face eager fp32 generate() (greedy, its own dynamic KV cache)."""
+    from transformers import AutoModelForCausalLM
+
+    path = spec.generation.tokenizer.get("path")
+    if not path:
+        return []
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    rates = []
+    for _ in range(rounds):
+        with torch.no_grad():
+            model.generate(prompt, max_new_tokens=2, do_sample=False)  # warm-up
+            t0 = time.perf_counter()
+            model.generate(prompt, max_new_tokens=1, do_sample=False)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = model.generate(prompt, max_new_tokens=new, do_sample=False, min_new_tokens=new)
+            total = time.perf_counter() - t0
+        rates.append((out.shape[1] - prompt.shape[1] - 1) / max(total - first, 1e-9))
+    return rates
+
+
+def med(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--only", default="", help="comma-separated backends to keep")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    spec = load_model(args.model)
+    fp32_weight_bytes = sum(p.numel() * 4 for p in {id(p): p for p in spec.model.parameters()}.values())
+    out = Path(tempfile.mkdtemp(prefix="edge-bench-llm-"))
+    variants = [v for v in VARIANTS if not args.only or v[0] in args.only.split(",")]
+    arts = []
+    for backend, label, recipe in variants:
+        t0 = time.perf_counter()
+        try:
+            art = export(spec, backend, out, plan=recipe)
+        except Exception as exc:  # report and go on: one backend failing is a result too
+            print(f"{backend} {label}: export failed: {str(exc).splitlines()[0][:300]}", flush=True)
+            continue
+        print(f"{backend} {label}: exported in {time.perf_counter() - t0:.0f} s "
+              f"(cache hit: {art.manifest.get('cache_hit')})", flush=True)
+        arts.append((backend, label, art))
+    results = {id(a): [] for _, _, a in arts}
+    for r in range(args.rounds):
+        for backend, label, art in arts:
+            res = bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt, new_tokens=args.new)
+            results[id(art)].append(res)
+        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    prompt = spec.generation.prompt[:, :args.prompt]
+    hf = hf_eager(spec, prompt, args.new, args.rounds)
+
+    print(f"\n{args.model}: prompt {args.prompt} tokens, {args.new} new tokens, 1 thread, {args.rounds} rounds "
+          f"(median [min-max]); fp32 weights {fp32_weight_bytes / 1e6:.1f} MB; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    head = ("backend", "variant", "size MB", "x fp32", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MB",
+            "model RSS MB", "ppl (fp32)", "ppl +%", "tokens = eager")
+    print(" | ".join(head))
+    decode = {}
+    for backend, label, art in arts:
+        runs = results[id(art)]
+        gens = [r.generation for r in runs]
+        val = art.manifest["validation"]
+        decode[(backend, label)] = statistics.median(g["decode_tok_s"] for g in gens)
+        agree = [g.get("token_agreement_eager") for g in gens if g.get("token_agreement_eager") is not None]
+        print(" | ".join([
+            backend, label, f"{art.size_bytes / 1e6:.1f}", f"{art.size_bytes / fp32_weight_bytes:.2f}",
+            med([g["ttft_ms"] for g in gens]), med([g["prefill_tok_s"] for g in gens]),
+            med([g["decode_tok_s"] for g in gens]), med([r.peak_rss_mb for r in runs]),
+            med([g.get("model_rss_mb") for g in gens]),
+            f"{val['ppl_candidate']:.2f} ({val['ppl_reference']:.2f})",
+            f"{100 * (val['ppl_candidate'] / val['ppl_reference'] - 1):+.1f}",
+            f"host {val['token_agreement']:.0%}, device {min(agree):.0%}" if agree else f"host {val['token_agreement']:.0%}",
+        ]), flush=True)
+    if hf:
+        print(f"Hugging Face eager fp32 generate(): decode {med(hf)} tok/s")
+        et = decode.get(("executorch", "fp32"))
+        if et:
+            print(f"ExecuTorch fp32 decode / HF eager fp32 decode: {et / statistics.median(hf):.2f}x (goal >= 1.5x)")
+    print(f"artifacts in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
