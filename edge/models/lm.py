@@ -224,3 +224,27 @@ def smollm2_135m() -> ModelSpec:
     spec.description = ("SmolLM2-135M-Instruct (pretrained, Apache-2.0; Q4_1 GGUF dequantized to fp32): 30 layers, "
                         f"dim 576, 9/3 heads, prefill {SMOLLM2_PREFILL}, context {SMOLLM2_CONTEXT}, perplexity")
     return spec
+
+
+def write_byte_tokenizer(path: Path) -> Path:
+    """A Hugging Face ``tokenizer.json`` for tiny-llama's byte vocabulary (token id = byte value).
+
+    ExecuTorch's C++ LLM runner (``TextLLMRunner``) and other tokenizer.json readers can then
+    run tiny-llama from text; GPT-2's byte-to-unicode table makes every byte a printable symbol.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbol, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            symbol[b] = chr(b)
+        else:
+            symbol[b] = chr(256 + extra)
+            extra += 1
+    tok = Tokenizer(models.BPE(vocab={symbol[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    path = Path(path)
+    tok.save(str(path))
+    return path

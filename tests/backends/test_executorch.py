@@ -46,3 +46,45 @@ def test_data_dependent_control_flow_is_an_export_error(user_model, tmp_path, ar
 def test_op_without_lowering_names_the_op(user_model, tmp_path, artifact_cache):
     with pytest.raises(UnsupportedError, match=r"executorch: operator aten\.cumprod"):
         export(user_model("cumprod"), "executorch", tmp_path, cache_dir=artifact_cache)
+
+
+def test_tiny_llama_keeps_its_kv_cache_inside_the_program(export_dir, artifact_cache):
+    from lm_helpers import check_lm_artifact
+
+    from edge.models import load_model
+
+    spec = load_model("tiny-llama")
+    art = export(spec, "executorch", export_dir, cache_dir=artifact_cache)
+    check_lm_artifact(art, spec, prefill_mode="batched", cache="internal")
+    assert [e["name"] for e in art.manifest["inputs"]] == ["tokens", "input_pos"]
+    assert art.manifest["inputs"][0]["dynamic"] == {"dim": 1, "min": 1, "max": 32}
+    # ExecuTorch's LLM runner reads these constant methods; custom SDPA ops are in the program
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(art.path))
+    assert {"forward", "get_max_seq_len", "get_max_context_len", "use_kv_cache", "get_vocab_size"} <= set(
+        program.method_names)
+    assert program.load_method("get_max_context_len").execute([])[0] == 128
+    assert "llama::custom_sdpa" in " ".join(art.manifest["notes"]) or art.manifest["delegation"]
+
+
+def test_tiny_llama_pte_runs_in_executorch_own_llm_runner(export_dir, artifact_cache, tmp_path):
+    """The .pte is what ExecuTorch's C++ TextLLMRunner expects: same text as eager greedy decoding."""
+    from edge.models import load_model
+    from edge.models.lm import write_byte_tokenizer
+    from edge.models.llama import greedy
+
+    spec = load_model("tiny-llama")
+    art = export(spec, "executorch", export_dir, cache_dir=artifact_cache)
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    runner = TextLLMRunner(str(art.path), str(write_byte_tokenizer(tmp_path / "tokenizer.json")))
+    pieces, stats = [], []
+    prompt = bytes(spec.generation.prompt[0].tolist()).decode()
+    config = GenerationConfig(max_new_tokens=20, temperature=0.0, echo=False, num_bos=0, num_eos=0)
+    runner.generate(prompt, config, pieces.append, stats.append)
+    eager, _ = greedy(spec.model, spec.generation.prompt, 20)
+    assert "".join(pieces) == bytes(eager).decode()
+    assert stats and stats[0].num_prompt_tokens == 32

@@ -75,3 +75,19 @@ def test_data_dependent_control_flow_is_an_export_error(user_model, tmp_path, ar
     with pytest.raises(UnsupportedError, match=r"tflite.*data-dependent control flow"):
         export(user_model("branchy"), "tflite", tmp_path, cache_dir=artifact_cache)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_llama_exports_the_decode_step_and_prefills_token_by_token(export_dir, artifact_cache):
+    from lm_helpers import check_lm_artifact
+
+    from edge.models import load_model
+
+    spec = load_model("tiny-llama")
+    art = export(spec, "tflite", export_dir, cache_dir=artifact_cache)
+    check_lm_artifact(art, spec, prefill_mode="token-by-token", cache="io")
+    ins = {e["name"]: e for e in art.manifest["inputs"]}
+    assert ins["tokens"]["shape"] == [1, 1]
+    # onnx2tf moves the 4-D cache to channels-last; the manifest records it and the runner
+    # feeds the caches back in the artifact's own layout
+    assert ins["k_cache"]["source_layout"] == "NCHW" and ins["k_cache"]["layout"] == "NHWC"
+    assert art.manifest["generation"]["kv_cache"]["layout"] == "NHWC"

@@ -41,3 +41,15 @@ def test_untraceable_and_unscriptable_model_names_backend_and_construct(user_mod
     with pytest.raises(UnsupportedError, match=r"torchscript.*data-dependent control flow.*export_models.py"):
         export(user_model("branchy_unscriptable"), "torchscript", tmp_path, cache_dir=artifact_cache)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_llama_exports_a_cached_step_that_generates_like_eager(export_dir, artifact_cache):
+    from lm_helpers import check_lm_artifact
+
+    from edge.models import load_model
+
+    spec = load_model("tiny-llama")
+    art = export(spec, "torchscript", export_dir, cache_dir=artifact_cache)
+    check_lm_artifact(art, spec, prefill_mode="batched", cache="io")
+    names = [e["name"] for e in art.manifest["inputs"]]
+    assert names == ["tokens", "input_pos", "k_cache", "v_cache"]
