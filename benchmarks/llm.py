@@ -58,7 +58,7 @@ def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
     path = spec.generation.tokenizer.get("path")
     if not path:
         return []
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     rates = []
     for _ in range(rounds):
         with torch.no_grad():

@@ -24,6 +24,7 @@ from .transports.base import Transport, tail
 log = logging.getLogger(__name__)
 
 RUNNER_PATH = Path(__file__).resolve().parent / "runner" / "runner.py"
+RUNNER_GENERATE_PATH = RUNNER_PATH.with_name("runner_generate.py")  # imported by runner.py --generate
 RUNNER_SCHEMA_VERSION = 1
 _CONTEXT_SCRIPT = (
     'uname -n; uname -r; uname -m; (nproc 2>/dev/null || echo); '
@@ -153,6 +154,8 @@ def remote_paths(target: Target, artifact: Artifact) -> dict[str, str]:
     base = f"{target.workdir.rstrip('/')}/artifacts/{artifact.sha256[:16]}"
     paths = {"artifact": f"{base}/{artifact.path.name}", "manifest": f"{base}/{MANIFEST_NAME}",
              "runner": f"{target.workdir.rstrip('/')}/runner.py"}
+    if artifact.manifest.get("generation"):  # language models: the runner's generation half too
+        paths["runner_generate"] = f"{target.workdir.rstrip('/')}/runner_generate.py"
     if (artifact.dir / SAMPLE_INPUTS_NAME).exists():
         paths["inputs"] = f"{base}/{SAMPLE_INPUTS_NAME}"
     return paths
@@ -161,7 +164,8 @@ def remote_paths(target: Target, artifact: Artifact) -> dict[str, str]:
 def _push_all(tr: Transport, artifact: Artifact) -> dict:
     paths = remote_paths(tr.target, artifact)
     sources = {"artifact": artifact.path, "manifest": artifact.dir / MANIFEST_NAME,
-               "runner": RUNNER_PATH, "inputs": artifact.dir / SAMPLE_INPUTS_NAME}
+               "runner": RUNNER_PATH, "runner_generate": RUNNER_GENERATE_PATH,
+               "inputs": artifact.dir / SAMPLE_INPUTS_NAME}
     files = {}
     for key, remote in paths.items():
         res = tr.put(sources[key], remote)

@@ -91,7 +91,7 @@ def validate_lm(artifact: Artifact, spec: Any, new_tokens: int | None = None, to
                 windows: int | None = None) -> dict:
     """Greedy-token, per-step-logits and perplexity checks; raises ValidationError past the tolerance."""
     from .models.llama import greedy
-    from .runner.runner import _greedy
+    from .runner.runner_generate import _greedy
 
     cfg = spec.generation.config
     prompt = spec.generation.prompt

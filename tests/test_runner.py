@@ -59,3 +59,4 @@ def test_runner_failure_is_one_json_error_line(tmp_path):
 
 def test_runner_is_python39_syntax():
     ast.parse(RUNNER_PATH.read_text(), feature_version=(3, 9))
+    ast.parse(RUNNER_PATH.with_name("runner_generate.py").read_text(), feature_version=(3, 9))

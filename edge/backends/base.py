@@ -66,7 +66,7 @@ class Backend(ABC):
 
     def load_generator(self, artifact: Artifact, threads: int | None = None) -> Any:
         """A language-model artifact's generator (prefill/decode/reset), the same class the runner uses."""
-        from ..runner.runner import GENERATORS
+        from ..runner.runner_generate import GENERATORS
 
         return GENERATORS[self.name](str(artifact.path), artifact.manifest, threads)
 

@@ -138,7 +138,7 @@ def decoder_from_hf_dir(path: Path, name: str, prefill: int = SMOLLM2_PREFILL,
     def build() -> Llama:
         from transformers import AutoModelForCausalLM
 
-        hf_model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         return load_hf_state_dict(Llama(cfg), hf_model.state_dict()).eval()
 
     tok = _hf_tokenizer(path)
@@ -179,7 +179,7 @@ def convert_gguf(gguf: Path) -> Path:
 
     log.info("converting %s to fp32 (once; cached in %s)", gguf, out)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{gguf}: transformers could not load it as a decoder: {exc}") from exc

@@ -1,0 +1,197 @@
+"""The runner's generation half: prefill and greedy decoding of a language-model artifact.
+
+Pushed beside ``runner.py`` on the device (stdlib + numpy + the runtime, Python 3.9+); the
+host imports it as ``edge.runner.runner_generate`` and validates artifacts with the same
+generator classes the device runs.
+"""
+from __future__ import annotations
+
+import time
+
+try:  # on the host: inside the edge package
+    from edge.runner import runner as base
+except ImportError:  # on the device: a plain module beside runner.py
+    import runner as base
+
+# Each generator: prefill(ids) -> logits of the last prompt token; decode(token, pos) ->
+# logits of the next one; reset() forgets the sequence. Logits are flat numpy arrays (vocab,).
+
+class ExecuTorchGenerator(object):
+    """A .pte whose ``forward(tokens (1, T), input_pos (1,))`` keeps the KV cache inside."""
+
+    prefill_mode = "batched"
+
+    def __init__(self, path, manifest, threads):
+        import numpy as np
+        import torch
+        base._set_executorch_threads(threads)
+        base._register_quantized_kernels()
+        try:  # programs using ExecuTorch's own SDPA / cache-update kernels
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        except ImportError:
+            pass
+        from executorch.runtime import Runtime
+        self._np, self._torch = np, torch
+        self.method = Runtime.get().load_program(path).load_method("forward")
+
+    def reset(self):
+        pass  # slots after the current position are never read (causal mask from input_pos)
+
+    def _run(self, ids, pos):
+        torch = self._torch
+        out = self.method.execute([torch.tensor([list(ids)], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])
+        return out[0].numpy().reshape(-1, out[0].shape[-1])[-1]
+
+    def prefill(self, ids):
+        return self._run(ids, 0)
+
+    def decode(self, token, pos):
+        return self._run([token], pos)
+
+
+class IOCacheGenerator(object):
+    """An artifact whose step takes and returns the caches: (tokens, input_pos, k, v) -> (logits, k, v)."""
+
+    def __init__(self, call, zeros, manifest, batched):
+        ins = manifest["inputs"]
+        self.call, self.zeros = call, zeros
+        self.shapes = [(ins[2]["shape"], ins[2]["dtype"]), (ins[3]["shape"], ins[3]["dtype"])]
+        self.prefill_mode = "batched" if batched else "token-by-token"
+        self.reset()
+
+    def reset(self):
+        self.k, self.v = [self.zeros(shape, dtype) for shape, dtype in self.shapes]
+
+    def _run(self, ids, pos):
+        logits, self.k, self.v = self.call(ids, pos, self.k, self.v)
+        return logits
+
+    def prefill(self, ids):
+        if self.prefill_mode == "batched":
+            return self._run(list(ids), 0)
+        logits = None
+        for i, tok in enumerate(ids):
+            logits = self._run([tok], i)
+        return logits
+
+    def decode(self, token, pos):
+        return self._run([token], pos)
+
+
+def _torchscript_generator(path, manifest, threads):
+    import numpy as np
+    import torch
+    from torch.jit.mobile import _load_for_lite_interpreter
+    if threads:
+        torch.set_num_threads(threads)
+    module = _load_for_lite_interpreter(path)
+
+    def call(ids, pos, k, v):
+        with torch.no_grad():
+            logits, k, v = module(torch.tensor([list(ids)], dtype=torch.long), torch.tensor([pos], dtype=torch.long), k, v)
+        return logits.numpy().reshape(-1, logits.shape[-1])[-1], k, v
+
+    def zeros(shape, dtype):
+        return torch.zeros(shape, dtype=getattr(torch, dtype))
+    del np
+    return IOCacheGenerator(call, zeros, manifest, batched=True)
+
+
+def _tflite_generator(path, manifest, threads):
+    import numpy as np
+    Interpreter = base._tflite_interpreter()[0]
+    interpreter = Interpreter(model_path=path, num_threads=threads) if threads else Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    ins = _by_manifest(interpreter.get_input_details(), manifest["inputs"])
+    outs = _by_manifest(interpreter.get_output_details(), manifest["outputs"])
+
+    def call(ids, pos, k, v):
+        interpreter.set_tensor(ins[0]["index"], np.asarray([ids], dtype=ins[0]["dtype"]))
+        interpreter.set_tensor(ins[1]["index"], np.asarray([pos], dtype=ins[1]["dtype"]))
+        interpreter.set_tensor(ins[2]["index"], k)
+        interpreter.set_tensor(ins[3]["index"], v)
+        interpreter.invoke()
+        logits = interpreter.get_tensor(outs[0]["index"])
+        return (logits.reshape(-1, logits.shape[-1])[-1].copy(), interpreter.get_tensor(outs[1]["index"]).copy(),
+                interpreter.get_tensor(outs[2]["index"]).copy())
+
+    def zeros(shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+    return IOCacheGenerator(call, zeros, manifest, batched=False)
+
+
+def _by_manifest(details, entries):
+    """Interpreter tensors in manifest order: by name, else by sorted name (onnx2tf's Identity, Identity_1, ...)."""
+    by_name = dict((d["name"], d) for d in details)
+    if all(e["name"] in by_name for e in entries):
+        return [by_name[e["name"]] for e in entries]
+    def key(d):
+        tail = d["name"].rsplit("_", 1)
+        return (tail[0], int(tail[1])) if len(tail) == 2 and tail[1].isdigit() else (d["name"], -1)
+    return sorted(details, key=key)
+
+
+GENERATORS = {"executorch": ExecuTorchGenerator, "tflite": _tflite_generator,
+              "torchscript": _torchscript_generator}
+
+
+def _argmax(logits):
+    import numpy as np
+    return int(np.argmax(logits))
+
+
+def generate(args, manifest):
+    """Prefill the prompt, decode greedily; returns the result fields for a language model."""
+    import numpy as np
+    gen_info = manifest["generation"]
+    prompt = [int(t) for t in np.asarray(base.load_inputs(args.inputs, args.artifact)[0]).reshape(-1)]
+    n_prompt = args.prompt_tokens or len(prompt)
+    if n_prompt > len(prompt) or n_prompt > gen_info["prefill_tokens"] or n_prompt < 1:
+        raise ValueError("--prompt-tokens %d: expected 1..%d (the artifact's prefill length and the sample prompt)"
+                         % (n_prompt, min(len(prompt), gen_info["prefill_tokens"])))
+    if n_prompt + args.new_tokens > gen_info["context"]:
+        raise ValueError("prompt %d + new tokens %d exceed the artifact's context of %d tokens"
+                         % (n_prompt, args.new_tokens, gen_info["context"]))
+    prompt = prompt[:n_prompt]
+    context = base._context()
+    context["temp_c_before"] = base._temp_c()
+    start = time.perf_counter_ns()
+    base.import_runtime(args.backend)
+    import_ms = (time.perf_counter_ns() - start) / 1e6
+    baseline_rss = base._rss_mb()
+    start = time.perf_counter_ns()
+    gen = GENERATORS[args.backend](args.artifact, manifest, args.threads)
+    load_ms = (time.perf_counter_ns() - start) / 1e6
+    if args.warmup:
+        _greedy(gen, prompt, min(args.new_tokens, 8))
+        gen.reset()
+    tokens, prefill_ms, decode_ms = _greedy(gen, prompt, args.new_tokens)
+    context["temp_c_after"] = base._temp_c()
+    decode_s = sum(decode_ms) / 1e3
+    return {
+        "latencies_ms": decode_ms, "import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": prefill_ms,
+        "baseline_rss_mb": baseline_rss, "context": context,
+        "generation": {
+            "prompt_tokens": n_prompt, "new_tokens": len(tokens), "tokens": tokens, "ttft_ms": prefill_ms,
+            "prefill_ms": prefill_ms, "prefill_tok_s": n_prompt / (prefill_ms / 1e3) if prefill_ms else None,
+            "decode_tok_s": len(decode_ms) / decode_s if decode_s else None,
+            "kv_cache_bytes": gen_info.get("kv_cache", {}).get("bytes"), "prefill_mode": gen.prefill_mode,
+        },
+    }
+
+
+def _greedy(gen, prompt, new_tokens):
+    """(new token ids, prefill+first-token ms, per-token decode ms)."""
+    start = time.perf_counter_ns()
+    tokens = [_argmax(gen.prefill(prompt))]
+    prefill_ms = (time.perf_counter_ns() - start) / 1e6
+    decode_ms = []
+    pos = len(prompt)
+    while len(tokens) < new_tokens:
+        start = time.perf_counter_ns()
+        tokens.append(_argmax(gen.decode(tokens[-1], pos)))
+        decode_ms.append((time.perf_counter_ns() - start) / 1e6)
+        pos += 1
+    return tokens, prefill_ms, decode_ms
+
+
