@@ -205,7 +205,7 @@ def generation_args(artifact: Artifact, prompt_tokens: int | None, new_tokens: i
     if not 1 <= new <= ctx - prompt:
         raise ConfigError(f"expected --new-tokens between 1 and {ctx - prompt} (context {ctx} minus a "
                           f"{prompt}-token prompt), found {new}")
-    return ["--generate", "--prompt-tokens", str(prompt), "--new-tokens", str(new)]
+    return ["--prompt-tokens", str(prompt), "--new-tokens", str(new)]
 
 
 DEFAULT_NEW_TOKENS = 64
@@ -233,7 +233,8 @@ def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads:
             raw = _run_native(tr, artifact, native, files["artifact"]["remote_path"], warmup,
                               iterations, threads, timeout_s)
         else:
-            argv = [tgt.python, files["runner"]["remote_path"], "--artifact",
+            runner = files["runner_generate" if gen_argv else "runner"]["remote_path"]
+            argv = [tgt.python, runner, "--artifact",
                     files["artifact"]["remote_path"], "--backend", artifact.backend,
                     "--warmup", str(warmup), "--iterations", str(iterations)]
             if "inputs" in files:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.bench import RUNNER_PATH, bench
+from edge.bench import RUNNER_GENERATE_PATH, bench
 from edge.cli import main
 from edge.errors import ConfigError
 from edge.exporter import export
@@ -94,7 +94,7 @@ def test_generation_options_on_a_model_that_does_not_generate(tiny_artifacts, ca
 def test_runner_checks_the_prompt_itself(lm_artifacts):
     """On the device, too, a prompt past the prefill length is one JSON error line, not a traceback."""
     art = lm_artifacts["torchscript"]
-    proc = subprocess.run([sys.executable, str(RUNNER_PATH), "--artifact", str(art.path), "--generate",
+    proc = subprocess.run([sys.executable, str(RUNNER_GENERATE_PATH), "--artifact", str(art.path),
                            "--inputs", str(art.dir / "sample_inputs.npz"), "--prompt-tokens", "40"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1

@@ -16,7 +16,8 @@ It prints exactly ONE JSON line on stdout (anything the runtime prints goes to s
 Only the invoke call is timed (time.perf_counter_ns). On failure the line is
 {"schema_version": 1, "error": "..."} and the exit code is 1 (2 for bad arguments).
 
-Language models (a manifest with a ``generation`` block) are run with ``--generate``: the
+Language models (a manifest with a ``generation`` block) are run by ``runner_generate.py``
+(pushed beside this file, same arguments plus ``--prompt-tokens`` and ``--new-tokens``): the
 prompt is token ids (``arr_0`` of the inputs file; the device needs no tokenizer), cut to
 ``--prompt-tokens``; the runner prefills, then decodes ``--new-tokens`` greedily and adds::
 
@@ -24,9 +25,8 @@ prompt is token ids (``arr_0`` of the inputs file; the device needs no tokenizer
                    "prefill_tok_s", "decode_tok_s", "kv_cache_bytes", "prefill_mode"},
     "baseline_rss_mb": RSS after importing the runtime, before loading the model
 
-with ``latencies_ms`` holding the raw per-token decode latencies. The generation code lives in
-``runner_generate.py``, pushed beside this file (``GENERATORS`` there holds one class per
-runtime; the host validates artifacts with the same classes).
+with ``latencies_ms`` holding the raw per-token decode latencies. ``GENERATORS`` in
+runner_generate.py holds one class per runtime; the host validates artifacts with the same classes.
 """
 from __future__ import annotations
 
@@ -241,35 +241,10 @@ def import_runtime(backend):
             import executorch.runtime  # noqa: F401
 
 
-def _generate_module():
-    """The generation half of the runner (runner_generate.py beside this file on the device)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    try:
-        import runner_generate
-    except ImportError:
-        from edge.runner import runner_generate
-    return runner_generate
-
-
 def measure(args):
     """Load, warm up, time; returns the result dict."""
     if not os.path.isfile(args.artifact):
         raise FileNotFoundError("artifact not found: %s" % args.artifact)
-    common = {"schema_version": SCHEMA_VERSION, "backend": args.backend, "artifact": args.artifact,
-              "threads": args.threads, "warmup": args.warmup}
-    if args.generate:
-        manifest = _manifest(args.artifact)
-        if not manifest.get("generation"):
-            raise ValueError("--generate needs a language-model artifact; its manifest has no generation block")
-        out = _generate_module().generate(args, manifest)
-        version = _version({"executorch": "executorch", "torchscript": "torch"}.get(args.backend, "ai-edge-litert"))
-        runtime = {"executorch": "executorch", "torchscript": "torch-lite-interpreter"}.get(
-            args.backend) or _tflite_interpreter()[1]
-        if args.backend == "tflite":
-            version = _tflite_interpreter()[2]
-        out.update(common, runtime=runtime, runtime_version=version, iterations=len(out["latencies_ms"]),
-                   peak_rss_mb=_peak_rss_mb())
-        return out
     context = _context()
     context["temp_c_before"] = _temp_c()
     arrays = load_inputs(args.inputs, args.artifact)
@@ -299,7 +274,8 @@ def measure(args):
     }
 
 
-def parse_args(argv):
+def parse_args(argv, extra=None):
+    """The runner's arguments; ``extra(parser)`` adds more (runner_generate.py adds its own)."""
     p = argparse.ArgumentParser(description="time one artifact on this device; prints one JSON line")
     p.add_argument("--artifact", required=True)
     p.add_argument("--backend", choices=sorted(LOADERS), help="default: from the file suffix")
@@ -307,9 +283,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--generate", action="store_true", help="language models: prefill + greedy decode")
-    p.add_argument("--prompt-tokens", type=int, default=None, help="with --generate: prompt length (default all)")
-    p.add_argument("--new-tokens", type=int, default=32, help="with --generate: tokens to generate")
+    if extra:
+        extra(p)
     args = p.parse_args(argv)
     if args.backend is None:
         args.backend = SUFFIX_BACKENDS.get(os.path.splitext(args.artifact)[1])
@@ -317,19 +292,21 @@ def parse_args(argv):
             p.error("cannot tell the backend from %s; pass --backend" % args.artifact)
     if args.iterations < 1 or args.warmup < 0:
         p.error("--iterations must be >= 1 and --warmup >= 0")
-    if args.new_tokens < 1:
-        p.error("--new-tokens must be >= 1")
     return args
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return json_main(measure, parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def json_main(fn, args):
+    """Run ``fn(args)`` and print its result (or the error) as the one JSON line on stdout."""
     # Runtimes print banners and warnings; keep stdout for the one JSON line.
     sys.stdout.flush()
     saved_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        result, code = measure(args), 0
+        result, code = fn(args), 0
     except Exception as exc:  # report any runtime failure as data, not a traceback
         result = {"schema_version": SCHEMA_VERSION, "error": "%s: %s" % (type(exc).__name__, exc),
                   "backend": args.backend, "artifact": args.artifact}

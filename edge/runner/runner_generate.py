@@ -1,11 +1,18 @@
-"""The runner's generation half: prefill and greedy decoding of a language-model artifact.
+"""The runner for language models: prefill and greedy decoding of a generation artifact.
 
-Pushed beside ``runner.py`` on the device (stdlib + numpy + the runtime, Python 3.9+); the
+Pushed beside ``runner.py`` on the device (stdlib + numpy + the runtime, Python 3.9+) and run
+as a script with runner.py's arguments plus ``--prompt-tokens`` and ``--new-tokens``::
+
+    python runner_generate.py --artifact model.pte --inputs sample_inputs.npz --new-tokens 64 --threads 4
+
+It prints one JSON line like runner.py's (see its docstring for the generation fields). The
 host imports it as ``edge.runner.runner_generate`` and validates artifacts with the same
 generator classes the device runs.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 try:  # on the host: inside the edge package
@@ -195,3 +202,40 @@ def _greedy(gen, prompt, new_tokens):
     return tokens, prefill_ms, decode_ms
 
 
+
+
+def measure_generation(args):
+    """The whole result line for a language model."""
+    if not os.path.isfile(args.artifact):
+        raise FileNotFoundError("artifact not found: %s" % args.artifact)
+    manifest = base._manifest(args.artifact)
+    if not manifest.get("generation"):
+        raise ValueError("runner_generate.py needs a language-model artifact; its manifest has no generation block")
+    out = generate(args, manifest)
+    if args.backend == "tflite":
+        runtime, version = base._tflite_interpreter()[1:]
+    else:
+        dist = {"executorch": "executorch", "torchscript": "torch"}[args.backend]
+        runtime = {"executorch": "executorch", "torchscript": "torch-lite-interpreter"}[args.backend]
+        version = base._version(dist)
+    out.update(schema_version=base.SCHEMA_VERSION, backend=args.backend, artifact=args.artifact,
+               threads=args.threads, warmup=args.warmup, runtime=runtime, runtime_version=version,
+               iterations=len(out["latencies_ms"]), peak_rss_mb=base._peak_rss_mb())
+    return out
+
+
+def _extra_args(p):
+    p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default: the whole sample prompt)")
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens to generate greedily")
+
+
+def main(argv=None):
+    args = base.parse_args(sys.argv[1:] if argv is None else argv, _extra_args)
+    if args.new_tokens < 1:
+        sys.stderr.write("--new-tokens must be >= 1\n")
+        return 2
+    return base.json_main(measure_generation, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
