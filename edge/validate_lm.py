@@ -45,8 +45,8 @@ LM_TOLERANCES: dict[str, LMTolerance] = {
     "fp32": LMTolerance(min_token_agreement=1.0, min_cosine=0.9999, min_score=0.98),
     "fp16": LMTolerance(min_cosine=0.999, min_score=0.95),
     "int8": LMTolerance(min_cosine=0.95, min_score=0.85),
-    "int4": LMTolerance(min_cosine=0.85, min_score=0.6),
-    "lossy": LMTolerance(min_cosine=0.8, min_score=0.5),
+    "int4": LMTolerance(min_cosine=0.8, min_score=0.6),
+    "lossy": LMTolerance(min_cosine=0.7, min_score=0.5),
 }
 
 
@@ -122,7 +122,8 @@ def validate_lm(artifact: Artifact, spec: Any, new_tokens: int | None = None, to
     if failures:
         raise ValidationError(
             f"{artifact.backend} artifact {artifact.path} disagrees with the eager fp32 model ({precision} "
-            "tolerance): " + "; ".join(failures) + ". Check the compression plan")
+            f"tolerance; perplexity {result['ppl_candidate']:.3f} vs fp32 {result['ppl_reference']:.3f}): "
+            + "; ".join(failures) + ". Check the compression plan")
     log.info("validated %s: token agreement %.2f, ppl %.3f vs %.3f", artifact.path, result["token_agreement"],
              result["ppl_candidate"], result["ppl_reference"])
     return result
