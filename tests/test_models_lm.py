@@ -113,3 +113,51 @@ def test_smollm2_is_the_real_pretrained_model_loaded_offline():
     ids = tok.encode("The capital of France is", add_special_tokens=False)
     out, _ = greedy(spec.model, torch.tensor([ids]), 3)
     assert "Paris" in tok.decode(out)
+    # the same file given by path is a user's own .gguf: same weights, named after the file
+    from edge.models.lm import smollm2_gguf
+
+    user = load_model(str(smollm2_gguf()))
+    assert user.name == "SmolLM2-135M-Instruct.Q4_1" and user.source.endswith(".gguf")
+    assert torch.equal(user.model.layers[7].ffn.up_proj.weight, spec.model.layers[7].ffn.up_proj.weight)
+
+
+def _hf_decoder_dir(path, arch: str):
+    """A tiny random Hugging Face decoder directory with a byte-level tokenizer, as save_pretrained writes it."""
+    from transformers import LlamaConfig as HFLlama, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from edge.models.lm import write_byte_tokenizer
+
+    torch.manual_seed(2)
+    common = dict(vocab_size=256, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False)
+    model = (Qwen2ForCausalLM(Qwen2Config(**common, rope_theta=1e6)) if arch == "qwen2"
+             else LlamaForCausalLM(HFLlama(**common, rope_theta=1e4)))
+    model.save_pretrained(str(path))
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(write_byte_tokenizer(path / "bytes.json")),
+                                  bos_token="\x01", eos_token="\x02")
+    tok.save_pretrained(str(path))
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_hugging_face_decoder_directory_loads_as_a_language_model(tmp_path, arch):
+    hf = _hf_decoder_dir(tmp_path / arch, arch)
+    spec = load_model(str(tmp_path / arch))
+    assert spec.generation is not None and spec.metric == "perplexity" and spec.name == arch
+    assert spec.generation.config.qkv_bias == (arch == "qwen2")
+    prompt = spec.generation.prompt[:, :16]
+    with torch.no_grad():
+        assert torch.allclose(hf(prompt).logits, spec.model(prompt), atol=1e-4)
+        want = hf.generate(prompt, max_new_tokens=12, do_sample=False, min_new_tokens=12)[0, 16:].tolist()
+    assert greedy(spec.model, prompt, 12)[0] == want
+    # the evaluation windows are the shipped text through the directory's own tokenizer
+    assert bytes(spec.eval_inputs[0][0][0].tolist()).decode().startswith("The Legend of Sleepy Hollow")
+
+
+def test_scaled_rope_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 1,
+        "intermediate_size": 48, "vocab_size": 256, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+    with pytest.raises(ModelLoadError, match="scaled RoPE"):
+        load_model(str(tmp_path))

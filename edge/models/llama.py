@@ -37,6 +37,7 @@ class LlamaConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2 has biases on the q/k/v projections
     prefill_tokens: int = 32
     context: int = 128
 
@@ -96,9 +97,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.q_proj = nn.Linear(cfg.dim, cfg.heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=False)
 
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -247,7 +248,7 @@ def greedy(model: Llama, prompt: torch.Tensor, new_tokens: int) -> tuple[list[in
 
 
 def load_hf_state_dict(model: Llama, state: dict[str, torch.Tensor]) -> Llama:
-    """Copy a Hugging Face ``LlamaForCausalLM`` state dict into ``model`` (names mapped)."""
+    """Copy a Hugging Face ``LlamaForCausalLM`` (or Mistral/Qwen2) state dict into ``model`` (names mapped)."""
     mapping = {"model.embed_tokens.weight": "embed_tokens.weight", "model.norm.weight": "norm.weight",
                "lm_head.weight": "lm_head.weight"}
     per_layer = {"self_attn.q_proj": "attn.q_proj", "self_attn.k_proj": "attn.k_proj",
@@ -258,6 +259,8 @@ def load_hf_state_dict(model: Llama, state: dict[str, torch.Tensor]) -> Llama:
     for i in range(model.cfg.layers):
         for hf, ours in per_layer.items():
             mapping[f"model.layers.{i}.{hf}.weight"] = f"layers.{i}.{ours}.weight"
+            if model.cfg.qkv_bias and hf.split(".")[-1] in ("q_proj", "k_proj", "v_proj"):
+                mapping[f"model.layers.{i}.{hf}.bias"] = f"layers.{i}.{ours}.bias"
     ours_state = {}
     for hf_name, tensor in state.items():
         if hf_name in mapping:

@@ -112,17 +112,25 @@ def _config_from_hf(hf: dict, prefill: int, context: int) -> LlamaConfig:
     dim = hf["hidden_size"]
     if hf.get("head_dim") not in (None, dim // heads):
         raise ModelLoadError(f"expected head_dim = hidden_size / heads, found {hf.get('head_dim')}")
-    if hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise ModelLoadError("expected a Llama-style decoder without projection biases, found biases")
+    qwen = hf.get("model_type") == "qwen2"
+    if hf.get("mlp_bias") or (hf.get("attention_bias") and not qwen):
+        raise ModelLoadError("expected a Llama-style decoder without biases on o_proj and the MLP, found "
+                             "attention_bias/mlp_bias set; such models are not supported")
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    if scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
+        raise ModelLoadError(f"expected plain RoPE, found rope scaling {scaling.get('rope_type') or scaling.get('type')!r}; "
+                             "scaled RoPE (e.g. Llama 3.1+) is not supported yet")
+    if hf.get("use_sliding_window"):
+        raise ModelLoadError("expected full attention, found use_sliding_window: true; not supported")
     rope = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0
     return LlamaConfig(vocab=hf["vocab_size"], dim=dim, layers=hf["num_hidden_layers"], heads=heads,
                        kv_heads=hf.get("num_key_value_heads") or heads, ffn=hf["intermediate_size"],
                        rope_base=float(rope), norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
-                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=qwen,
                        prefill_tokens=prefill, context=min(context, hf.get("max_position_embeddings") or context))
 
 
-SUPPORTED_HF = ("LlamaForCausalLM", "MistralForCausalLM")
+SUPPORTED_HF = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
 
 def decoder_from_hf_dir(path: Path, name: str, prefill: int = SMOLLM2_PREFILL,
