@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, TFLITE_SKIPPED, Probe, default_probes,  # noqa: F401
+from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, Probe, default_probes,  # noqa: F401
                                probe_spec, probes_by_backend)
 from .errors import ConfigError, EdgeError
 from .profiles import USER_DIR, DeviceProfile, read_yaml
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 CALIBRATION_SCHEMA_VERSION = 1
 DEFAULT_WARMUP = 10
 MIN_NET_SHARE = 0.05  # p50 - fixed costs is taken as at least this share of p50
-# Transports whose runner cannot report its own peak RSS (none since the runner reads VmHWM).
-RSS_INHERITED_TRANSPORTS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -138,7 +136,7 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
                 failures[backend] = exc
     if not results:
         raise next(iter(failures.values()))
-    block = derive_calibration(results, rss_valid=tgt.transport not in RSS_INHERITED_TRANSPORTS)
+    block = derive_calibration(results)
     cache_mb = read_cache_mb(tgt, trust_new_host)
     if cache_mb:
         block["cache_mb"] = cache_mb
@@ -220,7 +218,7 @@ OP_CLASSES = {  # calibration keys <- (big probe, small probe, amount)
 }
 
 
-def _derive_backend(by_name: dict[str, ProbeResult], rss_valid: bool) -> dict[str, Any]:
+def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
     base = by_name["overhead"]
     out: dict[str, Any] = {"overhead_ms": base.p50_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
     per_op_ms = 0.0
@@ -228,7 +226,7 @@ def _derive_backend(by_name: dict[str, ProbeResult], rss_valid: bool) -> dict[st
         extra = by_name["dispatch"].probe.ops - base.probe.ops
         per_op_ms = max(0.0, (by_name["dispatch"].p50_ms - base.p50_ms) / extra)
         out["per_op_overhead_ms"] = per_op_ms
-    if rss_valid and base.bench.peak_rss_mb:
+    if base.bench.peak_rss_mb:
         out["runtime_memory_mb"] = float(base.bench.peak_rss_mb)
     for (key, dtype), (big, small, amount) in OP_CLASSES.items():
         if big in by_name:
@@ -263,12 +261,9 @@ def fixed_cost_from(probes: list[Probe]) -> dict[str, float]:
     return out
 
 
-def derive_calibration(results: dict[str, list[ProbeResult]], rss_valid: bool = True) -> dict:
-    """The calibration numbers from probe timings (pure): see the module docstring.
-
-    ``rss_valid`` False leaves out ``runtime_memory_mb`` (see :data:`RSS_INHERITED_TRANSPORTS`).
-    """
-    per = {b: _derive_backend({r.probe.name: r for r in rs}, rss_valid) for b, rs in results.items()}
+def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
+    """The calibration numbers from probe timings (pure): see the module docstring."""
+    per = {b: _derive_backend({r.probe.name: r for r in rs}) for b, rs in results.items()}
     block: dict[str, Any] = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "matmul_gops": {b: {k: _sig(v) for k, v in d["matmul_gops"].items()} for b, d in per.items()}}
@@ -307,11 +302,7 @@ def provenance(tgt: Any, profile: DeviceProfile, results: dict[str, list[ProbeRe
                threads: int | None, warmup: int) -> dict:
     """Where, when and with what the numbers were measured (plain data), raw p50s included."""
     ctx = next(iter(results.values()))[0].bench.context or {}
-    notes = []
-    if tgt.transport in RSS_INHERITED_TRANSPORTS:
-        notes.append(f"runtime_memory_mb not recorded: on the {tgt.transport} transport the runner's "
-                     "peak RSS includes the RSS of the process that started it")
-    notes += [f"{b}: no {name} probe (see edge.calibrate.TFLITE_SKIPPED)" for b, rs in results.items()
+    notes = [f"{b}: no {name} probe (the backend's calibration_skipped_probes)" for b, rs in results.items()
               for name in PROBE_NAMES if name not in {r.probe.name for r in rs}]
     return {
         "target": tgt.name, "transport": tgt.transport, "host": ctx.get("hostname"),

@@ -29,10 +29,6 @@ from .errors import ConfigError
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
                "matmul_int8_small", "elementwise", "elementwise_small", "conv", "conv_small", "bandwidth")
 PROBE_KINDS = ("linear", "elementwise", "conv")
-# tflite skips these beside another backend: a device property, or small there (XNNPACK runs
-# the whole graph as one delegate node), and each onnx2tf conversion costs ~15 s (minutes at 64 MiB)
-TFLITE_SKIPPED = ("dispatch", "bandwidth", "matmul_fp32_small", "matmul_int8_small", "elementwise",
-                  "elementwise_small", "conv", "conv_small")
 FP32_BYTES = 4
 INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
 
@@ -110,7 +106,9 @@ def default_probes() -> list[Probe]:
 def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) -> dict[str, list[Probe]]:
     """Which probes run on which backend.
 
-    tflite skips :data:`TFLITE_SKIPPED` when another backend is calibrated with it.
+    A backend whose conversion is slow skips its ``calibration_skipped_probes`` when another
+    backend is calibrated with it (a device property measured there, or a term its runtime
+    makes small).
     """
     probes = list(probes) if probes is not None else default_probes()
     names = [p.name for p in probes]
@@ -121,10 +119,12 @@ def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) ->
     kinds = sorted({p.kind for p in probes} - set(PROBE_KINDS))
     if kinds:
         raise ConfigError(f"expected probe kinds from {', '.join(PROBE_KINDS)}, found {kinds}")
+    from .backends import get_backend
+
     out = {}
     for backend in backends:
-        skip = backend == "tflite" and len(backends) > 1
-        out[backend] = [p for p in probes if not (skip and p.name in TFLITE_SKIPPED)]
+        skipped = get_backend(backend).calibration_skipped_probes if len(backends) > 1 else ()
+        out[backend] = [p for p in probes if p.name not in skipped]
     return out
 
 

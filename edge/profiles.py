@@ -25,13 +25,14 @@ from typing import Any, Callable
 
 import yaml
 
+from .backends import BACKENDS
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "device_profiles"
 USER_DIR = Path("~/.config/edge/profiles")
-RUNTIMES = ("torchscript", "executorch", "tflite")
+RUNTIMES = tuple(BACKENDS)  # a profile's runtimes are backend names
 TRANSPORTS = ("ssh", "adb", "local")
 OSES = ("linux", "android", "macos")
 PEAK_KINDS = ("measured", "derived")

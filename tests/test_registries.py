@@ -5,7 +5,6 @@ import pytest
 
 from edge.backends import BACKENDS
 from edge.compress import TECHNIQUES
-from edge.models import ZOO
 from edge.transports import TRANSPORTS
 
 TESTS = Path(__file__).resolve().parent
@@ -31,9 +30,3 @@ def test_technique_is_exercised_by_a_compress_test(config_type):
         f"{config_type.__name__} is registered but no tests/compress/test_*.py uses it")
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
-def test_zoo_model_is_exported_by_every_backend_test(name):
-    # The backend tests parametrize over the whole zoo; a zoo entry they skip would show here.
-    for backend in BACKENDS:
-        text = (TESTS / "backends" / f"test_{backend}.py").read_text()
-        assert "ZOO" in text or f'"{name}"' in text, f"tests/backends/test_{backend}.py ignores {name}"

@@ -38,8 +38,41 @@ PLAIN = "plain"
 Run = Callable[[Sequence[np.ndarray]], list]
 
 
+@dataclass(frozen=True)
+class CostTraits:
+    """What the planner's cost model assumes about a runtime until a calibration measures it.
+
+    ``container_overhead_bytes``: file bytes beyond the weights; ``weight_residency``: copies of
+    the weights resident while running (e.g. the loaded program plus XNNPACK's packed copy);
+    ``runtime_memory_mb``: RSS of the runner with the runtime imported, before a model loads;
+    ``efficiency``: share of the profile's peak matmul throughput its kernels reach;
+    ``overhead_ms``: fixed cost per inference; ``per_op_overhead_ms``: dispatch per graph op;
+    ``int8_weight_bytes`` / ``int8_row_bytes``: bytes per int8 weight and per output row where
+    the format stores more than one byte and a scale pair (None: 1 byte + 8 bytes per row).
+    """
+
+    container_overhead_bytes: int
+    weight_residency: float
+    runtime_memory_mb: float
+    efficiency: float
+    overhead_ms: float
+    per_op_overhead_ms: float
+    int8_weight_bytes: float | None = None
+    int8_row_bytes: float | None = None
+
+
 class Backend(ABC):
-    """One export format and its host runtime."""
+    """One export format and its host runtime: everything edge knows about that runtime.
+
+    Besides export and load, a backend declares the runtime modules a device needs (any one of
+    ``runtime_modules``, as ``(module, distribution)``), the runner's loader for it
+    (``runner_loader``, a key of the runner's ``LOADERS``), its cost-model ``traits``, whether
+    quantization can only apply to the whole model at conversion (``whole_model_quantization``),
+    which host flavour stands in for its numerics during sensitivity analysis
+    (``host_flavour``: ``"eager"`` = the torchao model, or the backend's own name), which
+    techniques it cannot express (``unsupported_techniques``: type tag -> reason) and how it
+    lowers the ones it can (:meth:`lower`).
+    """
 
     name: str = ""
     suffix: str = ""
@@ -47,6 +80,15 @@ class Backend(ABC):
     dists: tuple[str, ...] = ("torch",)
     # option key -> allowed values
     options_allowed: dict[str, tuple] = {}
+    runtime_modules: tuple[tuple[str, str], ...] = ()
+    runner_loader: str = ""
+    traits: CostTraits
+    whole_model_quantization: bool = False
+    host_flavour: str = "eager"
+    host_quantizer: str = "torchao"  # the library behind host_flavour, for the plan's accuracy basis
+    unsupported_techniques: dict[str, str] = {}
+    # `edge profiles calibrate` probes this backend skips when another backend is calibrated too
+    calibration_skipped_probes: tuple[str, ...] = ()
 
     @abstractmethod
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
@@ -63,6 +105,22 @@ class Backend(ABC):
         from ..compress.capabilities import unsupported_in_recipe
 
         return unsupported_in_recipe(plan, self.name)
+
+    def unsupported_reason(self, config: Any) -> str | None:
+        """Why this backend cannot express one technique config, or None when it can."""
+        reason = self.unsupported_techniques.get(config.type_tag)
+        if reason:
+            return reason
+        if self.whole_model_quantization and getattr(config, "groups", ()):
+            return (f"{self.name} quantizes every layer during conversion; per-group choices "
+                    f"({','.join(config.groups)}) cannot be expressed")
+        return None
+
+    def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
+        """Apply a quantization technique the way this runtime executes it (default: torchao eager)."""
+        from .lowering import lower_eager
+
+        return lower_eager(model, config, ctx)
 
     def load_generator(self, artifact: Artifact, threads: int | None = None) -> Any:
         """A language-model artifact's generator (prefill/decode/reset), the same class the runner uses."""

@@ -16,7 +16,7 @@ import torch
 
 from ..artifact import Artifact
 from ..errors import ExportError, UnsupportedError
-from .base import Backend, Run, first_line, generation_manifest
+from .base import Backend, CostTraits, Run, first_line, generation_manifest
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ class ExecuTorchBackend(Backend):
     suffix = ".pte"
     dists = ("torch", "executorch", "torchao")
     options_allowed: dict[str, tuple] = {"executorch_quant_fusion": (False, True)}
+    runtime_modules = (("executorch", "executorch"),)
+    runner_loader = "executorch"
+    # the loaded program plus XNNPACK's packed copy of the weights stay resident
+    traits = CostTraits(container_overhead_bytes=64 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
+                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
+    # lower(): torchao source transforms and PT2E's XNNPACKQuantizer (the base class's eager lowering)
 
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)

@@ -36,7 +36,7 @@ import torch
 
 from ..artifact import Artifact
 from ..errors import ExportError, UnsupportedError
-from .base import (CHANNELS_LAST, PLAIN, Backend, Run, default_layout, first_line, generation_manifest, layout_perm,
+from .base import (CHANNELS_LAST, PLAIN, Backend, CostTraits, Run, default_layout, first_line, generation_manifest, layout_perm,
                    step_spec)
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,44 @@ _DEAD_PROXY = "http://127.0.0.1:9"  # a closed port: any download attempt fails 
 _WORKER = "import json, sys, onnx2tf; onnx2tf.convert(**json.load(open(sys.argv[1])))"
 
 
+# technique type tag -> onnx2tf variant; onnx2tf quantizes during conversion, the eager model stays fp32
+_QUANT_VARIANT = {"int8_dynamic": "dynamic_range", "int8_static": "integer", "fp16": "float16"}
+
+
 class TFLiteBackend(Backend):
     name = "tflite"
     suffix = ".tflite"
     dists = ("torch", "onnx", "onnxscript", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert")
     options_allowed: dict[str, tuple] = {"tflite_quantization": tuple(VARIANTS)}
+    runtime_modules = (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime"),
+                       ("tensorflow", "tensorflow"))
+    runner_loader = "tflite"
+    traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=30.0,
+                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
+    whole_model_quantization = True
+    # beside another backend, calibration skips these: a device property, or small here (XNNPACK runs
+    # the whole graph as one delegate node), and each onnx2tf conversion costs ~15 s (minutes at 64 MiB)
+    calibration_skipped_probes = ("dispatch", "bandwidth", "matmul_fp32_small", "matmul_int8_small", "elementwise",
+                                  "elementwise_small", "conv", "conv_small")
+    unsupported_techniques = {
+        "int4_weight": "onnx2tf/TFLite conversion offers no int4 weight quantization",
+        "embedding_quant": ("onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "
+                            "also covers the embedding tables"),
+    }
+
+    def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
+        """onnx2tf quantizes at conversion: record the variant to keep, leave the eager model alone."""
+        value = _QUANT_VARIANT.get(config.type_tag)
+        if value is None:
+            return super().lower(model, config, ctx)
+        previous = ctx.options.get("tflite_quantization")
+        if previous not in (None, value):
+            raise UnsupportedError(
+                f"tflite quantizes the whole model once during conversion; the plan asks for both "
+                f"{previous!r} and {value!r}. Keep one quantization step for tflite."
+            )
+        ctx.options["tflite_quantization"] = value
+        return model
 
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)

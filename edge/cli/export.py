@@ -5,6 +5,7 @@ import argparse
 from typing import Any
 
 from ..errors import EdgeError
+from ..backends import BACKENDS
 from .common import MODEL_HELP, add_text_options, Output, command, render_table
 
 
@@ -58,7 +59,7 @@ def add_export(sub) -> None:
     p = command(sub, "export", _export, "convert a model to torchscript (.ptl), executorch (.pte) or tflite")
     p.add_argument("model", help=MODEL_HELP)
     add_text_options(p)
-    p.add_argument("--backend", required=True, choices=["torchscript", "executorch", "tflite", "all"],
+    p.add_argument("--backend", required=True, choices=[*BACKENDS, "all"],
                    help="target runtime; 'all' exports to each and reports failures as rows")
     p.add_argument("--plan", help="compression plan (YAML/JSON from `edge plan`) applied before export")
     p.add_argument("-o", "--output", required=True, help="output directory (one folder per artifact)")

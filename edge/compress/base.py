@@ -17,8 +17,9 @@ from typing import Any, ClassVar, Iterable
 
 from ..errors import ConfigError
 
-# Backends a technique can target; "eager" is the host's torchao/eager model (sensitivity analysis).
-BACKENDS = ("torchscript", "executorch", "tflite", "eager")
+# Besides the registered backends a technique can target the host's "eager" flavour: the
+# torchao-quantized eager model the planner measures (edge.backends.lowering).
+EAGER = "eager"
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ class CompressContext:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"expected backend in {list(BACKENDS)}, found {self.backend!r}")
+        from ..backends import BACKENDS
+
+        if self.backend != EAGER and self.backend not in BACKENDS:
+            raise ConfigError(f"expected backend in {[*BACKENDS, EAGER]}, found {self.backend!r}")
 
 
 def config_from_dict(data: dict) -> TechniqueConfig:

@@ -1,9 +1,11 @@
-"""Which backend can express which technique: the one table both backends and planner read.
+"""Which backend can express which technique: read from the backends themselves.
 
-``CAPABILITIES[type_tag][backend]`` is ``None`` when the backend expresses the technique,
-else the reason it cannot. :func:`unsupported_reason` adds the per-config conditions
-(tflite quantizes whole models only, the lite interpreter has no int4 embeddings).
-Backends implement ``unsupported(plan)`` as ``unsupported_in_recipe(plan, self.name)``.
+Each backend declares what it cannot express (``unsupported_techniques``) and the per-config
+conditions (``unsupported_reason``: whole-model quantization only, no int4 embeddings ...).
+:data:`CAPABILITIES` is the resulting table, ``CAPABILITIES[type_tag][backend]`` being None
+when the backend expresses the technique, else the reason it cannot; the host's ``eager``
+flavour expresses everything. Backends implement ``unsupported(plan)`` as
+``unsupported_in_recipe(plan, self.name)``.
 """
 from __future__ import annotations
 
@@ -11,46 +13,38 @@ from typing import Any, Iterable
 
 from .base import TechniqueConfig
 
-_NO_INT4_TS = "the TorchScript lite interpreter has no int4 kernels (torch.ao quantizes to int8 only)"
-_NO_INT4_TFL = "onnx2tf/TFLite conversion offers no int4 weight quantization"
-_PT2E_ONLY = ("eager-mode static quantization needs QuantStub/DeQuantStub and fused modules "
-              "in the model source; use executorch (PT2E) or tflite")
+EAGER = "eager"
 
-_DENSE = {"torchscript": None, "executorch": None, "tflite": None, "eager": None}
 
-CAPABILITIES: dict[str, dict[str, str | None]] = {
-    "int8_dynamic": dict(_DENSE),
-    "int8_static": {**_DENSE, "torchscript": _PT2E_ONLY},
-    "int4_weight": {**_DENSE, "torchscript": _NO_INT4_TS, "tflite": _NO_INT4_TFL},
-    "fp16": dict(_DENSE),
-    "embedding_quant": {**_DENSE, "tflite": (
-        "onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "
-        "also covers the embedding tables")},
-    "magnitude_prune": dict(_DENSE),
-    "head_prune": dict(_DENSE),
-    "ffn_prune": dict(_DENSE),
-    "channel_prune": dict(_DENSE),
-    "low_rank": dict(_DENSE),
-    "distill": dict(_DENSE),
-}
+def _table() -> dict[str, dict[str, str | None]]:
+    from ..backends import BACKENDS, get_backend
+    from . import TECHNIQUES
+
+    out = {}
+    for cls in TECHNIQUES:
+        row = {name: get_backend(name).unsupported_techniques.get(cls.type_tag) for name in BACKENDS}
+        out[cls.type_tag] = {**row, EAGER: None}
+    return out
+
+
+def __getattr__(name: str):  # CAPABILITIES is computed on first use (reading it imports the backends)
+    if name == "CAPABILITIES":
+        return _table()
+    raise AttributeError(name)
 
 
 def unsupported_reason(config: TechniqueConfig, backend: str) -> str | None:
     """Why ``backend`` cannot express ``config``, or None when it can."""
-    table = CAPABILITIES.get(config.type_tag)
-    if table is None:
+    from ..backends import BACKENDS, get_backend
+    from . import TECHNIQUES
+
+    if config.type_tag not in {cls.type_tag for cls in TECHNIQUES}:
         return f"unknown technique {config.type_tag!r}"
-    if backend not in table:
-        return f"unknown backend {backend!r}; expected one of {sorted(table)}"
-    reason = table[backend]
-    if reason:
-        return reason
-    if backend == "tflite" and getattr(config, "groups", ()):
-        return ("tflite quantizes every layer during conversion; per-group choices "
-                f"({','.join(config.groups)}) cannot be expressed")
-    if backend == "torchscript" and config.type_tag == "embedding_quant" and config.bits == 4:
-        return _NO_INT4_TS
-    return None
+    if backend == EAGER:
+        return None
+    if backend not in BACKENDS:
+        return f"unknown backend {backend!r}; expected one of {sorted([*BACKENDS, EAGER])}"
+    return get_backend(backend).unsupported_reason(config)
 
 
 def recipe_of(plan: Any) -> list[TechniqueConfig]:
@@ -70,12 +64,23 @@ def unsupported_in_recipe(plan: Any, backend: str) -> list[str]:
     """One line per step of ``plan`` that ``backend`` cannot express (empty list = all fine)."""
     out = []
     steps: Iterable[TechniqueConfig] = recipe_of(plan)
-    tflite_quant = [c for c in steps if c.type_tag in ("int8_dynamic", "int8_static", "fp16")]
     for config in steps:
         reason = unsupported_reason(config, backend)
         if reason:
             out.append(f"{config.label()} on {backend}: {reason}")
-    if backend == "tflite" and len(tflite_quant) > 1:
-        out.append("tflite: only one whole-model quantization per conversion, found "
-                   + ", ".join(c.label() for c in tflite_quant))
+    if backend != EAGER and _whole_model_only(backend):
+        whole = [c for c in steps if c.type_tag in WHOLE_MODEL_QUANTIZATION]
+        if len(whole) > 1:
+            out.append(f"{backend}: only one whole-model quantization per conversion, found "
+                       + ", ".join(c.label() for c in whole))
     return out
+
+
+# techniques a whole-model-quantization backend applies at conversion, one per artifact
+WHOLE_MODEL_QUANTIZATION = ("int8_dynamic", "int8_static", "fp16")
+
+
+def _whole_model_only(backend: str) -> bool:
+    from ..backends import BACKENDS, get_backend
+
+    return backend in BACKENDS and get_backend(backend).whole_model_quantization

@@ -7,8 +7,8 @@ quantizes activations).
 
 - size_bytes = sum over groups of params x bytes/param (+ quantization scales) + other
   params (norms, biases) in fp32 + a fixed container overhead per backend.
-- peak_memory_mb = weights x WEIGHT_RESIDENCY (XNNPACK repacks weights next to the loaded
-  program) + activation arena + the runner process's baseline RSS (RUNTIME_MEMORY_MB).
+- peak_memory_mb = weights x the backend's weight residency (XNNPACK repacks weights next to
+  the loaded program) + activation arena + the runner process's baseline RSS.
 - latency_ms = a fixed per-backend overhead
   + ops x per-op dispatch (every op of the traced graph, views included)
   + per op class (matmul at its dtype, conv, memory ops): calls x (a fixed cost per call,
@@ -21,7 +21,8 @@ quantizes activations).
   attention matmuls at fp32; memory ops (elementwise, norms, softmax, pooling) by the bytes
   they move / their throughput.
 
-Every constant below is an assumption documented here; when ``profile.calibration`` holds
+The per-backend constants are the backend's :class:`~edge.backends.base.CostTraits`; every
+other constant below is an assumption documented here; when ``profile.calibration`` holds
 measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}`` or
 ``{backend: {dtype: GOPS}}`` (achieved throughput, so efficiency 1.0); and as
 ``{backend: value}`` (as written by :mod:`edge.calibrate`): ``overhead_ms``,
@@ -49,21 +50,8 @@ PRECISIONS: dict[str, tuple[float, float, str]] = {
     "int4_g64": (0.5 + 4 / 64, 0.0, "int8"),
     "int4_g128": (0.5 + 4 / 128, 0.0, "int8"),
 }
-# The lite interpreter keeps double scales and int64 zero points per channel, and its .ptl
-# of a quantize_dynamic model measured ~2 bytes per int8 weight (tiny-lm: 0.93 MB vs 0.47 ideal).
-TORCHSCRIPT_INT8_ROW_BYTES = 16.0
-TORCHSCRIPT_INT8_BYTES = 2.0
-
-CONTAINER_OVERHEAD_BYTES = {"executorch": 64 * 1024, "tflite": 32 * 1024, "torchscript": 32 * 1024}
-# Copies of the weights resident while running (loaded program + XNNPACK packed weights).
-WEIGHT_RESIDENCY = {"executorch": 2.0, "tflite": 2.0, "torchscript": 1.0}
-# Baseline RSS of the Python runner with the runtime imported, before any model is loaded.
-RUNTIME_MEMORY_MB = {"executorch": 40.0, "tflite": 30.0, "torchscript": 120.0}
-# Fraction of the profile's peak throughput a backend's matmul kernels achieve.
-EFFICIENCY = {"executorch": 0.35, "tflite": 0.35, "torchscript": 0.2}
-OVERHEAD_MS = {"executorch": 0.2, "tflite": 0.2, "torchscript": 1.0}
-# Dispatch cost of one ATen op (the lite interpreter dispatches each; XNNPACK runs a fused graph).
-PER_OP_OVERHEAD_MS = {"executorch": 0.001, "tflite": 0.001, "torchscript": 0.005}
+# Per-backend assumptions (container overhead, weight residency, runtime RSS, kernel efficiency,
+# fixed and per-op overheads, int8 storage) are the backend's own: ``get_backend(b).traits``.
 # Share of the last-level cache weights can keep (activations, the runtime, neighbours use the rest).
 CACHE_SHARE = 0.5
 # Depthwise/pointwise convs on small maps reach a fraction of the matmul throughput.
@@ -148,7 +136,8 @@ def device_rates(profile: Any, backend: str) -> DeviceRates:
         notes.append(f"int8 peak unknown; assumed {factor:g}x fp32")
     has_fp16 = "fp16" in isa
     fp16 = _peak(profile, "fp16_gflops") or (2.0 * fp32 if has_fp16 else fp32)
-    eff = EFFICIENCY[backend]
+    traits = _traits(backend)
+    eff = traits.efficiency
     gops = {"fp32": fp32 * eff, "fp16": fp16 * eff, "int8": int8 * eff}
     measured = cal.get("matmul_gops") or {}
     measured = measured.get(backend, measured) if isinstance(measured.get(backend), dict) else measured
@@ -160,8 +149,8 @@ def device_rates(profile: Any, backend: str) -> DeviceRates:
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH_GBS
         notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
-    overhead = (cal.get("overhead_ms") or {}).get(backend, OVERHEAD_MS[backend])
-    rss = (cal.get("runtime_memory_mb") or {}).get(backend, RUNTIME_MEMORY_MB[backend])
+    overhead = (cal.get("overhead_ms") or {}).get(backend, traits.overhead_ms)
+    rss = (cal.get("runtime_memory_mb") or {}).get(backend, traits.runtime_memory_mb)
     per_op = _backend_value(cal, ("per_op_overhead_ms", "per_module_overhead_ms"), backend)
     matmul_fixed = (cal.get("matmul_fixed_ms") or {}).get(backend) or {}
     fixed = {f"matmul_{k}": float(v) for k, v in matmul_fixed.items()}
@@ -171,7 +160,7 @@ def device_rates(profile: Any, backend: str) -> DeviceRates:
             fixed[kind] = value
     fixed_from = {k.split("_")[0]: float(v) for k, v in (cal.get("fixed_cost_from") or {}).items()}
     return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss),
-                       PER_OP_OVERHEAD_MS[backend] if per_op is None else per_op, fixed, fixed_from,
+                       traits.per_op_overhead_ms if per_op is None else per_op, fixed, fixed_from,
                        _backend_value(cal, ("conv_gops",), backend),
                        _backend_value(cal, ("memory_gbs",), backend),
                        float(cal["cache_mb"]) if cal.get("cache_mb") else None, tuple(notes))
@@ -186,12 +175,19 @@ def _backend_value(cal: dict, keys: tuple[str, ...], backend: str) -> float | No
     return None
 
 
+def _traits(backend: str):
+    from ..backends import get_backend
+
+    return get_backend(backend).traits
+
+
 def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> dict[str, float]:
+    traits = _traits(backend)
     out = {}
     for name, g in stats.groups.items():
         per_param, per_row, _ = PRECISIONS[assignment.get(name, "fp32")]
-        if backend == "torchscript" and per_row:
-            per_param, per_row = TORCHSCRIPT_INT8_BYTES, TORCHSCRIPT_INT8_ROW_BYTES
+        if per_row and traits.int8_weight_bytes is not None:  # the format stores int8 less compactly
+            per_param, per_row = traits.int8_weight_bytes, traits.int8_row_bytes or per_row
         out[name] = g.weight_params * per_param + g.rows * per_row
     return out
 
@@ -199,7 +195,7 @@ def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -
 def predict_size_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> int:
     """Artifact file size: weights at their precision + fp32 remainder + container overhead."""
     weights = sum(_weight_bytes(stats, assignment, backend).values())
-    return int(weights + stats.other_params * 4 + CONTAINER_OVERHEAD_BYTES[backend])
+    return int(weights + stats.other_params * 4 + _traits(backend).container_overhead_bytes)
 
 
 def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: DeviceRates) -> float:
@@ -246,7 +242,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
         else:  # cache-resident: read at the in-cache rate where calibrated
             latency_s += max(flops_s, read / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9))
     latency_ms += latency_s * 1e3
-    memory_mb = ((sum(resident.values()) + stats.other_params * 4) * WEIGHT_RESIDENCY[backend]
+    memory_mb = ((sum(resident.values()) + stats.other_params * 4) * _traits(backend).weight_residency
                  + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
     return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,
                       notes=list(rates.notes))

@@ -14,6 +14,7 @@ from typing import Any
 from ..compress import (ChannelPruneConfig, DistillConfig, EmbeddingQuantConfig, FfnPruneConfig,
                         Fp16Config, HeadPruneConfig, Int4WeightConfig, Int8DynamicConfig,
                         Int8StaticConfig, LowRankConfig, TechniqueConfig, unsupported_reason)
+from ..backends import get_backend
 from ..errors import ConfigError, UnsupportedError
 from .sensitivity import compress_and_score, measure
 from .stats import ModelStats, count_stats
@@ -107,7 +108,7 @@ def whole_model_options(spec: Any, stats: ModelStats, backend: str, min_accuracy
     """Options that set one precision for every group at once (fp16, tflite int8, int8 static)."""
     candidates: list[tuple[str, list[TechniqueConfig], list[TechniqueConfig]]] = [
         ("fp16", [Fp16Config()], [Fp16Config()])]
-    if backend == "tflite":
+    if get_backend(backend).whole_model_quantization:  # int8 at conversion covers embeddings too
         emulation = [Int8DynamicConfig()] + ([EmbeddingQuantConfig(bits=8)] if "embedding" in stats.groups else [])
         candidates.append(("int8", [Int8DynamicConfig()], emulation))
     if "conv" in stats.groups:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends import BACKENDS, get_backend
 from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig)
 from ..errors import NoFeasiblePlanError
 from .cost import MB, Prediction, predict
@@ -22,7 +23,6 @@ from .verdict import explain_infeasible, pareto_front, summarize_rejections, vio
 
 log = logging.getLogger(__name__)
 
-KNOWN_BACKENDS = ("executorch", "tflite", "torchscript")
 MAX_VERIFICATIONS = 6
 
 
@@ -74,7 +74,7 @@ def merge_recipe(options: dict[str, Option]) -> list[TechniqueConfig]:
 
 def _usable_backends(profile: Any, requested: list[str] | None, reasons: list[str]) -> list[str]:
     out = []
-    for backend in KNOWN_BACKENDS:
+    for backend in BACKENDS:
         if requested is not None and backend not in requested:
             reasons.append(f"{backend} rejected: not in the requested backends ({', '.join(requested)})")
         elif backend not in profile.runtimes:
@@ -92,11 +92,12 @@ def _usable_backends(profile: Any, requested: list[str] | None, reasons: list[st
 def _candidates(spec, profile, backend, structs, constraints, reasons, samples) -> list[Candidate]:
     base = structs[0].stats
     out = []
-    per_group = {} if backend == "tflite" else group_options(
+    whole_only = get_backend(backend).whole_model_quantization
+    per_group = {} if whole_only else group_options(
         spec, base, backend, constraints.min_accuracy, reasons, samples)
-    if backend == "tflite":
-        reasons.append("tflite: per-group precisions not expressible (onnx2tf quantizes the whole "
-                       "model); whole-model options only")
+    if whole_only:
+        reasons.append(f"{backend}: per-group precisions not expressible (it quantizes the whole "
+                       "model during conversion); whole-model options only")
     whole = whole_model_options(spec, base, backend, constraints.min_accuracy, reasons, samples)
     for struct in structs:
         prefix = [struct.config] if struct.config is not None else []
@@ -172,7 +173,12 @@ def make_plan(spec: Any, profile: Any, constraints: Constraints | None = None,
         backend=chosen.backend, recipe=chosen.recipe, predicted=chosen.prediction.to_dict(),
         groups=chosen.groups, structure=chosen.structure.label if chosen.structure.config else None,
         accuracy_basis=f"{spec.metric} vs fp32 on {samples} calibration inputs, host "
-                       f"{'torch.ao' if chosen.backend == 'torchscript' else 'torchao'} eager model",
+                       f"{_flavour_label(chosen.backend)} eager model",
         pareto=[c.summary() for c in pareto_front(feasible)],
         reasons=reasons, notes=sorted(set(chosen.prediction.notes)),
     )
+
+
+def _flavour_label(backend: str) -> str:
+    """The quantization library whose host model the plan's accuracy was measured on."""
+    return get_backend(backend).host_quantizer

@@ -27,8 +27,12 @@ _REFERENCES: dict[tuple, list] = {}
 
 
 def flavour_of(backend: str) -> str:
-    """The host flavour whose eager model stands in for ``backend``'s numerics."""
-    return "torchscript" if backend == "torchscript" else "eager"
+    """The host flavour whose eager model stands in for ``backend``'s numerics (the backend says)."""
+    if backend == "eager":
+        return backend
+    from ..backends import get_backend
+
+    return get_backend(backend).host_flavour
 
 
 def _inputs(spec: Any, samples: int) -> list[tuple]:
