@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .artifact import Artifact
-from .backends import get_backend
+from .backends import BACKENDS, get_backend
 from .backends.base import eager_outputs, from_artifact_outputs, to_artifact_inputs
 from .errors import ConfigError, ValidationError
 from .evaluate import details
@@ -57,26 +57,25 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-# Techniques that change what the model computes (not just its number format).
-STRUCTURAL_TAGS = frozenset({"distill", "low_rank", "magnitude_prune", "head_prune", "ffn_prune",
-                             "channel_prune"})
-
-
 def precision_of(manifest: dict) -> str:
     """The precision an artifact computes in: from its compression recipe and backend options."""
     compression = manifest.get("compression") or {}
     if compression.get("precision") in TOLERANCES:
         return compression["precision"]
     tags = {step.get("type"): step for step in compression.get("recipe", []) if isinstance(step, dict)}
-    quant = (compression.get("options") or {}).get("tflite_quantization")
-    if STRUCTURAL_TAGS & tags.keys():  # the function itself changed: only loose bounds apply
+    from .compress import structural_tags
+
+    # what the backend's own export options imply (e.g. a quantized variant picked at conversion)
+    owners = [manifest["backend"]] if manifest.get("backend") in BACKENDS else list(BACKENDS)
+    implied = [get_backend(b).option_precision(compression.get("options") or {}) for b in owners]
+    quant = next((p for p in implied if p), None)
+    if structural_tags() & tags.keys():  # the function itself changed: only loose bounds apply
         return "lossy"
     if "int4_weight" in tags or tags.get("embedding_quant", {}).get("bits") == 4:
         return "int4"
-    if {"int8_dynamic", "int8_static", "embedding_quant"} & tags.keys() or quant in (
-            "dynamic_range", "integer", "full_integer"):
+    if {"int8_dynamic", "int8_static", "embedding_quant"} & tags.keys() or quant == "int8":
         return "int8"
-    if "fp16" in tags or quant == "float16":
+    if "fp16" in tags or quant == "fp16":
         return "fp16"
     return "lossy" if tags else "fp32"
 

@@ -116,6 +116,10 @@ class Backend(ABC):
                     f"({','.join(config.groups)}) cannot be expressed")
         return None
 
+    def option_precision(self, options: dict) -> str | None:
+        """The precision (``fp16``, ``int8``) this backend's export options imply, if any."""
+        return None
+
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
         """Apply a quantization technique the way this runtime executes it (default: torchao eager)."""
         from .lowering import lower_eager

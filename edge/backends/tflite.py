@@ -75,6 +75,10 @@ class TFLiteBackend(Backend):
                             "also covers the embedding tables"),
     }
 
+    def option_precision(self, options: dict) -> str | None:
+        quant = options.get("tflite_quantization")
+        return None if quant is None else "fp16" if quant == "float16" else "int8"
+
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
         """onnx2tf quantizes at conversion: record the variant to keep, leave the eager model alone."""
         value = _QUANT_VARIANT.get(config.type_tag)

@@ -43,6 +43,11 @@ TECHNIQUES: dict[type, str] = {
 }
 
 
+def structural_tags() -> frozenset[str]:
+    """Type tags of the techniques that change what the model computes (``structural`` configs)."""
+    return frozenset(cls.type_tag for cls in TECHNIQUES if cls.structural)
+
+
 def apply(model: nn.Module, config: TechniqueConfig, ctx: CompressContext) -> nn.Module:
     """Apply one technique for ``ctx.backend``; raises UnsupportedError where it cannot be expressed."""
     reason = unsupported_reason(config, ctx.backend)
@@ -67,7 +72,7 @@ def apply_plan(model: nn.Module, plan: Any, backend_name: str, spec: Any = None)
 
 
 __all__ = [
-    "TECHNIQUES", "TechniqueConfig", "CompressContext", "apply", "apply_plan", "config_from_dict",
+    "TECHNIQUES", "TechniqueConfig", "structural_tags", "CompressContext", "apply", "apply_plan", "config_from_dict",
     "unsupported_in_recipe", "unsupported_reason", "recipe_of",
     "Int8DynamicConfig", "Int8StaticConfig", "Int4WeightConfig", "Fp16Config", "EmbeddingQuantConfig",
     "MagnitudePruneConfig", "HeadPruneConfig", "FfnPruneConfig", "ChannelPruneConfig",

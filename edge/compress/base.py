@@ -27,6 +27,9 @@ class TechniqueConfig:
     """Base of every technique config. Subclasses set ``type_tag`` and add fields."""
 
     type_tag: ClassVar[str] = ""
+    # True when the technique changes what the model computes (pruning, factorization,
+    # distillation), not just the number format its weights are stored in
+    structural: ClassVar[bool] = False
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"type": self.type_tag}

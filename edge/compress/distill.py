@@ -28,6 +28,7 @@ class DistillConfig(TechniqueConfig):
     """Train a ``keep_layers``-deep student from the teacher on calibration data."""
 
     type_tag = "distill"
+    structural = True
     keep_layers: int = 2
     steps: int = 100
     time_budget_s: float = 30.0

@@ -24,6 +24,7 @@ class LowRankConfig(TechniqueConfig):
     """SVD factorization of Linear layers; exactly one of ``energy`` / ``rank_ratio`` is set."""
 
     type_tag = "low_rank"
+    structural = True
     energy: float | None = 0.9
     rank_ratio: float | None = None
     groups: tuple[str, ...] = ()

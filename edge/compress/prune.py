@@ -21,6 +21,7 @@ class MagnitudePruneConfig(TechniqueConfig):
     """Zero the fraction ``sparsity`` of smallest |w| in every selected layer's weight."""
 
     type_tag = "magnitude_prune"
+    structural = True
     sparsity: float = 0.5
     groups: tuple[str, ...] = ()
 

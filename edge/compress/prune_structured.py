@@ -24,6 +24,7 @@ from .base import CompressContext, TechniqueConfig
 
 @dataclass(frozen=True)
 class _FractionConfig(TechniqueConfig):
+    structural = True  # weights are removed, not re-encoded
     fraction: float = 0.25
 
     def __post_init__(self) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..backends import get_backend
 from ..compress import CompressContext, TechniqueConfig, apply
 from .cost import Prediction, predict
 from .stats import ModelStats, count_stats
 
 _LINEAR = ("attention", "ffn", "head", "linear")
-_STRUCTURAL = ("magnitude_prune", "head_prune", "ffn_prune", "channel_prune", "low_rank", "distill")
 
 
 def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend: str) -> dict[str, str]:
@@ -20,8 +20,8 @@ def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend:
         tag, groups = c.type_tag, tuple(getattr(c, "groups", ()))
         if tag == "fp16" or (tag == "int8_static"):
             out.update({g: tag for g in present})
-        elif tag == "int8_dynamic" and backend == "tflite":
-            out.update({g: "int8" for g in present})  # dynamic range: every weight tensor
+        elif tag == "int8_dynamic" and get_backend(backend).whole_model_quantization:
+            out.update({g: "int8" for g in present})  # dynamic range at conversion: every weight tensor
         elif tag in ("int8_dynamic", "int4_weight"):
             precision = "int8" if tag == "int8_dynamic" else f"int4_g{c.group_size}"
             out.update({g: precision for g in present if g in (groups or _LINEAR)})
@@ -36,7 +36,7 @@ def predict_recipe(spec: Any, recipe: Sequence[TechniqueConfig], backend: str, p
     Structural steps are applied to a fresh copy first (their effect on the counts is real);
     accuracy is left None (see :mod:`edge.planner.sensitivity`).
     """
-    structural = [c for c in recipe if c.type_tag in _STRUCTURAL]
+    structural = [c for c in recipe if c.structural]
     model = spec.fresh_model()
     ctx = CompressContext("eager", spec)
     for config in structural:
