@@ -2,7 +2,7 @@
 
 For ``--model`` (default smollm2-135m), exports (cached by content) and validates each
 artifact on the host, then measures generation with the on-device runner on the ``local``
-target (``edge.bench``): prompt ``--prompt`` tokens of the shipped evaluation text, greedy
+target (``edge.benchmark``): prompt ``--prompt`` tokens of the shipped evaluation text, greedy
 decoding of ``--new`` tokens, one thread. The artifacts are measured round-robin
 ``--rounds`` times, so drift on a shared host hits all of them alike; the median and range
 per artifact are printed. Hugging Face eager fp32 (``LlamaForCausalLM.generate`` with its own
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from edge.bench import bench  # noqa: E402
+from edge.benchmark import bench  # noqa: E402
 from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402

@@ -14,7 +14,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from edge.bench import bench
+from edge.benchmark import bench
 from edge.calibrate import calibrate, save_calibrated_profile
 from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig
 from edge.exporter import export

@@ -2,7 +2,7 @@
 
 Calibrates the `local` target (or reads a calibrated profile given with --profile), then for
 each zoo model x backend x plan (fp32, int8 dynamic) compares the cost model's predicted
-latency (edge.planner.cost.predict with that profile) with the p50 measured by edge.bench on
+latency (edge.planner.cost.predict with that profile) with the p50 measured by edge.benchmark on
 this machine. Prints one row per case with the absolute percentage error (APE) of the
 prediction against the measured p50 and against the measured minimum, and the median APE
 (MdAPE) over all cases, with the calibrated and with the uncalibrated (shipped) profile.
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.bench import bench  # noqa: E402
+from edge.benchmark import bench  # noqa: E402
 from edge.calibrate import calibrate, save_calibrated_profile  # noqa: E402
 from edge.compress import Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402

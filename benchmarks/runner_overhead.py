@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.bench import RUNNER_PATH  # noqa: E402
+from edge.benchmark import RUNNER_PATH  # noqa: E402
 from edge.exporter import export  # noqa: E402
 
 

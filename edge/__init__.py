@@ -10,30 +10,39 @@ The Python API mirrors the command line; everything loads on first use, so
     result = edge.bench(artifact.path, "local", iterations=50)
     run = edge.compare("tiny-cnn", "raspberry-pi-4-4gb", "local", out_dir="out")
 
-``edge.compare`` and ``edge.bench`` are also the modules of the same name; calling the
-module calls its function.
+``edge.compare`` and ``edge.bench`` import their implementation on the first call;
+their other attributes are read from the implementation module (``edge.compare.CompareResult``).
 """
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
 
-class _VerbModule(types.ModuleType):
-    """A module that is also its main function: ``edge.compare(...)`` is ``edge.compare.compare(...)``."""
+class _LazyFunction:
+    """An API function whose implementation module is imported on the first call.
+
+    Calling it calls ``<module>.<function>``; any other attribute is read from that module,
+    as when ``edge.compare`` and ``edge.bench`` were the modules themselves. The module must
+    not be named like the attribute holding this object: importing ``edge.<name>`` would
+    rebind ``edge.<name>`` to the module.
+    """
+
+    def __init__(self, module: str, function: str, doc: str) -> None:
+        self._module, self._function = module, function
+        self.__name__, self.__doc__ = function, doc
 
     def __call__(self, *args, **kwargs):
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+        return getattr(importlib.import_module(self._module), self._function)(*args, **kwargs)
 
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):  # introspection (copy, pickle, inspect) must not import a toolchain
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._module), attr)
 
-def verb_module(module_name: str) -> None:
-    """Make ``edge.<verb>`` (a module named after its main function) callable as that function."""
-    module = sys.modules[module_name]
-    if not isinstance(module, _VerbModule):
-        module.__class__ = _VerbModule
+    def __repr__(self) -> str:
+        return f"<edge API function {self._module}.{self._function}>"
 
 
 def plan(model, profile, min_accuracy: float | None = None, max_latency_ms: float | None = None,
@@ -53,26 +62,24 @@ def plan(model, profile, min_accuracy: float | None = None, max_latency_ms: floa
     return make_plan(spec, prof, constraints, backends=backends)
 
 
-# attribute -> (module, function); imported on first access
-_LAZY = {
-    "export": ("edge.exporter", "export"),
-    "bench": ("edge.bench", None),
-    "compare": ("edge.compare", None),
-}
+compare = _LazyFunction(
+    "edge.comparison", "compare",
+    "Plan, export, validate and bench ``model`` on ``target`` for every backend, then report and store the "
+    "run; see :func:`edge.comparison.compare`.")
+bench = _LazyFunction(
+    "edge.benchmark", "bench",
+    "Deploy an artifact to ``target`` and time it there with the on-device runner; see "
+    ":func:`edge.benchmark.bench`.")
 
 
 def __getattr__(name: str):
-    if name not in _LAZY:
+    # edge.export is edge.exporter.export itself, imported on first access
+    if name != "export":
         raise AttributeError(f"module 'edge' has no attribute '{name}'")
-    module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
-    if attr is None:
-        verb_module(module_name)
-        value = module
-    else:
-        value = getattr(module, attr)
-    globals()[name] = value
-    return value
+    from .exporter import export
+
+    globals()["export"] = export
+    return export
 
 
 __all__ = ["__version__", "plan", "export", "bench", "compare"]

@@ -1,7 +1,7 @@
 """Calibrate a device profile by measuring the device.
 
 For each backend the device runs, the *probe* models of :mod:`edge.calibrate_probes` are
-exported with :mod:`edge.exporter` and timed on the target with :func:`edge.bench.bench`.
+exported with :mod:`edge.exporter` and timed on the target with :func:`edge.benchmark.bench`.
 
 Fixed costs are subtracted first, so the cost model (:mod:`edge.planner.cost`) reproduces
 each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``; a matmul layer (conv, elementwise
@@ -60,7 +60,7 @@ class ProbeResult:
 
     backend: str
     probe: Probe
-    bench: Any  # edge.bench.BenchResult
+    bench: Any  # edge.benchmark.BenchResult
 
     @property
     def p50_ms(self) -> float:
@@ -111,7 +111,7 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     left out and named in ``Calibration.failures``; when every backend fails, the first
     failure is raised. ``cache_dir`` is the exporter's artifact cache (default its own).
     """
-    from .bench import bench
+    from .benchmark import bench
     from .profiles import load_profile
     from .targets import Target, get_target
 

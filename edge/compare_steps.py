@@ -1,6 +1,6 @@
 """The steps ``edge compare`` chains, as calls into the planner, exporter and bench.
 
-Each step returns plain JSON-able data, so :mod:`edge.compare` can record it in its
+Each step returns plain JSON-able data, so :mod:`edge.comparison` can record it in its
 resumable state; :class:`Candidate` turns that data into a results row.
 """
 from __future__ import annotations
@@ -149,7 +149,7 @@ class Steps:
 
     def bench(self, artifact_path: str, settings: dict) -> dict:
         """Deploy to the target and measure; returns the bench result as a dict."""
-        from .bench import bench
+        from .benchmark import bench
 
         result = bench(artifact_path, settings["target"], warmup=settings["warmup"],
                        iterations=settings["iterations"], threads=settings["threads"],
@@ -168,16 +168,11 @@ class Steps:
         return sha256_file(path) == cached.get("sha256")
 
 
-def plan_tag(structure: str | None, groups: dict) -> str:
-    """The planner's short plan name, e.g. ``channelprune25%-conv:fp16-head:int8``."""
-    parts = [structure.replace(" ", "") if structure and structure != "none" else ""]
-    parts += [f"{g}:{p}" for g, p in sorted(groups.items()) if p != "fp32"]
-    return "-".join(p for p in parts if p) or "fp32"
-
-
 def _candidate_from_pareto(entry: dict, chosen: dict) -> Candidate | None:
     """A Pareto alternative as a plan of its own, when it carries its recipe's configs."""
-    configs = entry.get("recipe_configs", entry.get("recipe")) or []
+    from .planner.plan import plan_tag
+
+    configs = entry.get("recipe_configs") or []
     if not all(isinstance(c, dict) for c in configs):
         log.info("Pareto entry %s carries recipe labels, not configs; it cannot be exported", configs)
         return None

@@ -4,7 +4,7 @@ Each artifact goes to its own folder ``out_dir/<model>-<backend>[-<plan tag>]/``
 built in a hidden temporary folder beside it and renamed into place at the end, so a
 failed export never leaves a half-written artifact. Finished artifacts are stored in a
 content-addressed cache (``EDGE_CACHE_DIR`` or ``~/.cache/edge/artifacts``) keyed by the
-weights, plan, backend, options, tool versions and input shapes; a re-export with the
+weights, plan, backend, tool versions and input shapes; a re-export with the
 same key copies from the cache and converts nothing (``manifest["cache_hit"]`` is true).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def export(model_ref_or_spec: Any, backend: str, out_dir: str | Path, plan: Any 
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / artifact_dir_name(spec.name, backend, plan_dict)
-    key = cache_key(spec, plan_dict, backend, {}, be.tool_versions())
+    key = cache_key(spec, plan_dict, backend, be.tool_versions())
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if use_cache and (cache / key / "manifest.json").exists():
         log.info("%s/%s: cache hit %s", spec.name, backend, key[:12])
@@ -96,10 +96,8 @@ def _spec(model_ref_or_spec: Any):
 def _build(spec: Any, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key: str, validate: bool) -> Artifact:
     model, options = spec.model.eval(), {}
     if plan is not None:
-        try:
-            from .compress import apply_plan
-        except ImportError as exc:
-            raise ExportError(f"a plan was given but compression is unavailable here: {exc}") from exc
+        from .compress import apply_plan
+
         model, options = apply_plan(spec.fresh_model(), plan, be.name, spec)
     try:
         artifact = be.export(model, spec, tmp, options)
@@ -215,8 +213,11 @@ def artifact_dir_name(model: str, backend: str, plan_dict: dict | None) -> str:
     return f"{name}-{''.join(c if c.isalnum() or c in '._-' else '_' for c in str(tag))}"
 
 
-def cache_key(spec: Any, plan_dict: dict | None, backend: str, options: dict, tool_versions: dict) -> str:
-    """sha256 over weights, model code, plan JSON, backend, options, tool versions and input shapes."""
+def cache_key(spec: Any, plan_dict: dict | None, backend: str, tool_versions: dict) -> str:
+    """sha256 over weights, model code, plan JSON, backend, tool versions and input shapes.
+
+    Export options are not a separate input: the plan determines them (``apply_plan``).
+    """
     h = hashlib.sha256()
     for name, tensor in sorted(spec.model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -224,7 +225,7 @@ def cache_key(spec: Any, plan_dict: dict | None, backend: str, options: dict, to
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(_model_code(spec.model).encode())
     meta = {
-        "plan": plan_dict, "backend": backend, "options": options, "tools": tool_versions, "edge": __version__,
+        "plan": plan_dict, "backend": backend, "tools": tool_versions, "edge": __version__,
         "inputs": [[n, list(t.shape), str(t.dtype)] for n, t in zip(spec.input_names, spec.example_inputs)],
         "outputs": list(spec.output_names), "schema": MANIFEST_SCHEMA_VERSION,
         "generation": spec.generation.config.to_dict() if spec.generation is not None else None,

@@ -1,8 +1,9 @@
 """The results store: every compare run, kept in SQLite with its raw samples.
 
 A :class:`Run` is one ``edge compare`` invocation (model, profile, target, the
-arguments, the run context) with one :class:`RunRow` per backend and plan. The store
-lives at ``$EDGE_RESULTS_DB``, else ``$XDG_DATA_HOME/edge/results.db``, else
+arguments, the run context) with one :class:`RunRow` per backend and plan; both are
+defined in :mod:`edge.runs` and importable from here. The store lives at
+``$EDGE_RESULTS_DB``, else ``$XDG_DATA_HOME/edge/results.db``, else
 ``~/.local/share/edge/results.db``; ``--db`` overrides both.
 
 Schema changes go through :data:`MIGRATIONS` (one SQL script per version, applied in
@@ -16,11 +17,12 @@ import logging
 import os
 import secrets
 import sqlite3
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ResultsError
+from .run_diff import diff_runs
+from .runs import Run, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -79,78 +81,6 @@ def new_run_id(now: datetime | None = None) -> str:
     """Short, sortable, unique: ``20240131-142501-3fa9``."""
     now = now or datetime.now(timezone.utc)
     return now.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-@dataclass
-class RunRow:
-    """One backend + plan of a run: what was predicted, what was measured, or the error."""
-
-    backend: str
-    plan_name: str = "fp32"
-    plan: dict | None = None
-    size_bytes: int | None = None
-    latency_ms: dict | None = None      # p50, p90, p99, mean, std, min, max
-    latencies_ms: list = field(default_factory=list)  # raw samples, ms
-    accuracy: float | None = None
-    metric: str | None = None
-    peak_rss_mb: float | None = None
-    load_ms: float | None = None
-    first_inference_ms: float | None = None
-    predicted: dict = field(default_factory=dict)  # size_bytes, peak_memory_mb, latency_ms, accuracy
-    delegation: dict | None = None
-    error: str | None = None
-    error_type: str | None = None
-    exit_code: int | None = None
-    runtime: str | None = None
-    runtime_version: str | None = None
-    threads: int | None = None
-    artifact_sha256: str | None = None
-    artifact_path: str | None = None
-    validation: dict | None = None
-    context: dict = field(default_factory=dict)  # the bench run context on the device
-    reasons: list = field(default_factory=list)  # the planner's reasons for this plan
-    generation: dict | None = None  # language models: ttft_ms, prefill/decode tok/s, tokens, kv bytes
-    baseline_rss_mb: float | None = None  # runtime imported, model not yet loaded
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunRow":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class Run:
-    """One compare invocation and its rows."""
-
-    model: str
-    profile: str | None = None
-    target: str | None = None
-    args: dict = field(default_factory=dict)
-    status: str = "ok"
-    context: dict = field(default_factory=dict)
-    rows: list[RunRow] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-    run_id: str = ""
-    created_at: str = ""
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["rows"] = [r.to_dict() for r in self.rows]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Run":
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known}
-        kw["rows"] = [r if isinstance(r, RunRow) else RunRow.from_dict(r) for r in data.get("rows", [])]
-        return cls(**kw)
 
 
 _ROW_COLUMNS = ("backend", "plan_name", "plan", "size_bytes", "latency_ms", "latencies_ms",
@@ -339,6 +269,4 @@ def compare_runs(a: Run, b: Run) -> dict:
 
     See :mod:`edge.run_diff` for the flags raised.
     """
-    from .run_diff import diff_runs
-
     return diff_runs(a, b)

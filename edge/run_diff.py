@@ -12,10 +12,7 @@ condition that differs between the runs or makes one of them suspect on its own:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .results import Run, RunRow
+from .runs import Run, RunRow
 
 TEMP_RISE_C = 10.0
 TEMP_HOT_C = 70.0
@@ -62,7 +59,7 @@ def context_flags(ctx_a: dict, ctx_b: dict, label: str = "") -> list[str]:
     return flags
 
 
-def _row_flags(ra: "RunRow", rb: "RunRow", label: str) -> list[str]:
+def _row_flags(ra: RunRow, rb: RunRow, label: str) -> list[str]:
     flags = context_flags(ra.context or {}, rb.context or {}, label)
     for key in ("threads", "runtime", "runtime_version", "artifact_sha256"):
         va, vb = getattr(ra, key), getattr(rb, key)
@@ -75,7 +72,7 @@ def _row_flags(ra: "RunRow", rb: "RunRow", label: str) -> list[str]:
     return flags
 
 
-def _measures(row: "RunRow") -> dict:
+def _measures(row: RunRow) -> dict:
     lat = row.latency_ms or {}
     gen = row.generation if isinstance(row.generation, dict) else {}
     return {"p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "size_bytes": row.size_bytes,
@@ -102,7 +99,7 @@ def _deltas(ma: dict, mb: dict) -> dict:
     return out
 
 
-def diff_runs(a: "Run", b: "Run") -> dict:
+def diff_runs(a: Run, b: Run) -> dict:
     """``b`` against ``a``: {a, b, rows: [...], flags: [...], comparable}."""
     flags = []
     for key in ("model", "target", "profile"):

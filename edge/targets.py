@@ -23,15 +23,16 @@ always defined unless a file redefines it. Schema::
         # adb only: serial, benchmark_model, executor_runner (host paths of the runtimes'
         # benchmark binaries, pushed once)
 
-SSH targets also honour ``~/.ssh/config`` (``Host`` aliases, ``HostName``, ``User``,
-``Port``, ``IdentityFile``) through :func:`resolve_ssh`.
+Fields are type-checked here; what a transport needs (a host, a serial) and its defaults
+(``workdir``, ``python``) are the transport's own (``validate_fields`` in
+:mod:`edge.transports`), read through the registry. SSH targets also honour
+``~/.ssh/config`` (``Host`` aliases, ``HostName``, ``User``, ``Port``, ``IdentityFile``)
+through :func:`resolve_ssh`.
 """
 from __future__ import annotations
 
 import getpass
 import logging
-import sys
-import tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,15 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .transports import TRANSPORTS, transport_class
 
 log = logging.getLogger(__name__)
 
 LOCAL_PROFILE = "local-x86_64"
-TRANSPORT_NAMES = ("local", "ssh", "adb")
 REPO_TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 USER_TARGETS_FILE = Path("~/.config/edge/targets.yaml")
 SSH_CONFIG_FILE = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-DEFAULT_WORKDIRS = {"ssh": "edge", "adb": "/data/local/tmp/edge"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Target:
 
 # field -> (allowed python types, human description)
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "transport": ((str,), "one of " + ", ".join(TRANSPORT_NAMES)),
+    "transport": ((str,), "one of " + ", ".join(TRANSPORTS)),
     "host": ((str,), "a host name, address or ~/.ssh/config alias"),
     "port": ((int,), "an integer 1-65535"),
     "user": ((str,), "a user name"),
@@ -94,13 +94,9 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 
 def local_target() -> Target:
     """The built-in target for this machine."""
-    workdir = Path("~/.cache/edge/local").expanduser()
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        workdir = Path(tempfile.gettempdir()) / f"edge-local-{getpass.getuser()}"
-    return Target(name="local", transport="local", profile=LOCAL_PROFILE, workdir=str(workdir),
-                  python=sys.executable)
+    values = transport_class("local").validate_fields(
+        "local", {"transport": "local", "profile": LOCAL_PROFILE})
+    return Target(name="local", **values)
 
 
 def _fail(source: str, name: str, field: str, value: Any, allowed: str) -> ConfigError:
@@ -109,7 +105,7 @@ def _fail(source: str, name: str, field: str, value: Any, allowed: str) -> Confi
 
 
 def parse_target(name: str, raw: Any, source: str) -> Target:
-    """Validate one target mapping from a YAML file and apply defaults."""
+    """Validate one target mapping from a YAML file and apply its transport's defaults."""
     if not isinstance(raw, dict):
         raise _fail(source, name, "<target>", raw, "a mapping of the fields "
                     + ", ".join(_FIELD_TYPES))
@@ -120,23 +116,17 @@ def parse_target(name: str, raw: Any, source: str) -> Target:
         if not isinstance(value, types) or isinstance(value, bool):
             raise _fail(source, name, key, value, allowed)
     transport = raw.get("transport")
-    if transport not in TRANSPORT_NAMES:
+    if transport not in TRANSPORTS:
         raise _fail(source, name, "transport", transport, _FIELD_TYPES["transport"][1])
     port = raw.get("port")
     if port is not None and not 1 <= port <= 65535:
         raise _fail(source, name, "port", port, _FIELD_TYPES["port"][1])
     if "profile" not in raw:
         raise _fail(source, name, "profile", None, _FIELD_TYPES["profile"][1])
-    if transport == "ssh" and not raw.get("host"):
-        raise _fail(source, name, "host", raw.get("host"), "a host for transport ssh")
-    if transport == "adb" and not (raw.get("serial") or raw.get("host")):
-        raise _fail(source, name, "serial", None, "a serial (or host) for transport adb")
-    if transport == "local":
-        base = local_target()
-        return replace(base, name=name, source=source,
-                       **{k: v for k, v in raw.items() if k != "transport"})
-    values = dict(raw)
-    values.setdefault("workdir", DEFAULT_WORKDIRS[transport])
+    try:
+        values = transport_class(transport).validate_fields(name, dict(raw))
+    except ConfigError as exc:  # the transport names target and field; add the file
+        raise ConfigError(f"{source}: {exc}") from None
     return Target(name=name, source=source, **values)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.artifact import load_artifact
-from edge.bench import (BenchResult, bench, deploy, latency_stats, make_result,
+from edge.benchmark import (BenchResult, bench, deploy, latency_stats, make_result,
                         parse_runner_output)
 from edge.cli import main
 from edge.errors import RunnerError

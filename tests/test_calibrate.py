@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edge import __version__
-from edge.bench import BenchResult
+from edge.benchmark import BenchResult
 from edge.calibrate import (PROBE_NAMES, Probe, ProbeResult, calibrate, compare_figures,
                             default_probes, derive_calibration, parse_cache_mb, probes_by_backend,
                             save_calibrated_profile)

@@ -69,16 +69,16 @@ def test_cache_dir_comes_from_environment(tmp_path, monkeypatch):
 def test_cache_key_covers_weights_plan_backend_and_tools():
     spec = load_model("tiny-mlp")
     tools = get_backend("torchscript").tool_versions()
-    base = cache_key(spec, None, "torchscript", {}, tools)
-    assert base == cache_key(spec, None, "torchscript", {}, tools)
-    assert base != cache_key(spec, None, "executorch", {}, tools)
-    assert base != cache_key(spec, {"recipe": [{"type": "fp16"}]}, "torchscript", {}, tools)
-    assert base != cache_key(spec, None, "torchscript", {}, {**tools, "torch": "0.0"})
+    base = cache_key(spec, None, "torchscript", tools)
+    assert base == cache_key(spec, None, "torchscript", tools)
+    assert base != cache_key(spec, None, "executorch", tools)
+    assert base != cache_key(spec, {"recipe": [{"type": "fp16"}]}, "torchscript", tools)
+    assert base != cache_key(spec, None, "torchscript", {**tools, "torch": "0.0"})
     changed = load_model("tiny-mlp")
     changed = type(changed)(**{**changed.__dict__, "model": changed.fresh_model()})
     with torch.no_grad():
         changed.model.fc1.bias[0] += 1e-3
-    assert base != cache_key(changed, None, "torchscript", {}, tools)
+    assert base != cache_key(changed, None, "torchscript", tools)
 
 
 def test_failure_midway_leaves_no_half_written_artifact(tmp_path, monkeypatch):

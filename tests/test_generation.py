@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.bench import RUNNER_GENERATE_PATH, bench
+from edge.benchmark import RUNNER_GENERATE_PATH, bench
 from edge.cli import main
 from edge.errors import ConfigError
 from edge.exporter import export

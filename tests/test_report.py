@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from edge.cli import main
-from edge.plots import render_plots
 from edge.report import delegation_coverage, fmt_bytes, summary, text_table, to_csv, to_json, write_report_files
-from edge.report_html import render_html
+from edge.report.html import render_html
+from edge.report.plots import render_plots
 from edge.results import ResultsStore, Run, RunRow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

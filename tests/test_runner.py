@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.bench import RUNNER_PATH
+from edge.benchmark import RUNNER_PATH
 
 CONTEXT_KEYS = {"hostname", "kernel", "machine", "python", "cpu_count", "cpu_governor",
                 "cpu_freq_khz", "temp_c_before", "temp_c_after"}

@@ -89,6 +89,8 @@ class Backend(ABC):
     unsupported_techniques: dict[str, str] = {}
     # `edge profiles calibrate` probes this backend skips when another backend is calibrated too
     calibration_skipped_probes: tuple[str, ...] = ()
+    # the target field naming the runtime's own benchmark binary (devices without Python)
+    native_tool: str | None = None
 
     @abstractmethod
     def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
@@ -115,6 +117,15 @@ class Backend(ABC):
             return (f"{self.name} quantizes every layer during conversion; per-group choices "
                     f"({','.join(config.groups)}) cannot be expressed")
         return None
+
+    def native_bench_argv(self, binary: str, artifact: str, warmup: int, iterations: int,
+                          threads: int | None) -> list[str]:
+        """Device argv running the runtime's own benchmark binary on ``artifact``."""
+        raise ConfigError(f"{self.name} has no native benchmark tool; run the Python runner instead")
+
+    def parse_native_output(self, text: str, warmup: int) -> dict:
+        """The native tool's output as the runner's result dict."""
+        raise ConfigError(f"{self.name} has no native benchmark tool")
 
     def option_precision(self, options: dict) -> str | None:
         """The precision (``fp16``, ``int8``) this backend's export options imply, if any."""

@@ -50,6 +50,19 @@ class ExecuTorchBackend(Backend):
             manifest["notes"].append("emitted with quant fusion and constant propagation")
         return Artifact(path=path, manifest=manifest)
 
+    native_tool = "executor_runner"
+
+    def native_bench_argv(self, binary: str, artifact: str, warmup: int, iterations: int,
+                          threads: int | None) -> list[str]:
+        # executor_runner has no warm-up flag: the first `warmup` executions are dropped.
+        argv = [binary, f"--model_path={artifact}", f"--num_executions={warmup + iterations}"]
+        return argv + ([f"--cpu_threads={threads}"] if threads else [])
+
+    def parse_native_output(self, text: str, warmup: int) -> dict:
+        from ..bench_native import parse_executor_runner
+
+        return parse_executor_runner(text, warmup)
+
     def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
         """``forward(tokens (1, T<=P), input_pos (1,)) -> logits (1, V)`` with the KV cache inside.
 

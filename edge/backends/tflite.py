@@ -75,6 +75,19 @@ class TFLiteBackend(Backend):
                             "also covers the embedding tables"),
     }
 
+    native_tool = "benchmark_model"
+
+    def native_bench_argv(self, binary: str, artifact: str, warmup: int, iterations: int,
+                          threads: int | None) -> list[str]:
+        argv = [binary, f"--graph={artifact}", f"--num_runs={iterations}",
+                f"--warmup_runs={warmup}", "--min_secs=0", "--warmup_min_secs=0"]
+        return argv + ([f"--num_threads={threads}"] if threads else [])
+
+    def parse_native_output(self, text: str, warmup: int) -> dict:
+        from ..bench_native import parse_benchmark_model
+
+        return parse_benchmark_model(text)
+
     def option_precision(self, options: dict) -> str | None:
         quant = options.get("tflite_quantization")
         return None if quant is None else "fp16" if quant == "float16" else "int8"

@@ -1,9 +1,10 @@
 """The `edge` command line. The only place that prints.
 
 One module per command group (``models``, ``profiles``, ``export`` (with ``plan``),
-``devices``, ``compare``), each with an ``_add_<group>(sub)`` function that declares its
-subcommands; a handler takes the parsed args and returns an :class:`Output`
-(machine-readable ``data`` for ``--json``, human ``text`` otherwise, exit code).
+``targets``, ``devices`` (``deploy``, ``bench``), ``compare``), each with an
+``add_<group>(sub)`` function that declares its subcommands; a handler takes the parsed
+args and returns an :class:`Output` (machine-readable ``data`` for ``--json``, human
+``text`` otherwise, exit code).
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from .devices import add_devices
 from .export import add_export, add_plan
 from .models import add_models
 from .profiles import add_profiles
+from .targets import add_targets
 
-COMMAND_GROUPS = [add_models, add_profiles, add_export, add_plan, add_devices, add_compare]
+COMMAND_GROUPS = [add_models, add_profiles, add_export, add_plan, add_targets, add_devices,
+                  add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

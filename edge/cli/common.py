@@ -49,6 +49,15 @@ def add_text_options(p) -> None:
                    help="language models: UTF-8 text for calibration and sensitivity (default: the shipped text)")
 
 
+def add_target_options(p, needs_target: bool = True) -> None:
+    """--target / --trust-new-host (when the command needs a target) and --targets-file."""
+    if needs_target:
+        p.add_argument("--target", required=True, help="target name (see `edge targets list`)")
+        p.add_argument("--trust-new-host", action="store_true",
+                       help="accept and record an unknown SSH host key in the target's known_hosts")
+    p.add_argument("--targets-file", help="read targets only from this YAML file")
+
+
 def apply_text_options(args) -> None:
     """The loaders read $EDGE_EVAL_TEXT / $EDGE_CALIB_TEXT; the options set them for this process."""
     import os

@@ -61,7 +61,7 @@ class _ProgressOnly:
 
 
 def _compare(args: argparse.Namespace) -> Output:
-    from ..compare import compare
+    from ..comparison import compare
     from ..report import summary_row, text_table
 
     show = not args.json and sys.stderr.isatty()
@@ -149,7 +149,7 @@ def _report(args: argparse.Namespace) -> Output:
 
     from ..errors import ResultsError
     from ..report import to_csv, to_json
-    from ..report_html import render_html
+    from ..report.html import render_html
     from ..results import ResultsStore
 
     run = ResultsStore(args.db).get_run(args.run)

@@ -1,45 +1,13 @@
-"""`edge targets`, `edge deploy`, `edge bench`."""
+"""`edge deploy`, `edge bench`."""
 from __future__ import annotations
 
 import argparse
 
-from .common import Output, command, known, render_table
-
-
-# --- targets, deploy, bench -----------------------------------------------------------
-
-def _targets_list(args: argparse.Namespace) -> Output:
-    from ..targets import load_targets
-
-    rows = [t.to_dict() for t in load_targets(args.targets_file).values()]
-    shown = [{"name": r["name"], "transport": r["transport"], "profile": r["profile"],
-              "address": (f"{r['user'] + '@' if r['user'] else ''}{r['host']}"
-                          f"{':' + str(r['port']) if r['port'] else ''}" if r["host"]
-                          else r["serial"] or "this machine"),
-              "workdir": r["workdir"], "source": r["source"]} for r in rows]
-    return Output(rows, render_table(shown, ["name", "transport", "profile", "address", "workdir", "source"]))
-
-
-def _targets_check(args: argparse.Namespace) -> Output:
-    from ..bench import check_target
-
-    info = check_target(args.target, args.targets_file, args.trust_new_host)
-    dev = info["device"]
-    runtimes = ", ".join(f"{k} {v}" for k, v in dev["runtimes"].items()) or "(none importable)"
-    lines = [f"target {info['target']} ({info['transport']}), profile {info['profile']}",
-             f"  arch: {dev['arch']}", f"  cores: {known(dev['cores'])}",
-             f"  RAM: {known(dev['ram_mb'], ' MB')}",
-             f"  memory limit: {known(dev['memory_limit_mb'], ' MB')}",
-             f"  free disk in workdir: {known(dev['free_disk_mb'], ' MB')}",
-             f"  python: {dev['python'] or '(not runnable)'}", f"  runtimes: {runtimes}",
-             "  profile matches the device" if info["profile_matches"]
-             else "  profile does NOT match the device:"]
-    lines += [f"    - {m}" for m in info["mismatches"]]
-    return Output(info, "\n".join(lines))
+from .common import Output, add_target_options, command, render_table
 
 
 def _deploy(args: argparse.Namespace) -> Output:
-    from ..bench import deploy
+    from ..benchmark import deploy
 
     info = deploy(args.artifact, args.target, args.targets_file, args.trust_new_host)
     rows = [{"file": k, "remote_path": f["remote_path"],
@@ -51,7 +19,7 @@ def _deploy(args: argparse.Namespace) -> Output:
 
 
 def _bench(args: argparse.Namespace) -> Output:
-    from ..bench import bench
+    from ..benchmark import bench
 
     result = bench(args.artifact, args.target, warmup=args.warmup, iterations=args.iterations,
                    threads=args.threads, targets_file=args.targets_file,
@@ -92,31 +60,15 @@ def _generation_lines(result) -> str:
     return "\n".join(lines)
 
 
-def _target_options(p, needs_target: bool = True) -> None:
-    if needs_target:
-        p.add_argument("--target", required=True, help="target name (see `edge targets list`)")
-        p.add_argument("--trust-new-host", action="store_true",
-                       help="accept and record an unknown SSH host key in the target's known_hosts")
-    p.add_argument("--targets-file", help="read targets only from this YAML file")
-
-
 def add_devices(sub) -> None:
-    p = sub.add_parser("targets", help="the devices edge can reach")
-    s = p.add_subparsers(dest="targets_command", required=True)
-    _target_options(command(s, "list", _targets_list, "list the known targets"), needs_target=False)
-    check = command(s, "check", _targets_check,
-                     "connect and report arch, RAM, disk, runtimes and whether the profile matches")
-    check.add_argument("target", help="target name")
-    check.add_argument("--trust-new-host", action="store_true",
-                       help="accept and record an unknown SSH host key")
-    _target_options(check, needs_target=False)
+    """`edge deploy` and `edge bench`."""
     dep = command(sub, "deploy", _deploy,
                    "push an artifact, its manifest, sample inputs and the runner to a target")
     dep.add_argument("artifact", help="artifact file (manifest.json beside it) or its folder")
-    _target_options(dep)
+    add_target_options(dep)
     b = command(sub, "bench", _bench, "deploy an artifact and time it on the target")
     b.add_argument("artifact", help="artifact file (manifest.json beside it) or its folder")
-    _target_options(b)
+    add_target_options(b)
     b.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     b.add_argument("--iterations", type=int, default=50, help="timed runs (default 50)")
     b.add_argument("--threads", type=int, default=None, help="runtime threads (default: runtime's)")

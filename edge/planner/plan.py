@@ -23,6 +23,13 @@ _REQUIRED = ("model", "profile", "constraints", "backend", "recipe", "predicted"
 _OPTIONAL = ("schema_version", "tag", "groups", "structure", "accuracy_basis", "pareto", "reasons", "notes")
 
 
+def plan_tag(structure: str | None, groups: dict[str, str]) -> str:
+    """A plan's short name from its structural change and per-group precisions ("fp32" when none)."""
+    parts = [structure.replace(" ", "") if structure and structure != "none" else ""]
+    parts += [f"{g}:{p}" for g, p in sorted(groups.items()) if p != "fp32"]
+    return "-".join(p for p in parts if p) or "fp32"
+
+
 @dataclass(frozen=True)
 class Constraints:
     """What the plan must satisfy; None means unconstrained."""
@@ -60,10 +67,8 @@ class Plan:
 
     @property
     def tag(self) -> str:
-        """Short name for folders and tables, e.g. ``int8-emb:int4_g32``."""
-        parts = [self.structure.replace(" ", "") if self.structure else ""]
-        parts += [f"{g}:{p}" for g, p in sorted(self.groups.items()) if p != "fp32"]
-        return "-".join(p for p in parts if p) or "fp32"
+        """Short name for folders and tables, e.g. ``channelprune25%-conv:fp16-head:int8``."""
+        return plan_tag(self.structure, self.groups)
 
     def to_dict(self) -> dict:
         return {

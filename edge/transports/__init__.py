@@ -2,13 +2,18 @@
 
 Each plug-in is one file implementing :class:`edge.transports.base.Transport`, registered
 here as a ``"module:Class"`` string and imported on first use (ssh pulls in paramiko).
+A transport also owns its target fields: :mod:`edge.targets` asks the registered class to
+check them and fill its defaults (``validate_fields``, ``default_workdir``).
 """
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..targets import Target
+
+if TYPE_CHECKING:  # edge.targets reads this registry to validate target fields
+    from ..targets import Target
 
 TRANSPORTS: dict[str, str] = {
     "local": "edge.transports.local:LocalTransport",

@@ -1,20 +1,20 @@
 """adb transport: Android devices through the ``adb`` client (``adb -s SERIAL shell/push``).
 
 Network devices (``serial: host:port`` or ``host:``) are attached with ``adb connect`` first.
-Android usually has no Python, so besides the transport this module holds the argv builders
-and output parsers for the runtimes' own benchmark binaries (TFLite ``benchmark_model``,
-ExecuTorch ``executor_runner``); the parsers turn their text into the runner's result dict
-(schema_version 1, see ``edge/runner/runner.py``).
+Like every transport it moves bytes and runs argv; the runtimes' own benchmark binaries that
+Android runs instead of the runner are built and parsed in :mod:`edge.bench_native`.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
-from ..errors import CommandTimeoutError, ConnectError, RunnerError
-from .base import TIMEOUT_WRAPPER, RunResult, Transport, tail
+from ..errors import CommandTimeoutError, ConnectError, TransportError
+from .base import TIMEOUT_WRAPPER, RunResult, Transport, invalid_field, tail
 from .local import run_subprocess
 
 ADB_TIMEOUT_S = 30.0
@@ -25,6 +25,18 @@ class AdbTransport(Transport):
     """An Android device reached with the adb client."""
 
     name = "adb"
+
+    @classmethod
+    def default_workdir(cls, fields: dict[str, Any]) -> str:
+        """``/data/local/tmp/edge``: adb's shell user can write and execute there without root."""
+        return "/data/local/tmp/edge"
+
+    @classmethod
+    def validate_fields(cls, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """An adb target needs a ``serial`` (``adb devices``) or a ``host`` for adb over Wi-Fi."""
+        if not (fields.get("serial") or fields.get("host")):
+            raise invalid_field(name, "serial", None, "a serial (or host) for transport adb")
+        return super().validate_fields(name, fields)
 
     @property
     def serial(self) -> str:
@@ -80,116 +92,29 @@ class AdbTransport(Transport):
         return RunResult(argv=argv, exit_code=res.exit_code, stdout=res.stdout.replace("\r\n", "\n"),
                          stderr=res.stderr, duration_s=res.duration_s)
 
+    def _where(self) -> str:
+        return f"target '{self.target.name}' (adb device '{self.serial}')"
+
+    @staticmethod
+    def _output(res: RunResult) -> str:
+        # adb push/pull print their error on stdout, the adb daemon's notices go to stderr
+        text = "\n".join(s for s in (res.stderr.strip(), res.stdout.strip()) if s)
+        return tail(text) or "(no output)"
+
     def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
         res = self._adb(self.adb_argv("push", str(local), remote_path), timeout_s)
         if res.exit_code != 0:
-            raise ConnectError(f"target '{self.target.name}': adb push of {local} failed: "
-                               f"{tail(res.stderr.strip() or res.stdout.strip())}")
+            raise TransportError(
+                f"{self._where()}: adb push of {local} to {remote_path} failed: "
+                f"{self._output(res)}; "
+                f"check that `adb devices` lists '{self.serial}' as 'device' and that "
+                f"{posixpath.dirname(remote_path) or '.'} on it is writable and has free space")
 
     def _download(self, remote_path: str, local: Path, timeout_s: float) -> None:
         res = self._adb(self.adb_argv("pull", remote_path, str(local)), timeout_s)
         if res.exit_code != 0:
-            raise ConnectError(f"target '{self.target.name}': adb pull of {remote_path} failed: "
-                               f"{tail(res.stderr.strip() or res.stdout.strip())}")
-
-
-# --- the runtimes' own benchmark binaries ------------------------------------------------
-
-NATIVE_TOOLS = {"tflite": "benchmark_model", "executorch": "executor_runner"}
-
-
-def native_bench_argv(backend: str, binary: str, artifact: str, warmup: int, iterations: int,
-                      threads: int | None) -> list[str]:
-    """Device argv running the runtime's own benchmark binary on ``artifact``."""
-    if backend == "tflite":
-        argv = [binary, f"--graph={artifact}", f"--num_runs={iterations}",
-                f"--warmup_runs={warmup}", "--min_secs=0", "--warmup_min_secs=0"]
-        if threads:
-            argv.append(f"--num_threads={threads}")
-        return argv
-    if backend == "executorch":
-        # executor_runner has no warm-up flag: the first `warmup` executions are dropped.
-        argv = [binary, f"--model_path={artifact}", f"--num_executions={warmup + iterations}"]
-        if threads:
-            argv.append(f"--cpu_threads={threads}")
-        return argv
-    raise RunnerError(f"no native benchmark tool for backend '{backend}'; expected one of "
-                      f"{', '.join(NATIVE_TOOLS)}")
-
-
-_NUM = r"([0-9.]+(?:e[+-]?\d+)?)"
-_TFL_STATS = re.compile(
-    rf"^(?:[A-Z] tflite\s*:\s*)?count=(\d+) first={_NUM} curr={_NUM} min={_NUM} max={_NUM} "
-    rf"avg={_NUM} std={_NUM}(?: p5={_NUM} median={_NUM} p95={_NUM})?", re.M)
-_TFL_TIMINGS = re.compile(rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, "
-                          rf"Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}")
-_TFL_PEAK = re.compile(rf"Peak memory footprint \(MB\): init={_NUM} overall={_NUM}")
-_TFL_PEAK_MONITOR = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUM}")
-_TFL_DELTA = re.compile(rf"Memory footprint delta from the start of the tool \(MB\): "
-                        rf"init={_NUM} overall={_NUM}")
-
-
-def _result(runtime: str, **values) -> dict:
-    base = {"schema_version": 1, "runtime": runtime, "runtime_version": None, "backend": None,
-            "artifact": None, "threads": None, "warmup": None, "iterations": None,
-            "latencies_ms": [], "summary_ms": None, "load_ms": None, "first_inference_ms": None,
-            "peak_rss_mb": None, "context": {}}
-    base.update(values)
-    return base
-
-
-def parse_benchmark_model(text: str) -> dict:
-    """Parse TFLite ``benchmark_model`` output (microseconds) into the runner result dict.
-
-    The tool prints only summary statistics, so ``latencies_ms`` is empty and
-    ``summary_ms`` holds count/mean/std/min/max (and p5/p50/p95 on newer builds).
-    """
-    timings = _TFL_TIMINGS.search(text)
-    stats = _TFL_STATS.findall(text)
-    if timings is None or not stats:
-        raise RunnerError("benchmark_model printed no 'Inference timings in us' summary; output "
-                          f"ends with: {tail(text.strip(), 600) or '(empty)'}")
-    count, _first, _curr, lo, hi, avg, std, p5, median, p95 = stats[-1]
-    us = 1e-3
-    summary = {"count": int(count), "mean": float(avg) * us, "std": float(std) * us,
-               "min": float(lo) * us, "max": float(hi) * us}
-    if median:
-        summary.update(p5=float(p5) * us, p50=float(median) * us, p95=float(p95) * us)
-    peak = _TFL_PEAK_MONITOR.search(text) or _TFL_PEAK.search(text)
-    delta = _TFL_DELTA.search(text)
-    result = _result("tflite-benchmark_model", summary_ms=summary, iterations=int(count),
-                     load_ms=float(timings.group(1)) * us,
-                     first_inference_ms=float(timings.group(2)) * us,
-                     peak_rss_mb=float(peak.groups()[-1]) if peak else None)
-    if delta:
-        result["memory_delta_mb"] = {"init": float(delta.group(1)), "overall": float(delta.group(2))}
-    return result
-
-
-_ET_ITER = re.compile(rf"Iteration (\d+) of (\d+): {_NUM} ms")
-_ET_LOAD = re.compile(rf"Model loaded in {_NUM} ms")
-_ET_TOTAL = re.compile(rf"Model executed successfully (\d+) time\(s\) in {_NUM} ms")
-
-
-def parse_executor_runner(text: str, warmup: int = 0) -> dict:
-    """Parse ExecuTorch ``executor_runner`` logs into the runner result dict.
-
-    Per-execution lines ("Iteration i of n: x ms") give raw samples; the first ``warmup``
-    are dropped. Older builds print only the total, which becomes a mean in ``summary_ms``.
-    """
-    total = _ET_TOTAL.search(text)
-    if total is None:
-        raise RunnerError("executor_runner did not report 'Model executed successfully'; output "
-                          f"ends with: {tail(text.strip(), 600) or '(empty)'}")
-    load = _ET_LOAD.search(text)
-    samples = [float(ms) for _i, _n, ms in _ET_ITER.findall(text)]
-    runs = int(total.group(1))
-    result = _result("executorch-executor_runner", load_ms=float(load.group(1)) if load else None)
-    if samples:
-        kept = samples[warmup:] if len(samples) > warmup else samples
-        result.update(latencies_ms=kept, first_inference_ms=samples[0], iterations=len(kept),
-                      warmup=len(samples) - len(kept))
-    else:
-        result.update(summary_ms={"count": runs, "mean": float(total.group(2)) / runs},
-                      iterations=runs, warmup=0)
-    return result
+            raise TransportError(
+                f"{self._where()}: adb pull of {remote_path} to {local} failed: "
+                f"{self._output(res)}; "
+                f"check that `adb devices` lists '{self.serial}' as 'device' and that "
+                f"{remote_path} exists on it and is readable")

@@ -8,6 +8,10 @@ first and the upload is skipped when it already matches; otherwise the file is w
 under a temporary name next to the destination, its sha256 is checked on the device, and
 only then renamed over the destination (rename(2) is atomic on one filesystem). A failed
 put leaves neither a partial destination nor the temporary file behind.
+
+A transport also owns the target fields it reads: :meth:`Transport.validate_fields` checks
+them and fills its defaults (:meth:`Transport.default_workdir`, ``default_python``) when
+:mod:`edge.targets` loads an inventory, so the inventory never names a transport.
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..artifact import sha256_file
-from ..errors import RemoteCommandError, TransportError
+from ..errors import ConfigError, RemoteCommandError, TransportError
 from ..targets import Target
 
 UNKNOWN_SIZE = -1  # _remote_size() of a transport that cannot stat cheaply
@@ -83,10 +88,37 @@ def tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
     return text if len(text) <= chars else "..." + text[-chars:]
 
 
+def invalid_field(target_name: str, field: str, value: Any, expected: str) -> ConfigError:
+    """The ConfigError for one bad target field; :mod:`edge.targets` prefixes the file."""
+    return ConfigError(f"target '{target_name}': field '{field}' = {value!r} is invalid; "
+                       f"expected {expected}")
+
+
 class Transport(ABC):
-    """Base of every transport. Subclasses implement the four ``_``-methods."""
+    """Base of every transport. Subclasses implement the ``_``-methods and
+    :meth:`default_workdir`, and extend :meth:`validate_fields` with the fields they need."""
 
     name = "base"
+    default_python = "python3"  # the device's interpreter when the target names none
+
+    # -- target fields (read by edge.targets, before any connection) --------------------
+    @classmethod
+    @abstractmethod
+    def default_workdir(cls, fields: dict[str, Any]) -> str:
+        """The working directory on the device when the target sets no ``workdir``."""
+
+    @classmethod
+    def validate_fields(cls, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Target ``name``'s fields checked for this transport, with its defaults filled in.
+
+        ``fields`` are the target's YAML fields, already type-checked by :mod:`edge.targets`.
+        A field this transport needs but lacks raises ConfigError (see :func:`invalid_field`).
+        """
+        values = dict(fields)
+        if "workdir" not in values:  # computed only when needed: local's creates a directory
+            values["workdir"] = cls.default_workdir(values)
+        values.setdefault("python", cls.default_python)
+        return values
 
     def __init__(self, target: Target, trust_new_host: bool = False):
         self.target = target

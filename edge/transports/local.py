@@ -1,12 +1,16 @@
 """Local transport: this machine, through subprocess and file copies."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import CommandTimeoutError, ConnectError
 from .base import RunResult, Transport, tail
@@ -39,6 +43,17 @@ class LocalTransport(Transport):
     """Runs commands and copies files on this machine."""
 
     name = "local"
+    default_python = sys.executable  # the interpreter running edge has its runtimes
+
+    @classmethod
+    def default_workdir(cls, fields: dict[str, Any]) -> str:
+        """``~/.cache/edge/local`` (created), or a per-user temp dir when that is not writable."""
+        workdir = Path("~/.cache/edge/local").expanduser()
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            workdir = Path(tempfile.gettempdir()) / f"edge-local-{getpass.getuser()}"
+        return str(workdir)
 
     def _connect(self) -> None:
         Path(self.target.workdir).expanduser().mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,14 @@ import shlex
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
 from ..errors import AuthError, CommandTimeoutError, ConnectError, HostKeyError, TransportError
 from ..targets import resolve_ssh
-from .base import SHORT_TIMEOUT_S, TIMEOUT_WRAPPER, UNKNOWN_SIZE, RunResult, Transport
+from .base import (SHORT_TIMEOUT_S, TIMEOUT_WRAPPER, UNKNOWN_SIZE, RunResult, Transport,
+                   invalid_field)
 
 log = logging.getLogger(__name__)
 # paramiko logs every connection and SFTP session at INFO; keep edge's output readable
@@ -72,6 +74,18 @@ class SshTransport(Transport):
     """A device reached over SSH."""
 
     name = "ssh"
+
+    @classmethod
+    def default_workdir(cls, fields: dict[str, Any]) -> str:
+        """``edge``: a relative path, so under the login directory."""
+        return "edge"
+
+    @classmethod
+    def validate_fields(cls, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """An ssh target needs a ``host`` (an address or a ``~/.ssh/config`` alias)."""
+        if not fields.get("host"):
+            raise invalid_field(name, "host", fields.get("host"), "a host for transport ssh")
+        return super().validate_fields(name, fields)
 
     def __init__(self, target, trust_new_host: bool = False):
         super().__init__(target, trust_new_host)

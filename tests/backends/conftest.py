@@ -1,4 +1,4 @@
-"""Shared fixtures for backend tests: one artifact cache per test session (re-exports are cache hits)."""
+"""Fixtures for backend tests: user models from tests/fixtures/export_models.py and one export folder (the artifact cache is the root conftest's)."""
 from pathlib import Path
 
 import pytest

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import ConnectError, RunnerError
+from edge.bench_native import native_bench_argv, parse_benchmark_model, parse_executor_runner
+from edge.errors import ConnectError, RunnerError, TransportError
 from edge.targets import parse_target
-from edge.transports.adb import (AdbTransport, native_bench_argv, parse_benchmark_model,
-                                 parse_executor_runner)
+from edge.transports.adb import AdbTransport
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -39,6 +39,30 @@ def test_missing_device_is_a_connect_error():
     finally:
         import subprocess
         subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+
+
+def test_failed_push_and_pull_are_transport_errors_like_ssh(tmp_path):
+    # The real adb client and no such device: the transfer itself fails (open() would stop
+    # earlier, at `adb get-state`), so call the hooks put()/get() use.
+    tr = _adb(serial="edge-test-no-such-device")
+    local = tmp_path / "model.tflite"
+    local.write_bytes(b"\0" * 16)
+    try:
+        with pytest.raises(TransportError) as push:
+            tr._upload(local, "/data/local/tmp/edge/model.tflite", timeout_s=30)
+        with pytest.raises(TransportError) as pull:
+            tr._download("/data/local/tmp/edge/out.json", tmp_path / "out.json", timeout_s=30)
+    finally:
+        import subprocess
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+    for err, what in ((push, "adb push of"), (pull, "adb pull of")):
+        assert type(err.value) is TransportError  # what ssh.py raises for a failed transfer
+        msg = str(err.value)
+        assert what in msg and "failed" in msg and "'phone'" in msg
+        assert "edge-test-no-such-device" in msg and "not found" in msg  # adb's own reason
+        assert "check that `adb devices` lists" in msg
+    assert str(local) in str(push.value) and "/data/local/tmp/edge" in str(push.value)
+    assert "/data/local/tmp/edge/out.json" in str(pull.value)
 
 
 def test_parse_benchmark_model_riscv():

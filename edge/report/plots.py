@@ -5,14 +5,15 @@ or ``None`` when the run has nothing to draw for it.
   with the individual samples over it);
 - ``tradeoff``: latency vs size, accuracy as colour and label;
 - ``predicted``: the planner's predicted latency against the measured p50, with y = x.
+- ``generation``: language models: decode tokens/s and time to first token.
 """
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from .report import predicted_latency_ms
-from .results import Run, RunRow
+from ..runs import Run, RunRow
+from .format import predicted_latency_ms
 
 
 def _pyplot():

@@ -165,7 +165,7 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
 
     ``profile`` defaults to the target's own profile. ``plans`` > 1 also measures the next
     best plans of each backend's Pareto front. For language models ``prompt_tokens`` and
-    ``new_tokens`` size the generation measured on the device (see :func:`edge.bench.bench`). Returns a :class:`CompareResult`; failures
+    ``new_tokens`` size the generation measured on the device (see :func:`edge.benchmark.bench`). Returns a :class:`CompareResult`; failures
     of single backends are rows with an error, not exceptions.
     """
     if plans < 1 or iterations < 1 or warmup < 0:
@@ -288,12 +288,3 @@ def _error_row(backend: str, plan_name: str, exc: Exception) -> RunRow:
     log.warning("%s/%s failed: %s", backend, plan_name, text.splitlines()[0] if text else type(exc).__name__)
     return RunRow(backend=backend, plan_name=plan_name, error=text, error_type=type(exc).__name__,
                   exit_code=code)
-
-
-def _callable_module() -> None:
-    from . import verb_module
-
-    verb_module(__name__)
-
-
-_callable_module()

@@ -7,12 +7,11 @@ import base64
 import json
 from html import escape
 
-from .report import (delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms, fmt_num, predicted_latency_ms,
-                     table_rows, TABLE_COLUMNS)
-
-GENERATION_COLUMNS = ("TTFT ms", "prefill tok/s", "decode tok/s", "KV MB")
-from .results import Run
-from .run_diff import thermal_flags
+from ..run_diff import thermal_flags
+from ..runs import Run
+from .format import (GENERATION_COLUMNS, TABLE_COLUMNS, delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms,
+                     fmt_num, predicted_latency_ms, table_rows)
+from .plots import render_plots
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -176,8 +175,6 @@ def _images(images: dict[str, bytes]) -> str:
 def render_html(run: Run, images: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML document (plots rendered here unless given)."""
     if images is None:
-        from .plots import render_plots
-
         images = render_plots(run)
     ok = sum(1 for r in run.rows if r.ok)
     title = f"edge compare: {run.model} on {run.target}"

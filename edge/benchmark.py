@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .artifact import MANIFEST_NAME, SAMPLE_INPUTS_NAME, Artifact, load_artifact
+from .devices import device_context
 from .errors import ConfigError, RunnerError
 from .targets import Target, get_target
 from .transports import connect
@@ -26,12 +27,6 @@ log = logging.getLogger(__name__)
 RUNNER_PATH = Path(__file__).resolve().parent / "runner" / "runner.py"
 RUNNER_GENERATE_PATH = RUNNER_PATH.with_name("runner_generate.py")  # imported by runner.py --generate
 RUNNER_SCHEMA_VERSION = 1
-_CONTEXT_SCRIPT = (
-    'uname -n; uname -r; uname -m; (nproc 2>/dev/null || echo); '
-    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo; '
-    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq 2>/dev/null || echo; '
-    'cat /sys/class/thermal/thermal_zone0/temp 2>/dev/null || echo'
-)
 
 
 @dataclass
@@ -183,9 +178,11 @@ def deploy(artifact_path, target, targets_file=None, trust_new_host: bool = Fals
 
 
 def _native_tool(target: Target, backend: str) -> str | None:
-    if target.transport != "adb":
-        return None
-    return {"tflite": target.benchmark_model, "executorch": target.executor_runner}.get(backend)
+    """The host path of the backend's own benchmark binary, when the target names one."""
+    from .backends import get_backend
+
+    field_name = get_backend(backend).native_tool
+    return getattr(target, field_name, None) if field_name else None
 
 
 def generation_args(artifact: Artifact, prompt_tokens: int | None, new_tokens: int | None) -> list[str]:
@@ -251,118 +248,19 @@ def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads:
 
 def _run_native(tr: Transport, artifact: Artifact, tool: str, remote_artifact: str, warmup: int,
                 iterations: int, threads: int | None, timeout_s: float) -> dict:
-    from .transports.adb import native_bench_argv, parse_benchmark_model, parse_executor_runner
+    from .backends import get_backend
+    from .bench_native import native_bench_argv
 
+    be = get_backend(artifact.backend)
     local = Path(tool).expanduser()
     remote_tool = f"{tr.target.workdir.rstrip('/')}/bin/{local.name}"
     tr.put(local, remote_tool)
     tr.run(["chmod", "755", remote_tool], timeout_s=30)
     context = device_context(tr)
-    argv = native_bench_argv(artifact.backend, remote_tool, remote_artifact, warmup, iterations,
-                             threads)
+    argv = native_bench_argv(artifact.backend, remote_tool, remote_artifact, warmup, iterations, threads)
     res = tr.run(argv, timeout_s=timeout_s, check=False)
-    text = res.stdout + "\n" + res.stderr
-    raw = (parse_benchmark_model(text) if artifact.backend == "tflite"
-           else parse_executor_runner(text, warmup))
+    raw = be.parse_native_output(res.stdout + "\n" + res.stderr, warmup)
     raw.update(backend=artifact.backend, artifact=remote_artifact, threads=threads,
                context=context)
     raw["warmup"] = warmup if raw.get("warmup") is None else raw["warmup"]
     return raw
-
-
-def device_context(tr: Transport) -> dict:
-    """Run context from a device without Python (same keys as the runner's)."""
-    out = tr.run(["sh", "-c", _CONTEXT_SCRIPT], timeout_s=30, check=False).stdout.splitlines()
-    out += [""] * (7 - len(out))
-
-    def num(s: str):
-        return int(s) if s.strip().isdigit() else None
-
-    temp = num(out[6])
-    return {"hostname": out[0] or None, "kernel": out[1] or None, "machine": out[2] or None,
-            "python": None, "cpu_count": num(out[3]), "cpu_governor": out[4] or None,
-            "cpu_freq_khz": num(out[5]), "temp_c_before": temp / 1000 if temp else None,
-            "temp_c_after": None}
-
-
-_PROBE_SHELL = (
-    'uname -m; (nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo); '
-    'grep MemTotal /proc/meminfo | tr -s " " | cut -d" " -f2; '
-    'mkdir -p "$1" && df -Pk "$1" | tail -1 | tr -s " " | cut -d" " -f4; '
-    'p=$(grep ":memory:" /proc/self/cgroup 2>/dev/null | cut -d: -f3); '
-    'cat "/sys/fs/cgroup/memory$p/memory.limit_in_bytes" 2>/dev/null || echo'
-)
-# Finds the runtimes without importing them (importing TensorFlow alone takes seconds).
-_PROBE_PY = (
-    "import json, importlib.util\n"
-    "from importlib.metadata import version, PackageNotFoundError\n"
-    "out = {}\n"
-    "for mod, dist in [('torch', 'torch'), ('executorch', 'executorch'), "
-    "('ai_edge_litert', 'ai-edge-litert'), ('tflite_runtime', 'tflite-runtime'), "
-    "('tensorflow', 'tensorflow')]:\n"
-    "    if importlib.util.find_spec(mod) is None:\n"
-    "        continue\n"
-    "    try:\n"
-    "        out[mod] = version(dist)\n"
-    "    except PackageNotFoundError:\n"
-    "        out[mod] = 'unknown'\n"
-    "print(json.dumps(out))\n"
-)
-
-
-def check_target(target, targets_file=None, trust_new_host: bool = False) -> dict:
-    """Connect and report arch, cores, RAM, free disk, runtimes, and the profile match."""
-    tgt = _resolve(target, targets_file)
-    with connect(tgt, trust_new_host) as tr:
-        lines = tr.run(["sh", "-c", _PROBE_SHELL, "sh", tgt.workdir], timeout_s=60).stdout.splitlines()
-        lines += [""] * (5 - len(lines))
-        py = tr.run([tgt.python, "-c", _PROBE_PY], timeout_s=120, check=False)
-    runtimes = json.loads(py.stdout.strip().splitlines()[-1]) if py.exit_code == 0 and py.stdout.strip() else {}
-    num = lambda s: int(s) if s.strip().isdigit() else None  # noqa: E731
-    limit = num(lines[4])
-    device = {"arch": lines[0].strip() or None, "cores": num(lines[1]),
-              "ram_mb": num(lines[2]) // 1024 if num(lines[2]) else None,
-              "free_disk_mb": num(lines[3]) // 1024 if num(lines[3]) else None,
-              "memory_limit_mb": limit // (1 << 20) if limit and limit < (1 << 50) else None,
-              "python": tgt.python if py.exit_code == 0 else None, "runtimes": runtimes}
-    return {"target": tgt.name, "transport": tgt.transport, "profile": tgt.profile,
-            "device": device, **profile_match(tgt.profile, device)}
-
-
-def profile_match(profile_name: str, device: dict) -> dict:
-    """Compare what the device reports with its profile (arch, cores, RAM within 20 %)."""
-    from .profiles import load_profile
-
-    try:
-        profile = load_profile(profile_name)
-    except ConfigError as exc:
-        return {"profile_matches": False, "mismatches": [f"profile not loadable: {exc}"]}
-    mismatches = []
-    if device["arch"] and profile.arch != device["arch"]:
-        mismatches.append(f"arch: profile {profile.arch}, device {device['arch']}")
-    if profile.cpu.cores and device["cores"] and profile.cpu.cores != device["cores"]:
-        mismatches.append(f"cores: profile {profile.cpu.cores}, device {device['cores']}")
-    total, ram = profile.memory.total_mb, device["ram_mb"]
-    if total and ram and not 0.8 * total <= ram <= 1.05 * total:
-        mismatches.append(f"RAM: profile {total} MB, device {ram} MB")
-    missing = [r for r in profile.runtimes if not _has_runtime(r, device["runtimes"])]
-    if device["python"] and missing:
-        mismatches.append(f"runtimes the profile lists but the device cannot import: {', '.join(missing)}")
-    return {"profile_matches": not mismatches, "mismatches": mismatches}
-
-
-def _has_runtime(runtime: str, importable: dict) -> bool:
-    needs = {"torchscript": ("torch",), "executorch": ("executorch",),
-             "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow")}[runtime]
-    return any(n in importable for n in needs)
-
-
-def _callable_module() -> None:
-    # `import edge.bench` rebinds the package attribute `edge.bench` to this module; making the
-    # module callable keeps the documented API `edge.bench(...)` working either way.
-    from . import verb_module
-
-    verb_module(__name__)
-
-
-_callable_module()

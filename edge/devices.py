@@ -1,0 +1,117 @@
+"""What a device has: probing its arch, cores, RAM, disk and runtimes, and whether that
+matches its device profile (``edge targets check``); the run context of a device without
+Python (``device_context``, used when ``edge bench`` runs a runtime's native tool).
+
+Only commands through a :mod:`edge.transports` transport; nothing here knows how the device
+is reached.
+"""
+from __future__ import annotations
+
+import json
+
+from .errors import ConfigError
+from .targets import Target, get_target
+from .transports import connect
+from .transports.base import Transport
+
+_CONTEXT_SCRIPT = (
+    'uname -n; uname -r; uname -m; (nproc 2>/dev/null || echo); '
+    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo; '
+    'cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq 2>/dev/null || echo; '
+    'cat /sys/class/thermal/thermal_zone0/temp 2>/dev/null || echo'
+)
+
+
+def device_context(tr: Transport) -> dict:
+    """Run context from a device without Python (same keys as the runner's)."""
+    out = tr.run(["sh", "-c", _CONTEXT_SCRIPT], timeout_s=30, check=False).stdout.splitlines()
+    out += [""] * (7 - len(out))
+
+    def num(s: str):
+        return int(s) if s.strip().isdigit() else None
+
+    temp = num(out[6])
+    return {"hostname": out[0] or None, "kernel": out[1] or None, "machine": out[2] or None,
+            "python": None, "cpu_count": num(out[3]), "cpu_governor": out[4] or None,
+            "cpu_freq_khz": num(out[5]), "temp_c_before": temp / 1000 if temp else None,
+            "temp_c_after": None}
+
+
+_PROBE_SHELL = (
+    'uname -m; (nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo); '
+    'grep MemTotal /proc/meminfo | tr -s " " | cut -d" " -f2; '
+    'mkdir -p "$1" && df -Pk "$1" | tail -1 | tr -s " " | cut -d" " -f4; '
+    'p=$(grep ":memory:" /proc/self/cgroup 2>/dev/null | cut -d: -f3); '
+    'cat "/sys/fs/cgroup/memory$p/memory.limit_in_bytes" 2>/dev/null || echo'
+)
+# Finds the runtimes without importing them (importing TensorFlow alone takes seconds);
+# argv[1] is a JSON list of [module, distribution] pairs from the backend registry.
+_PROBE_PY = (
+    "import json, sys, importlib.util\n"
+    "from importlib.metadata import version, PackageNotFoundError\n"
+    "out = {}\n"
+    "for mod, dist in json.loads(sys.argv[1]):\n"
+    "    if importlib.util.find_spec(mod) is None:\n"
+    "        continue\n"
+    "    try:\n"
+    "        out[mod] = version(dist)\n"
+    "    except PackageNotFoundError:\n"
+    "        out[mod] = 'unknown'\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def runtime_modules() -> list[list[str]]:
+    """Every registered backend's runtime modules as [module, distribution] pairs, once each."""
+    from .backends import BACKENDS, get_backend
+
+    pairs = [list(p) for b in BACKENDS for p in get_backend(b).runtime_modules]
+    return [p for i, p in enumerate(pairs) if p not in pairs[:i]]
+
+
+def check_target(target, targets_file=None, trust_new_host: bool = False) -> dict:
+    """Connect and report arch, cores, RAM, free disk, runtimes, and the profile match."""
+    tgt = target if isinstance(target, Target) else get_target(target, targets_file)
+    with connect(tgt, trust_new_host) as tr:
+        lines = tr.run(["sh", "-c", _PROBE_SHELL, "sh", tgt.workdir], timeout_s=60).stdout.splitlines()
+        lines += [""] * (5 - len(lines))
+        py = tr.run([tgt.python, "-c", _PROBE_PY, json.dumps(runtime_modules())], timeout_s=120, check=False)
+    runtimes = json.loads(py.stdout.strip().splitlines()[-1]) if py.exit_code == 0 and py.stdout.strip() else {}
+    num = lambda s: int(s) if s.strip().isdigit() else None  # noqa: E731
+    limit = num(lines[4])
+    device = {"arch": lines[0].strip() or None, "cores": num(lines[1]),
+              "ram_mb": num(lines[2]) // 1024 if num(lines[2]) else None,
+              "free_disk_mb": num(lines[3]) // 1024 if num(lines[3]) else None,
+              "memory_limit_mb": limit // (1 << 20) if limit and limit < (1 << 50) else None,
+              "python": tgt.python if py.exit_code == 0 else None, "runtimes": runtimes}
+    return {"target": tgt.name, "transport": tgt.transport, "profile": tgt.profile,
+            "device": device, **profile_match(tgt.profile, device)}
+
+
+def profile_match(profile_name: str, device: dict) -> dict:
+    """Compare what the device reports with its profile (arch, cores, RAM within 20 %)."""
+    from .profiles import load_profile
+
+    try:
+        profile = load_profile(profile_name)
+    except ConfigError as exc:
+        return {"profile_matches": False, "mismatches": [f"profile not loadable: {exc}"]}
+    mismatches = []
+    if device["arch"] and profile.arch != device["arch"]:
+        mismatches.append(f"arch: profile {profile.arch}, device {device['arch']}")
+    if profile.cpu.cores and device["cores"] and profile.cpu.cores != device["cores"]:
+        mismatches.append(f"cores: profile {profile.cpu.cores}, device {device['cores']}")
+    total, ram = profile.memory.total_mb, device["ram_mb"]
+    if total and ram and not 0.8 * total <= ram <= 1.05 * total:
+        mismatches.append(f"RAM: profile {total} MB, device {ram} MB")
+    missing = [r for r in profile.runtimes if not _has_runtime(r, device["runtimes"])]
+    if device["python"] and missing:
+        mismatches.append(f"runtimes the profile lists but the device cannot import: {', '.join(missing)}")
+    return {"profile_matches": not mismatches, "mismatches": mismatches}
+
+
+def _has_runtime(runtime: str, importable: dict) -> bool:
+    """Can the device import any of the modules the backend's runtime comes in?"""
+    from .backends import get_backend
+
+    return any(module in importable for module, _dist in get_backend(runtime).runtime_modules)

@@ -1,0 +1,37 @@
+"""The report's files: results.json, results.csv, report.html and the PNG plots of a run.
+
+The one place in :mod:`edge.report` that writes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ResultsError
+from ..runs import Run
+from .html import render_html
+from .plots import render_plots, write_plots
+from .tables import to_csv, to_json
+
+
+def write_report_files(run: Run, out_dir: str | Path, plots: bool = True) -> dict:
+    """Write results.json, results.csv, report.html and the PNG plots; returns their paths."""
+    out = Path(out_dir)
+    paths = {"json": out / "results.json", "csv": out / "results.csv", "html": out / "report.html"}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        images, image_paths = {}, {}
+        if plots:
+            images = render_plots(run)
+            image_paths = write_plots(run, out / "plots", images)
+        _write_atomic(paths["json"], to_json(run))
+        _write_atomic(paths["csv"], to_csv(run))
+        _write_atomic(paths["html"], render_html(run, images))
+    except OSError as exc:
+        raise ResultsError(f"could not write the report into {out}: {exc}; check the folder is writable") from exc
+    return {**{k: str(v) for k, v in paths.items()}, "plots": {k: str(v) for k, v in image_paths.items()}}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

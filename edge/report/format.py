@@ -1,0 +1,132 @@
+"""Formatting shared by every report: number and size formats, delegation coverage, the
+predicted latency of a row, the display rows of the results table and the column lists.
+
+Pure functions of a :class:`~edge.runs.Run` and its rows; :mod:`edge.report.tables`,
+:mod:`edge.report.plots` and :mod:`edge.report.html` build on them.
+"""
+from __future__ import annotations
+
+from ..runs import Run, RunRow
+
+# results.csv, one line per row
+CSV_COLUMNS = [
+    "run_id", "model", "profile", "target", "backend", "plan", "size_bytes",
+    "predicted_size_bytes", "predicted_latency_ms", "latency_p50_ms", "latency_p90_ms",
+    "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms",
+    "samples", "load_ms", "first_inference_ms", "peak_rss_mb", "predicted_peak_memory_mb",
+    "metric", "accuracy", "predicted_accuracy", "delegation", "runtime", "runtime_version",
+    "threads", "artifact_sha256", "error",
+    # language models (empty otherwise)
+    "prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s", "kv_cache_bytes",
+    "baseline_rss_mb", "model_rss_mb", "token_agreement_eager", "perplexity", "perplexity_fp32",
+]
+
+# the text and HTML results table (see table_rows)
+TABLE_COLUMNS = ["backend", "plan", "size", "pred p50", "p50 ms", "p90 ms", "TTFT ms", "prefill tok/s",
+                 "decode tok/s", "KV MB", "peak MB", "accuracy", "delegated", "error"]
+# the generation block of a language-model row in `edge compare --json`
+GENERATION_FIELDS = ("prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s", "kv_cache_bytes",
+                     "model_rss_mb", "token_agreement_eager", "prefill_mode")
+
+# the generation columns of TABLE_COLUMNS (blank for other models, so the HTML drops them when empty)
+GENERATION_COLUMNS = ("TTFT ms", "prefill tok/s", "decode tok/s", "KV MB")
+
+
+def generation_of(row: RunRow) -> dict:
+    """A language-model row's generation figures (empty for other models)."""
+    return row.generation if isinstance(row.generation, dict) else {}
+
+
+def fmt_bytes(size_bytes: int | float | None) -> str:
+    """``1.23 MB``-style sizes (decimal units, as device budgets are quoted)."""
+    if size_bytes is None:
+        return "-"
+    value = float(size_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1000
+    return f"{value:.2f} GB"  # pragma: no cover
+
+
+def fmt_num(value, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, ``-`` when missing."""
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def fmt_ms(value) -> str:
+    """Milliseconds with precision to match: 123.4, 12.35, 0.0123."""
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.4f}"
+
+
+def delegation_coverage(delegation: dict | None) -> float | None:
+    """Fraction of work a backend handed to its accelerated path (0..1), when it says."""
+    if not isinstance(delegation, dict):
+        return None
+    for key in ("coverage", "delegated_fraction", "fraction"):
+        if isinstance(delegation.get(key), (int, float)):
+            return float(delegation[key])
+    pairs = [("delegated_ops", "total_ops"), ("delegated", "total"), ("delegated_nodes", "total_nodes")]
+    for num, den in pairs:
+        if isinstance(delegation.get(num), (int, float)) and delegation.get(den):
+            return float(delegation[num]) / float(delegation[den])
+    if isinstance(delegation.get("delegated_ops"), (int, float)) and "portable_ops" in delegation:
+        total = delegation["delegated_ops"] + (delegation["portable_ops"] or 0)
+        return float(delegation["delegated_ops"]) / total if total else None
+    return None
+
+
+def fmt_delegation(delegation: dict | None) -> str:
+    """Delegation coverage as ``87%``, else the backend's own summary, else ``-``."""
+    cov = delegation_coverage(delegation)
+    if cov is not None:
+        return f"{100 * cov:.0f}%"
+    if isinstance(delegation, dict) and delegation.get("summary"):
+        return str(delegation["summary"])
+    return "-"
+
+
+def predicted_latency_ms(row: RunRow) -> float | None:
+    """The planner's latency for one inference; None for generation rows (a full-sequence forward
+    is not a decode step, so it would compare with nothing measured)."""
+    if generation_of(row):
+        return None
+    value = (row.predicted or {}).get("latency_ms")
+    if isinstance(value, dict):
+        value = value.get("p50")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def table_rows(run: Run) -> list[dict]:
+    """One dict of display strings per row, keyed by :data:`TABLE_COLUMNS`."""
+    out = []
+    for row in run.rows:
+        lat = row.latency_ms or {}
+        gen = generation_of(row)
+        out.append({
+            "backend": row.backend,
+            "plan": row.plan_name,
+            "size": fmt_bytes(row.size_bytes),
+            "pred p50": fmt_ms(predicted_latency_ms(row)),
+            "p50 ms": fmt_ms(lat.get("p50")),
+            "p90 ms": fmt_ms(lat.get("p90")),
+            "TTFT ms": fmt_num(gen.get("ttft_ms"), 1) if gen else "",
+            "prefill tok/s": fmt_num(gen.get("prefill_tok_s"), 1) if gen else "",
+            "decode tok/s": fmt_num(gen.get("decode_tok_s"), 1) if gen else "",
+            "KV MB": fmt_num((gen.get("kv_cache_bytes") or 0) / 2**20, 2) if gen else "",
+            "peak MB": fmt_num(row.peak_rss_mb, 1),
+            "accuracy": "-" if row.accuracy is None else f"{row.accuracy:.4f} {row.metric or ''}".strip(),
+            "delegated": fmt_delegation(row.delegation),
+            "error": _short_error(row.error),
+        })
+    return out
+
+
+def _short_error(error: str | None, limit: int = 60) -> str:
+    if not error:
+        return ""
+    first = error.strip().splitlines()[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
