@@ -68,9 +68,9 @@ class Artifact:
         return int(self.manifest["size_bytes"])
 
     def write_manifest(self) -> None:
-        tmp = self.dir / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
-        tmp.replace(self.dir / MANIFEST_NAME)
+        from .fileio import write_atomic
+
+        write_atomic(self.dir / MANIFEST_NAME, json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import defaults
 from .artifact import MANIFEST_NAME, SAMPLE_INPUTS_NAME, Artifact, load_artifact
 from .devices import device_context
 from .errors import ConfigError, RunnerError
@@ -208,8 +209,12 @@ def generation_args(artifact: Artifact, prompt_tokens: int | None, new_tokens: i
 DEFAULT_NEW_TOKENS = 64
 
 
-def bench(artifact_path, target, warmup: int = 5, iterations: int = 50, threads: int | None = None,
-          targets_file=None, trust_new_host: bool = False, timeout_s: float = 600,
+DEFAULT_WARMUP, DEFAULT_ITERATIONS, DEFAULT_TIMEOUT_S = defaults.WARMUP, defaults.ITERATIONS, defaults.TIMEOUT_S
+
+
+def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int = DEFAULT_ITERATIONS,
+          threads: int | None = None, targets_file=None, trust_new_host: bool = False,
+          timeout_s: float = DEFAULT_TIMEOUT_S,
           prompt_tokens: int | None = None, new_tokens: int | None = None) -> BenchResult:
     """Deploy, run the runner on the device, and return the parsed measurement.
 

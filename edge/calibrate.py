@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from . import __version__
 from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, Probe, default_probes,  # noqa: F401
                                probe_spec, probes_by_backend)
 from .errors import ConfigError, EdgeError
+from .fileio import write_atomic
 from .profiles import USER_DIR, DeviceProfile, read_yaml
 
 log = logging.getLogger(__name__)
@@ -338,19 +338,10 @@ def save_calibrated_profile(profile: DeviceProfile, block: dict, path: str | Pat
     text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        write_atomic(dest, text)
     except OSError as exc:
         raise ConfigError(f"cannot write the calibrated profile to {dest}: {exc.strerror}; "
                           "pass a writable path with -o") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     log.info("wrote calibrated profile %s", dest)
     return dest
 

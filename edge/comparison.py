@@ -27,8 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .benchmark import DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from .compare_steps import Candidate, Steps, all_backends
-from .errors import ConfigError, EdgeError, PartialFailure
+from .errors import ConfigError, EdgeError, PartialFailure, first_line
+from .fileio import write_atomic
 from .results import ResultsStore, Run, RunRow, new_run_id
 
 log = logging.getLogger(__name__)
@@ -109,9 +111,7 @@ class CompareState:
 
     def put(self, section: str, key: str, value) -> None:
         self.data[section][key] = value
-        tmp = self.path.with_name(STATE_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str))
 
 
 def key_of(*parts) -> str:
@@ -157,8 +157,8 @@ def _resolve_backends(backends, runtimes: tuple[str, ...] | None) -> list[str]:
 def compare(model_ref: str, profile: str | None, target: str = "local", backends="all",
             min_accuracy: float | None = None, max_latency_ms: float | None = None,
             max_size_mb: float | None = None, plans: int = 1, out_dir: str | Path = "edge-out",
-            db: str | Path | None = None, targets_file: str | Path | None = None, warmup: int = 5,
-            iterations: int = 50, threads: int | None = None,
+            db: str | Path | None = None, targets_file: str | Path | None = None,
+            warmup: int = DEFAULT_WARMUP, iterations: int = DEFAULT_ITERATIONS, threads: int | None = None,
             progress: Callable[[ProgressEvent], None] | None = None, prompt_tokens: int | None = None,
             new_tokens: int | None = None) -> CompareResult:
     """Run the whole pipeline for every backend on ``target`` and store the run.
@@ -237,7 +237,7 @@ class _Runner:
         except BaseException as exc:
             seconds = time.perf_counter() - start
             self.records.append(StepRecord(backend, plan_name, step, False, seconds, str(exc)))
-            self._emit(backend, step, "failed", plan_name, seconds, _first_line(exc))
+            self._emit(backend, step, "failed", plan_name, seconds, first_line(exc))
             raise
         seconds = time.perf_counter() - start
         self.state.put(section, key, value)
@@ -271,11 +271,6 @@ class _Runner:
             err = _error_row(backend, cand.name, exc)
             row.error, row.error_type, row.exit_code = err.error, err.error_type, err.exit_code
         return row
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _error_row(backend: str, plan_name: str, exc: Exception) -> RunRow:

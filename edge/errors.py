@@ -104,3 +104,20 @@ class PartialFailure(EdgeError):
     """Some, not all, of the requested work failed (e.g. one backend of a compare)."""
 
     exit_code = 10
+
+
+def first_line(error: BaseException | str | None, limit: int = 300, with_type: bool = False) -> str:
+    """The first non-empty line of an error (or text), cut to ``limit`` characters with "...".
+
+    ``with_type`` prefixes an exception's class name (``ValueError: ...``); an exception with
+    no message is described by its class name alone.
+    """
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    if isinstance(error, BaseException) and (with_type or not text):
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text

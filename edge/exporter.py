@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from .artifact import MANIFEST_SCHEMA_VERSION, SAMPLE_INPUTS_NAME, Artifact, loa
 from .backends import get_backend
 from .backends.base import to_artifact_inputs
 from .errors import EdgeError, ExportError, UnsupportedError
+
+if TYPE_CHECKING:  # annotations only
+    from .models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def _spec(model_ref_or_spec: Any):
     return model_ref_or_spec
 
 
-def _build(spec: Any, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key: str, validate: bool) -> Artifact:
+def _build(spec: ModelSpec, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key: str, validate: bool) -> Artifact:
     model, options = spec.model.eval(), {}
     if plan is not None:
         from .compress import apply_plan
@@ -133,7 +136,7 @@ def _build(spec: Any, be: Any, plan: Any, plan_dict: dict | None, tmp: Path, key
     return artifact
 
 
-def _model_entry(spec: Any) -> dict:
+def _model_entry(spec: ModelSpec) -> dict:
     return {"name": spec.name, "source": spec.source, "params": spec.num_params(), "metric": spec.metric}
 
 
@@ -213,7 +216,7 @@ def artifact_dir_name(model: str, backend: str, plan_dict: dict | None) -> str:
     return f"{name}-{''.join(c if c.isalnum() or c in '._-' else '_' for c in str(tag))}"
 
 
-def cache_key(spec: Any, plan_dict: dict | None, backend: str, tool_versions: dict) -> str:
+def cache_key(spec: ModelSpec, plan_dict: dict | None, backend: str, tool_versions: dict) -> str:
     """sha256 over weights, model code, plan JSON, backend, tool versions and input shapes.
 
     Export options are not a separate input: the plan determines them (``apply_plan``).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from .backends import BACKENDS, get_backend
 from .backends.base import eager_outputs, from_artifact_outputs, to_artifact_inputs
 from .errors import ConfigError, ValidationError
 from .evaluate import details
+
+if TYPE_CHECKING:  # annotations only
+    from .models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def precision_of(manifest: dict) -> str:
     return "lossy" if tags else "fp32"
 
 
-def reference_outputs(spec: Any, limit: int | None = None) -> list[list[np.ndarray]]:
+def reference_outputs(spec: ModelSpec, limit: int | None = None) -> list[list[np.ndarray]]:
     """The eager fp32 model's outputs over ``spec.eval_inputs`` (one list of arrays per sample)."""
     model = spec.model.eval()
     return [[o.numpy() for o in eager_outputs(model, x)] for x in spec.eval_inputs[:limit]]
@@ -97,7 +100,7 @@ def run_artifact(artifact: Artifact, inputs: Sequence[tuple]) -> list[list[np.nd
     return outs
 
 
-def validate(artifact: Artifact, spec: Any, reference_outputs: list | None = None,
+def validate(artifact: Artifact, spec: ModelSpec, reference_outputs: list | None = None,
              tolerance: Tolerance | dict | None = None, limit: int | None = None) -> dict:
     """Compare the artifact with the eager fp32 model over ``spec.eval_inputs``.
 
@@ -136,7 +139,7 @@ def validate(artifact: Artifact, spec: Any, reference_outputs: list | None = Non
     return result
 
 
-def _reference(spec: Any, limit: int | None) -> list[list[np.ndarray]]:
+def _reference(spec: ModelSpec, limit: int | None) -> list[list[np.ndarray]]:
     with torch.no_grad():
         return reference_outputs(spec, limit)
 

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from .artifact import Artifact
 from .backends import get_backend
 from .errors import ValidationError
 from .validate import precision_of
+
+if TYPE_CHECKING:  # annotations only
+    from .models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def teacher_forced(gen: Any, model: torch.nn.Module, windows: list) -> dict:
             "score": min(1.0, ppl_ref / ppl_cand)}
 
 
-def validate_lm(artifact: Artifact, spec: Any, new_tokens: int | None = None, tolerance: LMTolerance | None = None,
+def validate_lm(artifact: Artifact, spec: ModelSpec, new_tokens: int | None = None, tolerance: LMTolerance | None = None,
                 windows: int | None = None) -> dict:
     """Greedy-token, per-step-logits and perplexity checks; raises ValidationError past the tolerance."""
     from .models.llama import greedy

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
+import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 # One intra-op thread for the whole session: on a small shared machine two threads
 # oversubscribe the cores (model loads and sensitivity runs were 4-5x slower).
 torch.set_num_threads(1)
+os.environ["EDGE_HOST_THREADS"] = "1"  # what edge.host.configure_torch sets when a model loads
 
 
 def load_devicelab() -> types.ModuleType:

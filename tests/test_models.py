@@ -130,3 +130,21 @@ def test_tiny_cnn_classes_are_spread_so_top1_agreement_means_something():
     preds = spec.model(torch.cat([x for (x,) in spec.eval_inputs])).argmax(1)
     counts = torch.bincount(preds, minlength=10)
     assert (counts > 0).sum() >= 6 and counts.max() <= len(preds) // 3
+
+
+def test_tiny_lm_shipped_text_is_what_sampling_the_model_gives():
+    """tiny-lm loads its sampled text from a file (sampling at load time cost seconds); it must not go stale."""
+    from edge.models.tiny_lm import _shipped_text, build_tiny_lm, sampled_text
+
+    fresh = sampled_text(build_tiny_lm())
+    shipped = _shipped_text()
+    assert torch.equal(fresh["calib"], shipped["calib"]) and torch.equal(fresh["eval"], shipped["eval"])
+    from edge.models import tiny_lm
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("tiny_lm() sampled text at load time")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tiny_lm, "sample_sequences", no_sampling)
+        spec = tiny_lm.tiny_lm()
+    assert torch.equal(torch.cat([x[0] for x in spec.eval_inputs]), shipped["eval"])

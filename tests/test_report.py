@@ -26,7 +26,7 @@ def _row(backend, p50, acc, size, plan_name="fp32", **kw):
                               "min": min(samples), "max": max(samples)},
                   latencies_ms=samples, accuracy=acc, metric="top1", peak_rss_mb=60.0 + p50,
                   predicted={"latency_ms": p50 * 1.2, "size_bytes": size, "peak_memory_mb": 50.0,
-                             "accuracy": acc}, delegation={"delegated_ops": 9, "total_ops": 10},
+                             "accuracy": acc}, delegation={"delegated_nodes": 9, "portable_nodes": 1, "coverage": 0.9},
                   runtime=backend, runtime_version="1.0", threads=2, reasons=[f"{backend}: fastest <fit>"],
                   context={"hostname": "pi", "cpu_governor": "performance", "temp_c_before": 41.0,
                            "temp_c_after": 44.5}, **kw)
@@ -68,7 +68,7 @@ def test_csv_and_json(run):
 
 def test_formatting_helpers():
     assert fmt_bytes(999) == "999 B" and fmt_bytes(1_500_000) == "1.50 MB" and fmt_bytes(None) == "-"
-    assert delegation_coverage({"delegated_ops": 3, "portable_ops": 1}) == 0.75
+    assert delegation_coverage({"delegated_nodes": 3, "portable_nodes": 1, "coverage": 0.75}) == 0.75
     assert delegation_coverage({"coverage": 0.5}) == 0.5 and delegation_coverage(None) is None
 
 

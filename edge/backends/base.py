@@ -19,17 +19,24 @@ configuration errors. Layout names: ``NCHW``/``NHWC`` (4-D), ``NCW``/``NWC`` (3-
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import logging
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..artifact import Artifact
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 CHANNELS_FIRST = {3: "NCW", 4: "NCHW", 5: "NCDHW"}
 CHANNELS_LAST = {3: "NWC", 4: "NHWC", 5: "NDHWC"}
@@ -93,7 +100,7 @@ class Backend(ABC):
     native_tool: str | None = None
 
     @abstractmethod
-    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         """Convert ``model`` into ``out_dir/model<suffix>`` and return the artifact."""
 
     @abstractmethod
@@ -141,7 +148,8 @@ class Backend(ABC):
         """A language-model artifact's generator (prefill/decode/reset), the same class the runner uses."""
         from ..runner.runner_generate import GENERATORS
 
-        return GENERATORS[self.name](str(artifact.path), artifact.manifest, threads)
+        with native_stderr_quiet():
+            return GENERATORS[self.runner_loader](str(artifact.path), artifact.manifest, threads)
 
     def tool_versions(self) -> dict[str, str]:
         """Installed versions of this backend's toolchain (read from package metadata)."""
@@ -169,7 +177,7 @@ class Backend(ABC):
                 )
         return {key: options.get(key, allowed[0]) for key, allowed in self.options_allowed.items()}
 
-    def base_manifest(self, spec: Any, model: torch.nn.Module) -> dict:
+    def base_manifest(self, spec: ModelSpec, model: torch.nn.Module) -> dict:
         """Manifest fields every backend fills the same way (artifact layout = eager layout)."""
         return {
             "backend": self.name,
@@ -193,7 +201,7 @@ class StepSpec:
     calib_inputs: list
 
 
-def step_spec(spec: Any, step_module: torch.nn.Module, tokens: int) -> StepSpec:
+def step_spec(spec: ModelSpec, step_module: torch.nn.Module, tokens: int) -> StepSpec:
     """A StepSpec for ``step_module`` (``edge.models.llama.StepModule``) at ``tokens`` tokens per call."""
     from ..models.llama import STEP_INPUTS, STEP_OUTPUTS
 
@@ -201,7 +209,7 @@ def step_spec(spec: Any, step_module: torch.nn.Module, tokens: int) -> StepSpec:
     return StepSpec(spec.name, example, list(STEP_INPUTS), list(STEP_OUTPUTS), [example])
 
 
-def generation_manifest(spec: Any, prefill_mode: str, cache: str, kv_layout: str,
+def generation_manifest(spec: ModelSpec, prefill_mode: str, cache: str, kv_layout: str,
                         cache_dtype: str = "float32") -> dict:
     """The manifest's ``generation`` block: P, C, the KV cache (shape, dtype, bytes), how prefill runs."""
     cfg = spec.generation.config
@@ -213,6 +221,25 @@ def generation_manifest(spec: Any, prefill_mode: str, cache: str, kv_layout: str
                      "dtype": cache_dtype, "bytes": cfg.kv_cache_bytes(per_elem), "layout": kv_layout},
         "config": cfg.to_dict(), "tokenizer": dict(spec.generation.tokenizer),
     }
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Silence what native runtime code writes straight to file descriptor 2 (e.g. ExecuTorch's
+    cpuinfo probing on virtual machines), unless edge logs at DEBUG level."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def default_layout(ndim: int) -> str:
@@ -273,10 +300,3 @@ def from_artifact_outputs(arrays: Sequence[np.ndarray], entries: Sequence[dict])
             a = a.transpose(perm)
         out.append(a)
     return out
-
-
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    """A short one-line description of an exception for error messages."""
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(exc).__name__}: {msg[:limit]}"

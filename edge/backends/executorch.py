@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..errors import ExportError, UnsupportedError
-from .base import Backend, CostTraits, Run, first_line, generation_manifest
+from ..errors import ExportError, UnsupportedError, first_line
+from .base import Backend, CostTraits, Run, generation_manifest, native_stderr_quiet
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class ExecuTorchBackend(Backend):
                         efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
     # lower(): torchao source transforms and PT2E's XNNPACKQuantizer (the base class's eager lowering)
 
-    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
         if spec.generation is not None:
             return self._export_lm(model, spec, Path(out_dir), options)
@@ -63,7 +66,7 @@ class ExecuTorchBackend(Backend):
 
         return parse_executor_runner(text, warmup)
 
-    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def _export_lm(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         """``forward(tokens (1, T<=P), input_pos (1,)) -> logits (1, V)`` with the KV cache inside.
 
         The layout ExecuTorch's own LLM export uses (``export_llama -kv --use_sdpa_with_kv_cache``):
@@ -88,7 +91,7 @@ class ExecuTorchBackend(Backend):
             with torch.no_grad():
                 program = torch.export.export(wrapper, example, dynamic_shapes=dynamic, strict=False)
         except Exception as exc:  # torch.export raises many types
-            raise ExportError(f"executorch: torch.export of the cached decoder failed: {first_line(exc)}") from exc
+            raise ExportError(f"executorch: torch.export of the cached decoder failed: {first_line(exc, with_type=True)}") from exc
         edge = _lower(program, constant_methods=_llm_metadata(spec))
         manifest["delegation"] = delegation_summary(edge.exported_program().graph_module)
         path = out_dir / manifest["file"]
@@ -102,7 +105,8 @@ class ExecuTorchBackend(Backend):
         import executorch.kernels.quantized  # noqa: F401  kernels of quantized embeddings
         from executorch.runtime import Runtime
 
-        method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
+        with native_stderr_quiet():
+            method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
 
         def run(arrays):
             outs = method.execute([torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
@@ -120,10 +124,10 @@ def _capture(model: torch.nn.Module, example: tuple) -> torch.export.ExportedPro
         if "data-dependent" in text or "data dependent" in text or "GuardOnDataDependent" in type(exc).__name__:
             raise UnsupportedError(
                 f"executorch: torch.export cannot capture {type(model).__name__}: data-dependent "
-                f"control flow ({first_line(exc)}). Rewrite the branch with torch.where or torch.cond"
+                f"control flow ({first_line(exc, with_type=True)}). Rewrite the branch with torch.where or torch.cond"
             ) from exc
         raise ExportError(
-            f"executorch: torch.export failed on {type(model).__name__}: {first_line(exc)}"
+            f"executorch: torch.export failed on {type(model).__name__}: {first_line(exc, with_type=True)}"
         ) from exc
 
 
@@ -160,7 +164,7 @@ class CachedLlama(torch.nn.Module):
         return m.lm_head(m.norm(x[:, -1, :])).float()
 
 
-def _llm_metadata(spec: Any) -> dict:
+def _llm_metadata(spec: ModelSpec) -> dict:
     """The constant methods ExecuTorch's LLM runner reads (as export_llama writes them)."""
     cfg = spec.generation.config
     tok = spec.generation.tokenizer
@@ -185,7 +189,7 @@ def _lower(program: torch.export.ExportedProgram, constant_methods: dict | None 
                 "lowering, so ExecuTorch cannot run it; rewrite it with core ops or use another backend"
             ) from exc
         raise ExportError(
-            f"executorch: lowering to the edge dialect / XNNPACK failed: {first_line(exc)}"
+            f"executorch: lowering to the edge dialect / XNNPACK failed: {first_line(exc, with_type=True)}"
         ) from exc
 
 
@@ -199,7 +203,7 @@ def _emit(edge: Any, path: Path, quant_fusion: bool) -> None:
         program = edge.to_executorch(config)
     except Exception as exc:  # e.g. "Missing out variants: {...}" for ops with no portable kernel
         raise ExportError(
-            f"executorch: to_executorch failed (an op with no ExecuTorch kernel?): {first_line(exc, 500)}"
+            f"executorch: to_executorch failed (an op with no ExecuTorch kernel?): {first_line(exc, 500, with_type=True)}"
         ) from exc
     with open(path, "wb") as f:
         program.write_to_file(f)

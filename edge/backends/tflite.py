@@ -29,15 +29,18 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..errors import ExportError, UnsupportedError
-from .base import (CHANNELS_LAST, PLAIN, Backend, CostTraits, Run, default_layout, first_line, generation_manifest, layout_perm,
+from ..errors import ExportError, UnsupportedError, first_line
+from .base import (CHANNELS_LAST, PLAIN, Backend, CostTraits, Run, default_layout, generation_manifest, layout_perm,
                    step_spec)
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +109,14 @@ class TFLiteBackend(Backend):
         ctx.options["tflite_quantization"] = value
         return model
 
-    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
         quant = options["tflite_quantization"]
         if spec.generation is not None:
             return self._export_lm(model, spec, Path(out_dir), quant)
         return self._convert(model, spec, Path(out_dir), quant)
 
-    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path, quant: str | None) -> Artifact:
+    def _export_lm(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, quant: str | None) -> Artifact:
         """The decode step (one token, caches in and out); prefill runs it token by token.
 
         onnx2tf writes one graph per conversion, and a second (prefill) graph would carry a
@@ -131,7 +134,7 @@ class TFLiteBackend(Backend):
         artifact.manifest["notes"].append("decode step only: prefill feeds the prompt one token at a time")
         return artifact
 
-    def _convert(self, model: torch.nn.Module, spec: Any, out_dir: Path, quant: str | None) -> Artifact:
+    def _convert(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, quant: str | None) -> Artifact:
         manifest = self.base_manifest(spec, model)
         path = Path(out_dir) / manifest["file"]
         with tempfile.TemporaryDirectory(prefix="edge-onnx2tf-") as work_str:
@@ -165,7 +168,7 @@ class TFLiteBackend(Backend):
         return run
 
     @staticmethod
-    def _convert_args(spec: Any, work: Path, quant: str | None) -> dict:
+    def _convert_args(spec: ModelSpec, work: Path, quant: str | None) -> dict:
         args = {
             "input_onnx_file_path": str(work / "model.onnx"),
             "output_folder_path": str(work / "out"),
@@ -182,7 +185,7 @@ class TFLiteBackend(Backend):
         return args
 
 
-def _to_onnx(model: torch.nn.Module, spec: Any, path: Path) -> None:
+def _to_onnx(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
     chatty = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx")]
     levels = [lg.level for lg in chatty]
     for lg in chatty:  # graph-pass progress and constant-folding chatter are noise to an edge user
@@ -197,22 +200,22 @@ def _to_onnx(model: torch.nn.Module, spec: Any, path: Path) -> None:
         if "data-dependent" in text or "data dependent" in text:
             raise UnsupportedError(
                 f"tflite: torch.onnx.export cannot capture {type(model).__name__}: data-dependent "
-                f"control flow ({first_line(exc)}). Rewrite the branch with torch.where"
+                f"control flow ({first_line(exc, with_type=True)}). Rewrite the branch with torch.where"
             ) from exc
-        raise ExportError(f"tflite: torch.onnx.export failed on {type(model).__name__}: {first_line(exc, 500)}") from exc
+        raise ExportError(f"tflite: torch.onnx.export failed on {type(model).__name__}: {first_line(exc, 500, with_type=True)}") from exc
     finally:
         for lg, level in zip(chatty, levels):
             lg.setLevel(level)
 
 
-def _calib_array(spec: Any, i: int) -> np.ndarray:
+def _calib_array(spec: ModelSpec, i: int) -> np.ndarray:
     """Calibration samples of input ``i`` stacked on the batch axis, in the tflite layout (N, ...)."""
     arr = np.concatenate([np.asarray(inputs[i]) for inputs in spec.calib_inputs], axis=0)
     perm = layout_perm(default_layout(arr.ndim), CHANNELS_LAST.get(arr.ndim, PLAIN))
     return arr.transpose(perm) if perm else arr
 
 
-def _write_calibration(spec: Any, work: Path, quant: str | None) -> None:
+def _write_calibration(spec: ModelSpec, work: Path, quant: str | None) -> None:
     """Files onnx2tf reads: its sample-image file (else it downloads one) and our calibration data."""
     images = [np.asarray(inputs[0]) for inputs in spec.calib_inputs if len(inputs) and inputs[0].dim() == 4]
     np.save(work / CALIBRATION_IMAGE_FILE, _sample_images(images))

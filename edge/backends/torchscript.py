@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..errors import ExportError, UnsupportedError
-from .base import Backend, CostTraits, Run, eager_outputs, first_line, generation_manifest, step_spec
+from ..errors import ExportError, UnsupportedError, first_line
+from .base import Backend, CostTraits, Run, eager_outputs, generation_manifest, step_spec
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,13 @@ class TorchScriptBackend(Backend):
                                     dtype=torch.quint8, inplace=False)
         return super().lower(model, config, ctx)  # fp16: the same half-precision module as eager
 
-    def export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         with warnings.catch_warnings():
             # every TorchScript entry point warns that it is deprecated; the module docstring says so
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             return self._export(model, spec, Path(out_dir), options)
 
-    def _export(self, model: torch.nn.Module, spec: Any, out_dir: Path, options: dict) -> Artifact:
+    def _export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         self.check_options(options)
         if spec.generation is not None:
             return self._export_lm(model, spec, out_dir)
@@ -86,18 +89,18 @@ class TorchScriptBackend(Backend):
         try:
             module = torch.jit.freeze(module.eval())
         except RuntimeError as exc:
-            raise ExportError(f"torchscript: torch.jit.freeze failed: {first_line(exc)}") from exc
+            raise ExportError(f"torchscript: torch.jit.freeze failed: {first_line(exc, with_type=True)}") from exc
         module = _try_optimize(module, manifest["notes"])
         path = out_dir / manifest["file"]
         try:
             module._save_for_lite_interpreter(str(path))
         except RuntimeError as exc:
             raise ExportError(
-                f"torchscript: saving for the lite interpreter failed: {first_line(exc)}"
+                f"torchscript: saving for the lite interpreter failed: {first_line(exc, with_type=True)}"
             ) from exc
         return Artifact(path=path, manifest=manifest)
 
-    def _export_lm(self, model: torch.nn.Module, spec: Any, out_dir: Path) -> Artifact:
+    def _export_lm(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path) -> Artifact:
         """The cached step, traced at P tokens; the trace keeps T symbolic, so decode reuses it at T=1."""
         from ..models.llama import StepModule
 
@@ -109,7 +112,7 @@ class TorchScriptBackend(Backend):
                 module = torch.jit.trace(step, sspec.example_inputs, check_trace=False)
             module = torch.jit.freeze(module.eval())
         except Exception as exc:  # tracer / freeze failures of many types
-            raise ExportError(f"torchscript: tracing the cached step failed: {first_line(exc)}") from exc
+            raise ExportError(f"torchscript: tracing the cached step failed: {first_line(exc, with_type=True)}") from exc
         manifest["generation"] = generation_manifest(spec, "batched", "io", "NCHW")
         manifest["notes"].append("cached step traced with torch.jit.trace (caches are inputs and outputs)")
         path = out_dir / manifest["file"]
@@ -131,7 +134,7 @@ class TorchScriptBackend(Backend):
 
         return run
 
-    def _capture(self, model: torch.nn.Module, spec: Any) -> tuple[torch.jit.ScriptModule, str]:
+    def _capture(self, model: torch.nn.Module, spec: ModelSpec) -> tuple[torch.jit.ScriptModule, str]:
         """Trace; if the trace froze a data-dependent branch, script instead."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", torch.jit.TracerWarning)
@@ -144,7 +147,7 @@ class TorchScriptBackend(Backend):
         suspicious = [w for w in caught if "Python boolean" in str(w.message)]
         if traced is not None and (not suspicious or _agrees(traced, model, spec)):
             return traced, "trace"
-        where = _where(suspicious) if suspicious else first_line(trace_error)
+        where = _where(suspicious) if suspicious else first_line(trace_error, with_type=True)
         log.info("torchscript: tracing is not faithful (%s); trying torch.jit.script", where)
         try:
             scripted = torch.jit.script(model)
@@ -152,13 +155,13 @@ class TorchScriptBackend(Backend):
             raise UnsupportedError(
                 f"torchscript: cannot capture {type(model).__name__}: tracing "
                 + (f"froze data-dependent control flow at {where}" if suspicious else f"failed ({where})")
-                + f", and torch.jit.script failed: {first_line(exc)}. Remove the data-dependent "
+                + f", and torch.jit.script failed: {first_line(exc, with_type=True)}. Remove the data-dependent "
                 "branch (e.g. torch.where) or use the executorch backend with torch.cond"
             ) from exc
         return scripted, "script"
 
 
-def _agrees(traced: torch.jit.ScriptModule, model: torch.nn.Module, spec: Any) -> bool:
+def _agrees(traced: torch.jit.ScriptModule, model: torch.nn.Module, spec: ModelSpec) -> bool:
     """Does the trace match the eager model on a few calibration inputs?"""
     for inputs in list(spec.calib_inputs)[:_TRACE_CHECK_SAMPLES]:
         with torch.no_grad():

@@ -37,6 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Toolchains that log their own chatter (optional kernels they could not load, deprecation
+# notes, graph-pass progress); a user sees edge's own lines unless --debug.
+TOOLCHAIN_LOGGERS = ("torch", "torchao", "onnx_ir", "onnxscript", "tensorflow", "absl", "jax",
+                     "transformers", "matplotlib", "PIL", "urllib3", "filelock", "paramiko")
+
+
+def quiet_toolchains() -> None:
+    """Only errors from the toolchains' loggers, and none of their Python warnings."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TORCH_LOGS", "-torch")  # torch resets its logger's level on import
+    for name in TOOLCHAIN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchao|executorch|onnx|transformers)")
+
+
 def _emit(out: Output, as_json: bool) -> None:
     if as_json:
         print(json.dumps(out.data, indent=2, default=str))
@@ -52,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO if not args.json else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
+    if not debug:
+        quiet_toolchains()
     apply_text_options(args)
+    if getattr(args, "host_threads", None) is not None:
+        import os
+
+        if args.host_threads < 1:
+            print(f"edge: error: expected --host-threads >= 1, found {args.host_threads}", file=sys.stderr)
+            return 2
+        os.environ["EDGE_HOST_THREADS"] = str(args.host_threads)
     try:
         out = args.handler(args)
     except EdgeError as exc:

@@ -30,12 +30,21 @@ def _common(default: Any) -> argparse.ArgumentParser:
 
 COMMON = _common(argparse.SUPPRESS)
 TOP = _common(False)
+TOP.add_argument("--host-threads", type=int, default=None, metavar="N",
+                 help="torch threads for edge's own work on this machine (export, validation, planning); "
+                      "default $EDGE_HOST_THREADS, else half the cores: more threads than free cores make "
+                      "torch collapse on a shared host. Devices use --threads of bench/compare")
 
 
 def command(sub, name: str, handler: Callable[[argparse.Namespace], Output], help_: str):
     p = sub.add_parser(name, parents=[COMMON], help=help_, description=help_)
     p.set_defaults(handler=handler)
     return p
+
+
+def given(args, *names: str) -> dict:
+    """The options the user set (not None), so the API's own defaults are the only defaults."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 MODEL_HELP = "zoo name, path/to/file.py:factory, Hugging Face directory or .gguf file"

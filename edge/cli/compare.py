@@ -5,7 +5,8 @@ import argparse
 import logging
 import sys
 
-from .common import MODEL_HELP, add_text_options, log, Output, command, render_table
+from ..defaults import ITERATIONS as DEFAULT_ITERATIONS, WARMUP as DEFAULT_WARMUP
+from .common import given, MODEL_HELP, add_text_options, log, Output, command, render_table
 
 
 # --- compare, results, report ---------------------------------------------------------
@@ -69,8 +70,8 @@ def _compare(args: argparse.Namespace) -> Output:
         result = compare(
             args.model, args.profile, args.target, backends=args.backends, min_accuracy=args.min_accuracy,
             max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, plans=args.plans,
-            out_dir=args.output, db=args.db, targets_file=args.targets_file, warmup=args.warmup,
-            iterations=args.iterations, threads=args.threads,
+            out_dir=args.output, db=args.db, targets_file=args.targets_file, threads=args.threads,
+            **given(args, "warmup", "iterations"),
             progress=_CompareProgress(sys.stderr) if show else None,
             prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
         )
@@ -183,8 +184,8 @@ def add_compare(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder (resumable: rerun to continue)")
     _db_option(p)
     p.add_argument("--targets-file", default=None, help="target inventory YAML")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up inferences (default 5)")
-    p.add_argument("--iterations", type=int, default=50, help="timed inferences (default 50)")
+    p.add_argument("--warmup", type=int, default=None, help=f"warm-up inferences (default {DEFAULT_WARMUP})")
+    p.add_argument("--iterations", type=int, default=None, help=f"timed inferences (default {DEFAULT_ITERATIONS})")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
     p.add_argument("--prompt-tokens", type=int, default=None,
                    help="language models: prompt length measured on the device (default: the prefill length)")

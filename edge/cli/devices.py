@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Output, add_target_options, command, render_table
+from ..defaults import ITERATIONS as DEFAULT_ITERATIONS, TIMEOUT_S as DEFAULT_TIMEOUT_S, WARMUP as DEFAULT_WARMUP
+from .common import Output, add_target_options, command, given, render_table
 
 
 def _deploy(args: argparse.Namespace) -> Output:
@@ -21,10 +22,10 @@ def _deploy(args: argparse.Namespace) -> Output:
 def _bench(args: argparse.Namespace) -> Output:
     from ..benchmark import bench
 
-    result = bench(args.artifact, args.target, warmup=args.warmup, iterations=args.iterations,
-                   threads=args.threads, targets_file=args.targets_file,
-                   trust_new_host=args.trust_new_host, timeout_s=args.timeout,
-                   prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens)
+    result = bench(args.artifact, args.target, threads=args.threads, targets_file=args.targets_file,
+                   trust_new_host=args.trust_new_host, prompt_tokens=args.prompt_tokens,
+                   new_tokens=args.new_tokens, **given(args, "warmup", "iterations"),
+                   **({"timeout_s": args.timeout} if args.timeout is not None else {}))
     if result.generation:
         return Output(result.to_dict(), _generation_lines(result))
     lat = result.latency_ms
@@ -69,10 +70,11 @@ def add_devices(sub) -> None:
     b = command(sub, "bench", _bench, "deploy an artifact and time it on the target")
     b.add_argument("artifact", help="artifact file (manifest.json beside it) or its folder")
     add_target_options(b)
-    b.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    b.add_argument("--iterations", type=int, default=50, help="timed runs (default 50)")
+    b.add_argument("--warmup", type=int, default=None, help=f"untimed runs first (default {DEFAULT_WARMUP})")
+    b.add_argument("--iterations", type=int, default=None, help=f"timed runs (default {DEFAULT_ITERATIONS})")
     b.add_argument("--threads", type=int, default=None, help="runtime threads (default: runtime's)")
-    b.add_argument("--timeout", type=float, default=600, help="seconds before the run is stopped")
+    b.add_argument("--timeout", type=float, default=None,
+                   help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:g})")
     b.add_argument("--prompt-tokens", type=int, default=None,
                    help="language models: prompt length from the sample prompt (default: the prefill length)")
     b.add_argument("--new-tokens", type=int, default=None,

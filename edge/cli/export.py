@@ -6,7 +6,8 @@ from typing import Any
 
 from ..errors import EdgeError
 from ..backends import BACKENDS
-from .common import MODEL_HELP, add_text_options, Output, command, render_table
+from ..defaults import MIN_ACCURACY
+from .common import given, MODEL_HELP, add_text_options, Output, command, render_table
 
 
 # --- export ---------------------------------------------------------------------------
@@ -96,8 +97,7 @@ def _plan(args: argparse.Namespace) -> Output:
     from ..profiles import load_profile
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    constraints = Constraints(min_accuracy=args.min_accuracy, max_latency_ms=args.max_latency_ms,
-                              max_size_mb=args.max_size_mb)
+    constraints = Constraints(**given(args, "min_accuracy", "max_latency_ms", "max_size_mb"))
     plan = make_plan(load_model(args.model), load_profile(args.profile), constraints,
                      backends=backends, distill=args.distill)
     text = _render_plan(plan)
@@ -111,8 +111,8 @@ def add_plan(sub) -> None:
     p.add_argument("model", help=MODEL_HELP)
     add_text_options(p)
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
-    p.add_argument("--min-accuracy", type=float, default=0.99,
-                   help="minimum metric vs fp32 (1.0 = identical; default 0.99)")
+    p.add_argument("--min-accuracy", type=float, default=None,
+                   help=f"minimum metric vs fp32 (1.0 = identical; default {MIN_ACCURACY})")
     p.add_argument("--max-latency-ms", type=float, default=None, help="predicted latency limit")
     p.add_argument("--max-size-mb", type=float, default=None, help="artifact size limit")
     p.add_argument("--backends", default=None, help="comma-separated backends to consider")

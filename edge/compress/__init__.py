@@ -13,7 +13,7 @@ backend must honour:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -26,6 +26,9 @@ from .prune import MagnitudePruneConfig
 from .prune_structured import ChannelPruneConfig, FfnPruneConfig, HeadPruneConfig
 from .quantize import (EmbeddingQuantConfig, Fp16Config, Int4WeightConfig, Int8DynamicConfig,
                        Int8StaticConfig)
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 # config type -> "module:function" (imported on first use; torchao/executorch load lazily)
 TECHNIQUES: dict[type, str] = {
@@ -57,7 +60,7 @@ def apply(model: nn.Module, config: TechniqueConfig, ctx: CompressContext) -> nn
     return getattr(importlib.import_module(module_name), attr)(model, config, ctx)
 
 
-def apply_plan(model: nn.Module, plan: Any, backend_name: str, spec: Any = None) -> tuple[nn.Module, dict]:
+def apply_plan(model: nn.Module, plan: Any, backend_name: str, spec: ModelSpec = None) -> tuple[nn.Module, dict]:
     """Apply a plan's recipe in order for ``backend_name``: returns (compressed model, export options).
 
     ``plan`` is a :class:`edge.planner.Plan`, a plan dict, a list of configs, or None (no-op).

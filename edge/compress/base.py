@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 # Besides the registered backends a technique can target the host's "eager" flavour: the
 # torchao-quantized eager model the planner measures (edge.backends.lowering).
@@ -78,7 +81,7 @@ class CompressContext:
     """What a technique may need besides the model: the backend, the spec and export options."""
 
     backend: str
-    spec: Any = None  # edge.models.ModelSpec; None when no calibration data is needed
+    spec: ModelSpec = None  # edge.models.ModelSpec; None when no calibration data is needed
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -34,7 +34,14 @@ _CACHE: dict[str, ModelSpec] = {}
 
 
 def load_model(ref: str) -> ModelSpec:
-    """Resolve a model reference to a ModelSpec (zoo models are cached per process)."""
+    """Resolve a model reference to a ModelSpec (zoo models are cached per process).
+
+    Sets torch's host threads first (:func:`edge.host.configure_torch`): loading a model is
+    where edge's own computation starts.
+    """
+    from ..host import configure_torch
+
+    configure_torch()
     if ref in ZOO:
         if ref not in _CACHE:
             module_name, _, attr = ZOO[ref].partition(":")

@@ -9,6 +9,7 @@ on it and any damage done by compression shows as a rise in perplexity.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -129,16 +130,37 @@ def sample_sequences(model: nn.Module, n: int, seed: int) -> list[tuple[torch.Te
     return [(seqs[i : i + 1].clone(),) for i in range(n)]
 
 
+SAMPLES = Path(__file__).resolve().parent / "weights" / "tiny_lm_samples.pt"
+
+
+def sampled_text(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The calibration and evaluation sequences (32 each) sampled from ``model``, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the sampled tokens must not depend on the host's thread count
+    try:
+        return {"calib": torch.cat([x[0] for x in sample_sequences(model, 32, SEED + 30)]),
+                "eval": torch.cat([x[0] for x in sample_sequences(model, 32, SEED + 31)])}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _shipped_text() -> dict[str, torch.Tensor]:
+    """The sampled sequences as shipped (sampling at load cost seconds, minutes on a busy host);
+    ``scripts/sample_tiny_lm.py`` writes them and a test checks they are what sampling gives."""
+    return torch.load(SAMPLES, map_location="cpu", weights_only=True)
+
+
 def tiny_lm() -> ModelSpec:
     model = build_tiny_lm()
+    text = _shipped_text()
     return ModelSpec(
         name="tiny-lm",
         model=model,
         example_inputs=(torch.zeros(1, SEQ_LEN, dtype=torch.long),),
         input_names=["tokens"],
         output_names=["logits"],
-        calib_inputs=sample_sequences(model, 32, SEED + 30),
-        eval_inputs=sample_sequences(model, 32, SEED + 31),
+        calib_inputs=[(row[None].clone(),) for row in text["calib"]],
+        eval_inputs=[(row[None].clone(),) for row in text["eval"]],
         metric="perplexity",
         description=f"Llama-style decoder LM: {LAYERS} layers, dim {DIM}, {HEADS} heads, "
         f"vocab {VOCAB}, context {SEQ_LEN}",

@@ -34,9 +34,12 @@ measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .stats import ModelStats
+
+if TYPE_CHECKING:  # annotations only
+    from ..profiles import DeviceProfile
 
 MB = 1024 * 1024
 
@@ -114,12 +117,12 @@ class DeviceRates:
         return self.gops[dtype]
 
 
-def _peak(profile: Any, attr: str) -> float | None:
+def _peak(profile: DeviceProfile, attr: str) -> float | None:
     peak = getattr(profile.compute, attr, None)
     return None if peak is None else peak.value
 
 
-def device_rates(profile: Any, backend: str) -> DeviceRates:
+def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
     """Achieved matmul throughput per dtype, bandwidth and overheads for ``backend`` on ``profile``."""
     notes = []
     cal = profile.calibration or {}
@@ -217,7 +220,7 @@ def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: Devi
     return ms
 
 
-def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile: Any) -> Prediction:
+def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile: DeviceProfile) -> Prediction:
     """Size, peak memory and latency of ``stats`` under ``assignment`` on ``profile``."""
     rates = device_rates(profile, backend)
     weight_bytes = _weight_bytes(stats, assignment, backend)

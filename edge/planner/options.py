@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..compress import (ChannelPruneConfig, DistillConfig, EmbeddingQuantConfig, FfnPruneConfig,
                         Fp16Config, HeadPruneConfig, Int4WeightConfig, Int8DynamicConfig,
@@ -18,6 +18,9 @@ from ..backends import get_backend
 from ..errors import ConfigError, UnsupportedError
 from .sensitivity import compress_and_score, measure
 from .stats import ModelStats, count_stats
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 LINEAR_GROUPS = ("attention", "ffn", "head", "linear")
 LINEAR_PRECISIONS = ("int8", "int4_g32", "int4_g64", "int4_g128")
@@ -75,7 +78,7 @@ def _check(spec, recipe, backend, samples, min_accuracy, what, reasons) -> float
     return accuracy
 
 
-def group_options(spec: Any, stats: ModelStats, backend: str, min_accuracy: float,
+def group_options(spec: ModelSpec, stats: ModelStats, backend: str, min_accuracy: float,
                   reasons: list[str], samples: int) -> dict[str, list[Option]]:
     """Per layer group: fp32 plus every precision the backend expresses that keeps accuracy."""
     out: dict[str, list[Option]] = {}
@@ -103,7 +106,7 @@ def group_options(spec: Any, stats: ModelStats, backend: str, min_accuracy: floa
     return out
 
 
-def whole_model_options(spec: Any, stats: ModelStats, backend: str, min_accuracy: float,
+def whole_model_options(spec: ModelSpec, stats: ModelStats, backend: str, min_accuracy: float,
                         reasons: list[str], samples: int) -> list[Option]:
     """Options that set one precision for every group at once (fp16, tflite int8, int8 static)."""
     candidates: list[tuple[str, list[TechniqueConfig], list[TechniqueConfig]]] = [
@@ -126,7 +129,7 @@ def whole_model_options(spec: Any, stats: ModelStats, backend: str, min_accuracy
     return out
 
 
-def structures(spec: Any, base: ModelStats, min_accuracy: float, reasons: list[str],
+def structures(spec: ModelSpec, base: ModelStats, min_accuracy: float, reasons: list[str],
                samples: int, distill: bool) -> list[Structure]:
     """'none' plus every structural change that applies to the model and keeps accuracy."""
     out = [Structure("none", None, base)]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compress import TechniqueConfig, config_from_dict
+from ..defaults import MIN_ACCURACY
 from ..errors import ConfigError
 
 PLAN_SCHEMA_VERSION = 1
@@ -34,7 +35,7 @@ def plan_tag(structure: str | None, groups: dict[str, str]) -> str:
 class Constraints:
     """What the plan must satisfy; None means unconstrained."""
 
-    min_accuracy: float = 0.99
+    min_accuracy: float = MIN_ACCURACY
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
 

@@ -2,12 +2,16 @@
 someone wrote by hand, or about a plan's alternatives, on any profile."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..backends import get_backend
 from ..compress import CompressContext, TechniqueConfig, apply
 from .cost import Prediction, predict
 from .stats import ModelStats, count_stats
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
+    from ..profiles import DeviceProfile
 
 _LINEAR = ("attention", "ffn", "head", "linear")
 
@@ -30,7 +34,7 @@ def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend:
     return out
 
 
-def predict_recipe(spec: Any, recipe: Sequence[TechniqueConfig], backend: str, profile: Any) -> Prediction:
+def predict_recipe(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str, profile: DeviceProfile) -> Prediction:
     """Size, memory and latency of ``spec`` compressed by ``recipe`` for ``backend`` on ``profile``.
 
     Structural steps are applied to a fresh copy first (their effect on the counts is real);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..backends import BACKENDS, get_backend
 from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig)
@@ -20,6 +20,10 @@ from .plan import Constraints, Plan
 from .sensitivity import DEFAULT_SAMPLES, measure
 from .stats import count_stats
 from .verdict import explain_infeasible, pareto_front, summarize_rejections, violations
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
+    from ..profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def merge_recipe(options: dict[str, Option]) -> list[TechniqueConfig]:
     return linear + embedding
 
 
-def _usable_backends(profile: Any, requested: list[str] | None, reasons: list[str]) -> list[str]:
+def _usable_backends(profile: DeviceProfile, requested: list[str] | None, reasons: list[str]) -> list[str]:
     out = []
     for backend in BACKENDS:
         if requested is not None and backend not in requested:
@@ -132,7 +136,7 @@ def _verify(spec, ordered: list[Candidate], constraints: Constraints, reasons: l
     return None
 
 
-def make_plan(spec: Any, profile: Any, constraints: Constraints | None = None,
+def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints | None = None,
               backends: list[str] | None = None, distill: bool = False,
               samples: int = DEFAULT_SAMPLES) -> Plan:
     """Choose backend and per-group recipe for ``spec`` on ``profile`` under ``constraints``.

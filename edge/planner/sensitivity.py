@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from ..compress import CompressContext, TechniqueConfig, apply
 from ..evaluate import score
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ def flavour_of(backend: str) -> str:
     return get_backend(backend).host_flavour
 
 
-def _inputs(spec: Any, samples: int) -> list[tuple]:
+def _inputs(spec: ModelSpec, samples: int) -> list[tuple]:
     return list(spec.calib_inputs[:samples])
 
 
@@ -56,7 +59,7 @@ def _outputs(model: torch.nn.Module, inputs: Sequence[tuple]) -> list:
     return [_first(model(*inp)).detach().float().numpy() for inp in inputs]
 
 
-def reference_outputs(spec: Any, samples: int = DEFAULT_SAMPLES) -> list:
+def reference_outputs(spec: ModelSpec, samples: int = DEFAULT_SAMPLES) -> list:
     """fp32 outputs on the calibration subset (cached)."""
     key = (spec.name, spec.source, samples)
     if key not in _REFERENCES:
@@ -64,12 +67,12 @@ def reference_outputs(spec: Any, samples: int = DEFAULT_SAMPLES) -> list:
     return _REFERENCES[key]
 
 
-def _key(spec: Any, recipe: Sequence[TechniqueConfig], backend: str, samples: int) -> tuple:
+def _key(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str, samples: int) -> tuple:
     return (spec.name, spec.source, json.dumps([c.to_dict() for c in recipe], sort_keys=True),
             flavour_of(backend), samples)
 
 
-def compress_and_score(spec: Any, recipe: Sequence[TechniqueConfig], backend: str,
+def compress_and_score(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str,
                        samples: int = DEFAULT_SAMPLES) -> tuple[float, torch.nn.Module]:
     """Compress a fresh copy with ``recipe`` in ``backend``'s flavour; (metric, compressed model)."""
     model = spec.fresh_model()
@@ -83,7 +86,7 @@ def compress_and_score(spec: Any, recipe: Sequence[TechniqueConfig], backend: st
     return value, model
 
 
-def measure(spec: Any, recipe: Sequence[TechniqueConfig], backend: str,
+def measure(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str,
             samples: int = DEFAULT_SAMPLES) -> float:
     """The metric (1.0 = fp32) of ``spec``'s model compressed by ``recipe`` in ``backend``'s flavour."""
     key = _key(spec, recipe, backend, samples)

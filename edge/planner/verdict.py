@@ -3,16 +3,19 @@ explanation given when nothing fits."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .cost import MB, Prediction
 from .plan import Constraints
+
+if TYPE_CHECKING:  # annotations only
+    from ..profiles import DeviceProfile
 
 KINDS = ("accuracy", "latency", "size", "storage", "memory")
 PARETO_MAX = 12
 
 
-def _limits(constraints: Constraints, profile: Any) -> dict[str, float | None]:
+def _limits(constraints: Constraints, profile: DeviceProfile) -> dict[str, float | None]:
     return {"accuracy": constraints.min_accuracy, "latency": constraints.max_latency_ms,
             "size": constraints.max_size_mb, "storage": profile.storage.budget_mb,
             "memory": profile.memory.model_budget_mb}
@@ -24,7 +27,7 @@ def _value(pred: Prediction, kind: str) -> float:
             "memory": pred.peak_memory_mb}[kind]
 
 
-def violations(pred: Prediction, constraints: Constraints, profile: Any) -> list[str]:
+def violations(pred: Prediction, constraints: Constraints, profile: DeviceProfile) -> list[str]:
     """Which constraints ``pred`` breaks (empty = feasible)."""
     out = []
     for kind, limit in _limits(constraints, profile).items():
@@ -41,7 +44,7 @@ _WORDS = {"accuracy": "below min accuracy", "latency": "over max latency", "size
           "storage": "over the storage budget", "memory": "over the memory budget"}
 
 
-def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, profile: Any) -> list[str]:
+def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, profile: DeviceProfile) -> list[str]:
     """One line per backend: how many combinations broke which constraint, and the best seen."""
     lines = []
     limits = _limits(constraints, profile)
@@ -84,7 +87,7 @@ def pareto_front(feasible: Sequence[Any]) -> list[Any]:
 
 
 def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Constraints,
-                       profile: Any) -> str:
+                       profile: DeviceProfile) -> str:
     """What was reachable against each limit, and which limit would have to give, and how far."""
     limits = _limits(constraints, profile)
     lines = [f"no plan for {model} on {profile.name} meets every constraint "

@@ -4,6 +4,8 @@ The one place in :mod:`edge.report` that writes.
 """
 from __future__ import annotations
 
+from ..fileio import write_atomic
+
 from pathlib import Path
 
 from ..errors import ResultsError
@@ -23,15 +25,9 @@ def write_report_files(run: Run, out_dir: str | Path, plots: bool = True) -> dic
         if plots:
             images = render_plots(run)
             image_paths = write_plots(run, out / "plots", images)
-        _write_atomic(paths["json"], to_json(run))
-        _write_atomic(paths["csv"], to_csv(run))
-        _write_atomic(paths["html"], render_html(run, images))
+        write_atomic(paths["json"], to_json(run))
+        write_atomic(paths["csv"], to_csv(run))
+        write_atomic(paths["html"], render_html(run, images))
     except OSError as exc:
         raise ResultsError(f"could not write the report into {out}: {exc}; check the folder is writable") from exc
     return {**{k: str(v) for k, v in paths.items()}, "plots": {k: str(v) for k, v in image_paths.items()}}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

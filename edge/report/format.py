@@ -6,6 +6,8 @@ Pure functions of a :class:`~edge.runs.Run` and its rows; :mod:`edge.report.tabl
 """
 from __future__ import annotations
 
+from ..errors import first_line
+
 from ..runs import Run, RunRow
 
 # results.csv, one line per row
@@ -63,20 +65,13 @@ def fmt_ms(value) -> str:
 
 
 def delegation_coverage(delegation: dict | None) -> float | None:
-    """Fraction of work a backend handed to its accelerated path (0..1), when it says."""
-    if not isinstance(delegation, dict):
+    """Share of the graph a backend handed to its accelerated path (0..1), when its manifest says.
+
+    The one shape backends write: ``{"coverage": fraction, ...}`` (ExecuTorch's XNNPACK summary).
+    """
+    if not isinstance(delegation, dict) or not isinstance(delegation.get("coverage"), (int, float)):
         return None
-    for key in ("coverage", "delegated_fraction", "fraction"):
-        if isinstance(delegation.get(key), (int, float)):
-            return float(delegation[key])
-    pairs = [("delegated_ops", "total_ops"), ("delegated", "total"), ("delegated_nodes", "total_nodes")]
-    for num, den in pairs:
-        if isinstance(delegation.get(num), (int, float)) and delegation.get(den):
-            return float(delegation[num]) / float(delegation[den])
-    if isinstance(delegation.get("delegated_ops"), (int, float)) and "portable_ops" in delegation:
-        total = delegation["delegated_ops"] + (delegation["portable_ops"] or 0)
-        return float(delegation["delegated_ops"]) / total if total else None
-    return None
+    return float(delegation["coverage"])
 
 
 def fmt_delegation(delegation: dict | None) -> str:
@@ -120,13 +115,8 @@ def table_rows(run: Run) -> list[dict]:
             "peak MB": fmt_num(row.peak_rss_mb, 1),
             "accuracy": "-" if row.accuracy is None else f"{row.accuracy:.4f} {row.metric or ''}".strip(),
             "delegated": fmt_delegation(row.delegation),
-            "error": _short_error(row.error),
+            "error": first_line(row.error, 60),
         })
     return out
 
 
-def _short_error(error: str | None, limit: int = 60) -> str:
-    if not error:
-        return ""
-    first = error.strip().splitlines()[0]
-    return first if len(first) <= limit else first[: limit - 3] + "..."
