@@ -132,9 +132,7 @@ def _plans(run: Run) -> str:
             f"<pre>{_e(json.dumps(r.delegation, indent=2, sort_keys=True, default=str))}</pre>")
         parts.append(f"<h3>{_e(r.backend)} / {_e(r.plan_name)}</h3>{reasons_html}"
                      f"<details><summary>plan</summary><pre>{_e(plan)}</pre></details>{deleg}")
-    notes = "".join(f"<li>{_e(x)}</li>" for x in run.extra.get("plan_reasons", []))
-    head = f"<ul>{notes}</ul>" if notes else ""
-    return f'<h2 id="plans">Plans and reasons</h2>{head}{"".join(parts)}'
+    return f'<h2 id="plans">Plans and reasons</h2>{"".join(parts)}'
 
 
 def _context(run: Run) -> str:
