@@ -57,6 +57,7 @@ def test_tiny_llama_is_a_trained_byte_model_that_writes_english_letters():
     spec = load_model("tiny-llama")
     gen = spec.generation
     assert gen.config.prefill_tokens == 32 and gen.config.context == 128 and gen.prompt.shape == (1, 32)
+    assert spec.summary()["generation"]["kv_cache_bytes_fp32"] == 2 * 2 * 2 * 128 * 24 * 4
     assert bytes(gen.prompt[0].tolist()).decode("utf-8").startswith("The Legend of Sleepy Hollow")
     tokens, _ = greedy(spec.model, gen.prompt, 40)
     text = bytes(tokens).decode("utf-8", errors="replace")

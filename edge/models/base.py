@@ -23,6 +23,12 @@ class GenerationSpec:
     prompt: torch.Tensor
     tokenizer: dict = field(default_factory=dict)
 
+    def summary(self) -> dict:
+        cfg = self.config
+        return {"prefill_tokens": cfg.prefill_tokens, "context": cfg.context, "layers": cfg.layers,
+                "heads": cfg.heads, "kv_heads": cfg.kv_heads, "head_dim": cfg.head_dim, "vocab": cfg.vocab,
+                "kv_cache_bytes_fp32": cfg.kv_cache_bytes(4), "tokenizer": self.tokenizer.get("kind")}
+
 
 @dataclass
 class ModelSpec:
@@ -75,4 +81,5 @@ class ModelSpec:
             "metric": self.metric,
             "eval_samples": len(self.eval_inputs),
             "calib_samples": len(self.calib_inputs),
+            **({"generation": self.generation.summary()} if self.generation is not None else {}),
         }
