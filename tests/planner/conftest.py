@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from edge.models import load_model
 from edge.profiles import load_profile
 
 
