@@ -224,6 +224,8 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
     """
     if iterations < 1 or warmup < 0:
         raise ConfigError(f"expected iterations >= 1 and warmup >= 0, found {iterations}, {warmup}")
+    if not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise ConfigError(f"expected a timeout in seconds > 0 and finite, found {timeout_s!r}")
     artifact = load_artifact(artifact_path)
     gen_argv = generation_args(artifact, prompt_tokens, new_tokens)
     tgt = _resolve(target, targets_file)

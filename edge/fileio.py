@@ -5,6 +5,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from collections.abc import Hashable
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
@@ -24,3 +31,45 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_utf8(path: str | Path, what: str) -> str:
+    """The text of a UTF-8 file; undecodable bytes are a ConfigError naming the file and the byte.
+
+    OSError (missing, unreadable) propagates: callers say what they were reading.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 {what}, found bytes that are not UTF-8 at byte {exc.start} "
+                          f"({data[exc.start:exc.start + 4]!r}); save the file as UTF-8") from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (otherwise a silent typo)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        for i, key in enumerate(keys):
+            if isinstance(key, Hashable) and key in keys[:i]:
+                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
+                                                        f"duplicate key {key!r}",
+                                                        node.value[i][0].start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """Parse a YAML file (UTF-8, no key given twice); errors become ConfigError naming the file (and line)."""
+    try:
+        text = read_utf8(path, what)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: "
+                          f"{exc.problem or exc.context}; fix the syntax on that line") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None

@@ -15,18 +15,18 @@ naming the file, the field path, the value and what is allowed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from .backends import BACKENDS
 from .errors import ConfigError
+from .fileio import read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,22 @@ def _text(nullable: bool = False, allowed: tuple[str, ...] | None = None,
     return check
 
 
+# No field of a device profile is meaningfully this large (1e9 MB of RAM, 1e9 GFLOPS ...):
+# a bigger value is a typo or a unit mix-up, and NaN/inf would make every prediction meaningless.
+ABSURD = 1e9
+
+
 def _number(kind: type, unit: str = "", maximum: float | None = None) -> Check:
-    """A positive int or float (ints accepted for floats), or null."""
+    """A positive, finite int or float (ints accepted for floats) up to ``maximum``, or null."""
     expected = ("an integer" if kind is int else "a number") + (f" in {unit}" if unit else "") \
-        + " > 0" + (f" and <= {maximum:g}" if maximum is not None else "") + ", or null"
+        + f" > 0 and <= {maximum if maximum is not None else ABSURD:g}, or null"
 
     def check(value: Any, where: str, source: str) -> Any:
         if value is None:
             return None
         types = (int,) if kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, types) or value <= 0 \
-                or (maximum is not None and value > maximum):
+        if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0 \
+                or value > (maximum if maximum is not None else ABSURD):
             raise _fail(source, where, value, expected)
         return kind(value)
     return check
@@ -310,33 +315,9 @@ def _resolve_auto(data: dict, source: str, host: Mapping[str, Any] | None) -> di
 
 # --- files -----------------------------------------------------------------------------
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (otherwise a silent typo)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        for i, key in enumerate(keys):
-            if isinstance(key, Hashable) and key in keys[:i]:
-                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
-                                                        f"duplicate key {key!r}",
-                                                        node.value[i][0].start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; errors become ConfigError naming the file (and line)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read device profile {path}: {exc.strerror}") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: "
-                          f"{exc.problem or exc.context}; fix the syntax on that line") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    """Parse a device profile file; errors become ConfigError naming the file (and line)."""
+    return read_yaml_file(path, "device profile")
 
 
 def profile_dirs() -> list[Path]:

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .fileio import UniqueKeyLoader, read_utf8
 from .transports import TRANSPORTS, transport_class
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def parse_targets_file(path: Path) -> dict[str, Target]:
     """Read one targets YAML file."""
     source = str(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(read_utf8(path, "targets file"), Loader=UniqueKeyLoader)  # a name given twice is an error
     except OSError as exc:
         raise ConfigError(f"cannot read targets file {path}: {exc}") from exc
     except yaml.YAMLError as exc:

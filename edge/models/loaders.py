@@ -95,6 +95,9 @@ def load_factory(ref: str) -> ModelSpec:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:  # user code must not end edge (silently, with its own exit code)
+        raise ModelLoadError(f"importing {path} called sys.exit({exc.code!r}); expected a module that "
+                             "defines the factory; guard script code with `if __name__ == '__main__':`") from None
     except Exception as exc:  # user code
         raise ModelLoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, factory_name, None)
@@ -105,6 +108,9 @@ def load_factory(ref: str) -> ModelSpec:
         )
     try:
         result = factory()
+    except SystemExit as exc:  # user code must not end edge
+        raise ModelLoadError(f"{ref}: the factory called sys.exit({exc.code!r}); expected it to return "
+                             "(model, example_inputs)") from None
     except Exception as exc:  # user code
         raise ModelLoadError(f"{ref}: the factory raised {type(exc).__name__}: {exc}") from exc
     return spec_from_factory_result(result, path.stem, ref)

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..fileio import read_utf8
 from .plan import Plan
 
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -37,7 +38,7 @@ def load_plan(path: str | Path) -> Plan:
     _check_suffix(path)
     if not path.is_file():
         raise ConfigError(f"expected a plan file at {path}, found none; write one with `edge plan -o`")
-    text = path.read_text()
+    text = read_utf8(path, "plan file")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -69,8 +69,22 @@ def to_csv(run: Run) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in run.rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in csv_record(run, row).items()})
+        writer.writerow({k: csv_cell(v) for k, v in csv_record(run, row).items()})
     return buf.getvalue()
+
+
+# A text cell starting with one of these is a formula to a spreadsheet (device output, model
+# names and errors end up here), so it is written with a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV value: None as empty, text that a spreadsheet would run as a formula quoted as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def summary_row(row: RunRow) -> dict:

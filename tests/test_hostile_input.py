@@ -1,0 +1,88 @@
+"""Bad input gets a clear error, never a traceback or a silently wrong result (issue: hostile input)."""
+import csv
+import re
+import io
+
+import pytest
+
+from edge.cli import main
+from edge.errors import ConfigError, ModelLoadError
+from edge.models import load_model
+from edge.profiles import load_profile
+from edge.runs import Run, RunRow
+from edge.targets import parse_targets_file
+
+
+
+
+
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf", "1e32"])
+def test_non_finite_and_absurd_profile_numbers_are_refused_naming_the_field(tmp_path, bad):
+    shipped = load_profile("raspberry-pi-5-8gb").path.read_text()
+    lines = [ln for ln in shipped.splitlines() if ln.strip().startswith("bandwidth_gbs:")]
+    assert lines, "the shipped profile states a bandwidth"
+    path = tmp_path / "bad.yaml"
+    path.write_text(shipped.replace(lines[0], lines[0].split(":")[0] + f": {bad}", 1))
+    with pytest.raises(ConfigError, match=r"bandwidth_gbs.*> 0 and <= "):
+        load_profile(str(path))
+
+
+@pytest.mark.parametrize("loader,what", [
+    (lambda p: load_profile(str(p)), "device profile"),
+    (lambda p: parse_targets_file(p), "targets file"),
+])
+def test_non_utf8_files_are_config_errors_not_tracebacks(tmp_path, loader, what):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"expected a UTF-8 {what}, found bytes that are not UTF-8 at byte 9"):
+        loader(path)
+
+
+def test_plan_file_with_non_utf8_bytes(tmp_path, capsys):
+    path = tmp_path / "plan.yaml"
+    path.write_bytes(b"model: \xff\xfe\n")
+    code = main(["export", "tiny-mlp", "--backend", "torchscript", "--plan", str(path), "-o", str(tmp_path / "o")])
+    assert code == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and "Traceback" not in err
+
+
+def test_duplicate_target_names_are_refused(tmp_path):
+    path = tmp_path / "targets.yaml"
+    path.write_text("targets:\n  pi:\n    transport: ssh\n    host: a\n    profile: raspberry-pi-5-8gb\n"
+                    "  pi:\n    transport: ssh\n    host: b\n    profile: raspberry-pi-5-8gb\n")
+    with pytest.raises(ConfigError, match="duplicate key 'pi'"):
+        parse_targets_file(path)
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0"])
+def test_bench_timeout_must_be_finite_and_positive(tiny_artifacts, capsys, timeout):
+    code = main(["bench", str(tiny_artifacts["torchscript"]), "--target", "local", "--timeout", timeout])
+    assert code == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert "expected a timeout in seconds > 0 and finite" in err and "Traceback" not in err
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_as_text():
+    from edge.report import to_csv
+
+    row = RunRow(backend="tflite", plan_name="=HYPERLINK(\"http://x\")", error="-1+cmd|' /C calc'!A0",
+                 context={"hostname": "@evil"})
+    run = Run(model="+model", profile="p", target="t", args={}, status="failed", context={}, rows=[row],
+              extra={}, run_id="20260101-000000-abcd", created_at="2026-01-01T00:00:00+00:00")
+    rec = next(csv.DictReader(io.StringIO(to_csv(run))))
+    assert rec["plan"] == "'=HYPERLINK(\"http://x\")" and rec["model"] == "'+model"
+    assert rec["error"].startswith("'-1+cmd")
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
+    ("import sys\ndef factory():\n    sys.exit(3)\n", "the factory called sys.exit(3)"),
+])
+def test_a_user_factory_calling_sys_exit_is_a_load_error(tmp_path, body, fragment, capsys):
+    path = tmp_path / "exits.py"
+    path.write_text(body)
+    with pytest.raises(ModelLoadError, match=re.escape(fragment)):
+        load_model(f"{path}:factory")
+    code = main(["models", "show", f"{path}:factory"])
+    assert code == ModelLoadError.exit_code and fragment in capsys.readouterr().err
