@@ -88,6 +88,11 @@ _ROW_COLUMNS = ("backend", "plan_name", "plan", "size_bytes", "latency_ms", "lat
 _JSON_COLUMNS = {"plan", "latency_ms", "latencies_ms", "predicted", "delegation"}
 
 
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script (executescript would commit the transaction)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
 def _dumps(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -122,16 +127,35 @@ class ResultsStore:
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(conn.execute("PRAGMA user_version").fetchone()[0])
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        # Two processes may create the store at once: take the write lock first, then re-read
+        # the version inside the transaction, so only one of them runs each migration.
+        conn.isolation_level = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                self._check_version(version)
+                for target in range(version, SCHEMA_VERSION):
+                    log.debug("migrating %s to schema version %d", self.path, target + 1)
+                    for statement in _statements(MIGRATIONS[target]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {target + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.isolation_level = ""
+
+    def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise ResultsError(
                 f"{self.path} has results schema version {version}, newer than this edge supports "
                 f"({SCHEMA_VERSION}); upgrade edge or use another --db"
             )
-        for target in range(version, SCHEMA_VERSION):
-            log.debug("migrating %s to schema version %d", self.path, target + 1)
-            with conn:
-                conn.executescript("BEGIN;" + MIGRATIONS[target] + f"PRAGMA user_version = {target + 1};COMMIT;")
 
     def schema_version(self) -> int:
         conn = self._connect(create=False)

@@ -169,3 +169,33 @@ def test_runs_saved_in_the_same_second_list_newest_first(store):
     ids = [store.save_run(make_run(created_at=stamp)) for _ in range(6)]
     assert [r["run_id"] for r in store.list_runs()] == ids[::-1]
     assert store.get_run("latest").run_id == ids[-1]
+
+
+def test_two_processes_creating_a_new_store_at_once_both_keep_their_run(tmp_path):
+    """The migration takes the write lock before reading the schema version (BEGIN IMMEDIATE)."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, sys, time; from edge.results import ResultsStore; from edge.runs import Run, RunRow\n"
+            "open(sys.argv[2], 'w').close()\n"
+            "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"
+            "ResultsStore(sys.argv[1]).save_run(Run(model='m', profile='p', target='t', args={}, status='ok', "
+            "context={}, rows=[RunRow(backend='tflite')], extra={}))")
+    for pair in range(10):
+        db, go = tmp_path / f"pair{pair}.db", tmp_path / f"go{pair}"
+        ready = [tmp_path / f"ready{pair}-{i}" for i in range(2)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(r), str(go)], stderr=subprocess.PIPE,
+                                  text=True) for r in ready]
+        try:
+            for r, p in zip(ready, procs):  # both imported and waiting: start them together
+                while not r.exists():
+                    assert p.poll() is None, p.communicate()[1]
+                    time.sleep(0.01)
+            go.touch()
+            errors = [p.communicate(timeout=120)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill() if p.poll() is None else None
+        assert [p.returncode for p in procs] == [0, 0], errors
+        assert len(ResultsStore(db).list_runs()) == 2
