@@ -29,7 +29,7 @@ from typing import Callable
 
 from .benchmark import DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from .compare_steps import Candidate, Steps, all_backends
-from .errors import ConfigError, EdgeError, PartialFailure, first_line
+from .errors import ConfigError, EdgeError, PartialFailure, ResultsError, first_line
 from .fileio import write_atomic
 from .results import ResultsStore, Run, RunRow, new_run_id
 
@@ -196,17 +196,18 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
               context={"host": host_context(), "device": next((r.context for r in rows if r.context), {})},
               rows=rows, extra={"out_dir": str(out), "notes": steps.notes(profile_name)},
               run_id=new_run_id(), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    paths = _write_reports(run, out)
-    run.extra.update(report_html=paths["html"], csv=paths["csv"], json=paths["json"])
+    from .report import report_paths, write_report_files
+
+    planned = report_paths(out)
+    run.extra.update(report_html=str(planned["html"]), csv=str(planned["csv"]), json=str(planned["json"]))
     store = ResultsStore(db)
-    store.save_run(run)
+    store.save_run(run)  # first: a report that cannot be written must not lose the measurements
+    try:
+        paths = write_report_files(run, out)
+    except EdgeError as exc:
+        raise ResultsError(f"{exc}; the run itself is stored as {run.run_id} in {store.path}: "
+                           f"`edge report {run.run_id} -o FILE` writes it again") from exc
     return CompareResult(run=run, out_dir=out, paths=paths, steps=runner.records, db_path=store.path)
-
-
-def _write_reports(run: Run, out: Path) -> dict:
-    from .report import write_report_files
-
-    return write_report_files(run, out)
 
 
 class _Runner:

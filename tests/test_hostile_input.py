@@ -86,3 +86,37 @@ def test_a_user_factory_calling_sys_exit_is_a_load_error(tmp_path, body, fragmen
         load_model(f"{path}:factory")
     code = main(["models", "show", f"{path}:factory"])
     assert code == ModelLoadError.exit_code and fragment in capsys.readouterr().err
+
+
+def test_text_from_devices_and_users_is_text_in_plots_and_html():
+    """matplotlib would parse "$...$" as math and raise on "$\\x$"; the HTML escapes it."""
+    from edge.report import render_html, render_plots
+
+    rows = [RunRow(backend="tflite", plan_name="$\\alpha^{$", size_bytes=1000, accuracy=1.0, metric="top1",
+                   latency_ms={"p50": 1.0, "p90": 1.1, "p99": 1.2, "mean": 1.0, "std": 0.1, "min": 0.9, "max": 1.3},
+                   latencies_ms=[0.9, 1.0, 1.1], predicted={"latency_ms": 1.0},
+                   context={"hostname": "$\\x$ <script>"})]
+    run = Run(model="$m$", profile="p", target="$t", args={}, status="ok", context={}, rows=rows, extra={},
+              run_id="20260101-000000-abcd", created_at="2026-01-01T00:00:00+00:00")
+    images = render_plots(run)
+    assert {"latency", "tradeoff", "predicted"} <= set(images) and all(png.startswith(b"\x89PNG") for png in
+                                                                      images.values())
+    html = render_html(run, images)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_a_report_that_cannot_be_written_does_not_lose_the_run(tmp_path, monkeypatch):
+    from edge.comparison import compare
+    from edge.errors import ResultsError
+    from edge.results import ResultsStore
+
+    monkeypatch.setenv("EDGE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    (out / "report.html").mkdir(parents=True)  # the report's path is taken by a folder
+    db = tmp_path / "results.db"
+    with pytest.raises(ResultsError, match=r"the run itself is stored as .* `edge report"):
+        compare("tiny-mlp", "raspberry-pi-4-4gb", "local", backends="torchscript", out_dir=out, db=db,
+                warmup=1, iterations=4)
+    (stored,) = ResultsStore(db).list_runs()
+    run = ResultsStore(db).get_run(stored["run_id"])
+    assert run.rows[0].latencies_ms and len(run.rows[0].latencies_ms) == 4

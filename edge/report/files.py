@@ -15,10 +15,16 @@ from .plots import render_plots, write_plots
 from .tables import to_csv, to_json
 
 
+def report_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Where :func:`write_report_files` writes the JSON, CSV and HTML of a run."""
+    out = Path(out_dir)
+    return {"json": out / "results.json", "csv": out / "results.csv", "html": out / "report.html"}
+
+
 def write_report_files(run: Run, out_dir: str | Path, plots: bool = True) -> dict:
     """Write results.json, results.csv, report.html and the PNG plots; returns their paths."""
     out = Path(out_dir)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "html": out / "report.html"}
+    paths = report_paths(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         images, image_paths = {}, {}

@@ -20,6 +20,8 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # labels carry device output and user names: text is text ("$...$" is not math to render)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
