@@ -103,9 +103,27 @@ def parse_runner_output(stdout: str, stderr: str = "", exit_code: int = 0) -> di
     return result
 
 
+def _samples(values) -> list[float]:
+    """Raw latency samples from the device: finite non-negative numbers, or a RunnerError."""
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise RunnerError(f"expected latencies_ms as a list of numbers, found {type(values).__name__}")
+    out = []
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            raise RunnerError(f"expected latencies_ms as finite numbers >= 0, found {x!r}; the runner on the "
+                              "device is not edge's (redeploy it) or its clock misbehaves")
+        out.append(float(x))
+    return out
+
+
 def make_result(raw: dict, artifact: Artifact, target_name: str) -> BenchResult:
     """Combine a runner (or native tool) result dict with the artifact's identity."""
-    samples = [float(x) for x in raw.get("latencies_ms") or []]
+    samples = _samples(raw.get("latencies_ms"))
+    if not isinstance(raw.get("context") or {}, dict):
+        raise RunnerError(f"expected the runner's context to be a mapping, found {type(raw['context']).__name__}; "
+                          "the device runs a different runner: redeploy it")
     if samples:
         stats = latency_stats(samples)
     else:  # native tools that print only a summary

@@ -76,7 +76,7 @@ def check_target(target, targets_file=None, trust_new_host: bool = False) -> dic
         lines = tr.run(["sh", "-c", _PROBE_SHELL, "sh", tgt.workdir], timeout_s=60).stdout.splitlines()
         lines += [""] * (5 - len(lines))
         py = tr.run([tgt.python, "-c", _PROBE_PY, json.dumps(runtime_modules())], timeout_s=120, check=False)
-    runtimes = json.loads(py.stdout.strip().splitlines()[-1]) if py.exit_code == 0 and py.stdout.strip() else {}
+    runtimes = _probe_runtimes(py.stdout) if py.exit_code == 0 else {}
     num = lambda s: int(s) if s.strip().isdigit() else None  # noqa: E731
     limit = num(lines[4])
     device = {"arch": lines[0].strip() or None, "cores": num(lines[1]),
@@ -86,6 +86,18 @@ def check_target(target, targets_file=None, trust_new_host: bool = False) -> dic
               "python": tgt.python if py.exit_code == 0 else None, "runtimes": runtimes}
     return {"target": tgt.name, "transport": tgt.transport, "profile": tgt.profile,
             "device": device, **profile_match(tgt.profile, device)}
+
+
+def _probe_runtimes(stdout: str) -> dict:
+    """The probe's last line as {module: version}; anything else (a banner, garbage) means none found."""
+    lines = stdout.strip().splitlines()
+    try:
+        found = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): str(v) for k, v in found.items()}
 
 
 def profile_match(profile_name: str, device: dict) -> dict:

@@ -120,3 +120,26 @@ def test_a_report_that_cannot_be_written_does_not_lose_the_run(tmp_path, monkeyp
     (stored,) = ResultsStore(db).list_runs()
     run = ResultsStore(db).get_run(stored["run_id"])
     assert run.rows[0].latencies_ms and len(run.rows[0].latencies_ms) == 4
+
+
+@pytest.mark.parametrize("raw,fragment", [
+    ({"latencies_ms": [1.0, "fast"]}, "finite numbers >= 0, found 'fast'"),
+    ({"latencies_ms": [1.0, float("nan")]}, "finite numbers >= 0, found nan"),
+    ({"latencies_ms": "1,2"}, "a list of numbers, found str"),
+    ({"latencies_ms": [1.0], "context": ["x"]}, "context to be a mapping, found list"),
+])
+def test_device_output_is_checked_before_it_is_trusted(tiny_artifacts, raw, fragment):
+    from edge.artifact import load_artifact
+    from edge.benchmark import make_result
+    from edge.errors import RunnerError
+
+    with pytest.raises(RunnerError, match=re.escape(fragment)):
+        make_result(raw, load_artifact(tiny_artifacts["torchscript"]), "dev")
+
+
+def test_probe_output_that_is_not_json_means_no_runtimes():
+    from edge.devices import _probe_runtimes
+
+    assert _probe_runtimes("Welcome to the device!\nnot json") == {}
+    assert _probe_runtimes('["a"]') == {} and _probe_runtimes("") == {}
+    assert _probe_runtimes('motd\n{"torch": "2.13.0"}') == {"torch": "2.13.0"}
