@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,9 +95,24 @@ def load_artifact(path: str | Path) -> Artifact:
             f"{manifest_path}: expected manifest schema_version {MANIFEST_SCHEMA_VERSION}, "
             f"found {manifest.get('schema_version')!r}; re-export with this version of edge"
         )
+    _check_fields(manifest, manifest_path)
     file_path = manifest_path.parent / manifest["file"]
     if not p.is_dir() and p.resolve() != file_path.resolve():
         raise ConfigError(f"{p} is not the artifact its manifest names ({manifest['file']})")
     if not file_path.exists():
         raise ConfigError(f"{manifest_path} names {manifest['file']}, which is missing; re-run `edge export`")
+    actual = sha256_file(file_path)
+    if actual != manifest["sha256"]:
+        raise ConfigError(f"{file_path} has sha256 {actual[:16]}..., its manifest says {manifest['sha256'][:16]}...: "
+                          "the file changed after export; re-run `edge export`")
     return Artifact(path=file_path, manifest=manifest)
+
+
+def _check_fields(manifest: dict, where: Path) -> None:
+    """The manifest fields that become paths and names on a device must be what edge writes."""
+    sha, name = manifest.get("sha256"), manifest.get("file")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ConfigError(f"{where}: expected sha256 as 64 lowercase hex digits, found {sha!r}; re-run `edge export`")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ConfigError(f"{where}: expected file to be a plain file name beside the manifest, found {name!r}; "
+                          "re-run `edge export`")

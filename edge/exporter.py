@@ -208,12 +208,18 @@ def plan_to_dict(plan: Any) -> dict | None:
 
 def artifact_dir_name(model: str, backend: str, plan_dict: dict | None) -> str:
     """``<model>-<backend>[-<plan tag>]``; the tag is the plan's own or a short hash of it."""
-    name = f"{model}-{backend}"
+    name = f"{safe_name(model)}-{backend}"
     if plan_dict is None:
         return name
     tag = plan_dict.get("tag") or plan_dict.get("name") or hashlib.sha256(
         json.dumps(plan_dict, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{name}-{''.join(c if c.isalnum() or c in '._-' else '_' for c in str(tag))}"
+    return f"{name}-{safe_name(str(tag))}"
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one path component: letters, digits, ``._-``; others become ``_``; no leading dot."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in text).lstrip(".")
+    return cleaned or "_"
 
 
 def cache_key(spec: ModelSpec, plan_dict: dict | None, backend: str, tool_versions: dict) -> str:

@@ -79,6 +79,12 @@ def test_cli_bench_text_and_runner_failure(devicelab, tiny_artifacts, tmp_path, 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifacts["tflite"].parent, broken)
     (broken / "model.tflite").write_bytes(b"\0" * 64)
+    # a consistent manifest (edge refuses a file that changed after export before pushing it)
+    from edge.artifact import sha256_file
+
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest.update(sha256=sha256_file(broken / "model.tflite"), size_bytes=64)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     code = main(["bench", str(broken / "model.tflite"), "--target", devicelab.names[0],
                  "--targets-file", devicelab.targets_file, "--iterations", "3"])
     assert code == RunnerError.exit_code

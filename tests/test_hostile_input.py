@@ -143,3 +143,48 @@ def test_probe_output_that_is_not_json_means_no_runtimes():
     assert _probe_runtimes("Welcome to the device!\nnot json") == {}
     assert _probe_runtimes('["a"]') == {} and _probe_runtimes("") == {}
     assert _probe_runtimes('motd\n{"torch": "2.13.0"}') == {"torch": "2.13.0"}
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("sha256", "../../../../etc", "expected sha256 as 64 lowercase hex digits"),
+    ("file", "/etc/hostname", "expected file to be a plain file name"),
+    ("file", "../model.ptl", "expected file to be a plain file name"),
+])
+def test_manifest_fields_used_as_paths_are_validated(tiny_artifacts, tmp_path, field, value, fragment):
+    import json
+    import shutil
+
+    from edge.artifact import load_artifact
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts["torchscript"].parent, art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest[field] = value
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=fragment):
+        load_artifact(art)
+
+
+def test_an_artifact_changed_after_export_is_refused(tiny_artifacts, tmp_path):
+    import shutil
+
+    from edge.artifact import load_artifact
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts["torchscript"].parent, art)
+    with open(art / "model.ptl", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ConfigError, match="the file changed after export"):
+        load_artifact(art)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/abs/olddir", "org/model"])
+def test_model_names_never_leave_the_output_folder(tmp_path, name, artifact_cache):
+    from edge.exporter import export
+
+    spec = load_model("tiny-mlp")
+    spec = type(spec)(**{**spec.__dict__, "name": name})
+    out = tmp_path / "out"
+    art = export(spec, "torchscript", out, cache_dir=artifact_cache)
+    assert art.dir.parent == out and not art.dir.name.startswith(".")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
