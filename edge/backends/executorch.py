@@ -74,7 +74,7 @@ class ExecuTorchBackend(Backend):
         attention by ``llama::custom_sdpa``, a dynamic token dimension, and the metadata
         methods its C++ runner (``TextLLMRunner``) reads.
         """
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  registers llama::* ops
+        _import_llm_ops()
 
         cfg = spec.generation.config
         wrapper = CachedLlama(model.eval()).eval()
@@ -129,6 +129,15 @@ def _capture(model: torch.nn.Module, example: tuple) -> torch.export.ExportedPro
         raise ExportError(
             f"executorch: torch.export failed on {type(model).__name__}: {first_line(exc, with_type=True)}"
         ) from exc
+
+
+def _import_llm_ops() -> None:
+    """Register ExecuTorch's llama::* ops (its loader logs at INFO on the root logger: keep that quiet)."""
+    logging.disable(logging.INFO)
+    try:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 class CachedLlama(torch.nn.Module):

@@ -34,7 +34,12 @@ class ExecuTorchGenerator(object):
         base._set_executorch_threads(threads)
         base._register_quantized_kernels()
         try:  # programs using ExecuTorch's own SDPA / cache-update kernels
-            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+            import logging
+            logging.disable(logging.INFO)  # its library loader logs at INFO on the root logger
+            try:
+                import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+            finally:
+                logging.disable(logging.NOTSET)
         except ImportError:
             pass
         from executorch.runtime import Runtime
