@@ -7,7 +7,9 @@ key files) and ssh-agent. Key material and passwords never reach logs or message
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import posixpath
 import select
 import shlex
@@ -47,6 +49,51 @@ def _make_transport(sock, **kwargs) -> paramiko.Transport:
     return t
 
 
+def known_hosts_name(host: str, port: int) -> str:
+    """How OpenSSH names a host in known_hosts: ``host`` on port 22, else ``[host]:port``."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def append_known_host(path: Path, line: str) -> None:
+    """Append one known_hosts line under a lock, starting a new line if the file lacks a final newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # two edge processes trusting hosts at once must not interleave
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        last = ""
+        if size:
+            f.seek(size - 1)
+            last = f.read(1)
+        f.write(("\n" if size and last != "\n" else "") + line + "\n")
+
+
+def load_known_hosts(client: paramiko.SSHClient, path: Path) -> int:
+    """Load the lines paramiko understands; skip the rest as OpenSSH skips what it cannot parse.
+
+    Markers (``@cert-authority``, ``@revoked``) and broken lines are skipped (and counted)
+    instead of failing the connection; returns how many lines were skipped.
+    """
+    keys, skipped = client.get_host_keys(), 0
+    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = None if line.startswith("@") else paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+        except Exception:  # noqa: BLE001 - any malformed line: OpenSSH ignores it too
+            entry = None
+        if entry is None:
+            skipped += 1
+            continue
+        for name in entry.hostnames:
+            keys.add(name, entry.key.get_name(), entry.key)
+    if skipped:
+        log.info("%s: skipped %d line(s) paramiko cannot use (markers such as @cert-authority, or broken "
+                 "lines)", path, skipped)
+    return skipped
+
+
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown hosts, or record them when the user asked to trust new hosts."""
 
@@ -62,9 +109,7 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
                 f"(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then re-run with "
                 f"--trust-new-host to record it, or add it with `ssh-keyscan`"
             )
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        append_known_host(self.known_hosts, f"{hostname} {key.get_name()} {key.get_base64()}")
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("target '%s': trusted new host key %s %s for %s (recorded in %s)",
                     self.target_name, key.get_name(), fingerprint, hostname, self.known_hosts)
@@ -101,7 +146,7 @@ class SshTransport(Transport):
         known_hosts = Path(t.known_hosts)
         client = paramiko.SSHClient()
         if known_hosts.is_file():
-            client.load_host_keys(str(known_hosts))
+            load_known_hosts(client, known_hosts)
         client.set_missing_host_key_policy(_HostKeyPolicy(known_hosts, self.trust_new_host, t.name))
         try:
             sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
@@ -119,7 +164,7 @@ class SshTransport(Transport):
                 f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, the device offered "
                 f"{exc.key.get_name()} {exc.key.fingerprint}. This may be a reinstalled device or an "
                 f"attack; if the change is expected, remove the old line (ssh-keygen -R "
-                f"'{exc.hostname}' -f {known_hosts}) and connect with --trust-new-host"
+                f"'{known_hosts_name(t.host, t.port)}' -f {known_hosts}) and connect with --trust-new-host"
             ) from None
         except paramiko.AuthenticationException as exc:
             client.close()

@@ -147,3 +147,35 @@ def test_closed_port_is_a_connect_error(target):
         port = s.getsockname()[1]  # closed once the socket goes away
     with pytest.raises(ConnectError, match="cannot connect"):
         SshTransport(dataclasses.replace(target, host="127.0.0.1", port=port)).open()
+
+
+def test_changed_key_hint_names_the_bracketed_host_and_port(target, tmp_path):
+    other_key = open(target.identity_file + ".pub").read().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{target.host}]:{target.port} {other_key[0]} {other_key[1]}\n")
+    with pytest.raises(HostKeyError) as err:
+        SshTransport(dataclasses.replace(target, known_hosts=str(known))).open()
+    assert f"ssh-keygen -R '[{target.host}]:{target.port}'" in str(err.value)
+
+
+def test_trusting_a_host_appends_on_a_new_line_to_a_file_without_a_final_newline(target, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("other.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
+    with SshTransport(dataclasses.replace(target, known_hosts=str(known)), trust_new_host=True) as tr:
+        assert tr.run(["true"], timeout_s=30).exit_code == 0
+    lines = known.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("other.example ")
+    assert lines[1].startswith(f"[{target.host}]:{target.port} ssh-ed25519 ")
+
+
+def test_known_hosts_lines_paramiko_cannot_parse_are_skipped_like_openssh(target, tmp_path):
+    known = tmp_path / "known_hosts"
+    good = (tmp_path / "good")
+    with SshTransport(dataclasses.replace(target, known_hosts=str(good)), trust_new_host=True) as tr:
+        tr.run(["true"], timeout_s=30)
+    known.write_text("@cert-authority *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnk\n"
+                     "broken line ssh-ed25519 not-base64!!\n"
+                     "merged.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkother ssh-rsa AAAA\n"
+                     + good.read_text())
+    with SshTransport(dataclasses.replace(target, known_hosts=str(known))) as tr:  # no trust flag needed
+        assert tr.run(["true"], timeout_s=30).exit_code == 0
