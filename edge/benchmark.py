@@ -170,9 +170,17 @@ def remote_paths(target: Target, artifact: Artifact) -> dict[str, str]:
              "runner": f"{target.workdir.rstrip('/')}/runner.py"}
     if artifact.manifest.get("generation"):  # language models: the runner's generation half too
         paths["runner_generate"] = f"{target.workdir.rstrip('/')}/runner_generate.py"
+    for name in _runner_files(artifact.backend):  # modules the backend's runner loader imports
+        paths[Path(name).stem] = f"{target.workdir.rstrip('/')}/{name}"
     if (artifact.dir / SAMPLE_INPUTS_NAME).exists():
         paths["inputs"] = f"{base}/{SAMPLE_INPUTS_NAME}"
     return paths
+
+
+def _runner_files(backend: str) -> tuple[str, ...]:
+    from .backends import BACKENDS, get_backend
+
+    return get_backend(backend).runner_files if backend in BACKENDS else ()
 
 
 def _push_all(tr: Transport, artifact: Artifact) -> dict:
@@ -180,6 +188,7 @@ def _push_all(tr: Transport, artifact: Artifact) -> dict:
     sources = {"artifact": artifact.path, "manifest": artifact.dir / MANIFEST_NAME,
                "runner": RUNNER_PATH, "runner_generate": RUNNER_GENERATE_PATH,
                "inputs": artifact.dir / SAMPLE_INPUTS_NAME}
+    sources.update({Path(name).stem: RUNNER_PATH.with_name(name) for name in _runner_files(artifact.backend)})
     files = {}
     for key, remote in paths.items():
         res = tr.put(sources[key], remote)

@@ -18,6 +18,7 @@ BACKENDS: dict[str, str] = {
     "torchscript": "edge.backends.torchscript:TorchScriptBackend",
     "executorch": "edge.backends.executorch:ExecuTorchBackend",
     "tflite": "edge.backends.tflite:TFLiteBackend",
+    "llamacpp": "edge.backends.llamacpp:LlamaCppBackend",
 }
 
 _INSTANCES: dict[str, "Backend"] = {}

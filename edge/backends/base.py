@@ -98,6 +98,10 @@ class Backend(ABC):
     calibration_skipped_probes: tuple[str, ...] = ()
     # the target field naming the runtime's own benchmark binary (devices without Python)
     native_tool: str | None = None
+    # runner modules (files in edge/runner/) this backend's runner loader imports; pushed beside runner.py
+    runner_files: tuple[str, ...] = ()
+    # the backend converts language models only (export of any other model raises UnsupportedError)
+    language_models_only: bool = False
 
     @abstractmethod
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

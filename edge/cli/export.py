@@ -76,8 +76,13 @@ def _render_plan(plan) -> str:
              "recipe: " + (", ".join(c.label() for c in plan.recipe) or "none (fp32)"),
              "groups: " + ", ".join(f"{g}={p}" for g, p in plan.groups.items()),
              f"predicted: size {pred['size_mb']} MB, peak memory {pred['peak_memory_mb']} MB, "
-             f"latency {pred['latency_ms']} ms, accuracy {pred['accuracy']} ({plan.accuracy_basis})",
-             "", "Pareto front (feasible alternatives):"]
+             f"latency {pred['latency_ms']} ms, accuracy {pred['accuracy']} ({plan.accuracy_basis})"]
+    gen = pred.get("generation")
+    if gen:
+        lines.append(f"generation at context {gen['context']}: KV cache {gen['kv_cache_mb']} MB, time to first "
+                     f"token {gen['ttft_ms']} ms, prefill {gen['prefill_tok_s']} tok/s, decode "
+                     f"{gen['decode_tok_s']} tok/s; largest context that fits: {gen['max_context']}")
+    lines += ["", "Pareto front (feasible alternatives):"]
     rows = [{"backend": a["backend"], "structure": a["structure"],
              "groups": " ".join(f"{g}={p}" for g, p in a["groups"].items() if p != "fp32") or "fp32",
              "size_mb": a["predicted"]["size_mb"], "memory_mb": a["predicted"]["peak_memory_mb"],
@@ -97,7 +102,8 @@ def _plan(args: argparse.Namespace) -> Output:
     from ..profiles import load_profile
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    constraints = Constraints(**given(args, "min_accuracy", "max_latency_ms", "max_size_mb"))
+    constraints = Constraints(**given(args, "min_accuracy", "max_latency_ms", "max_size_mb", "context",
+                                      "min_decode_tok_s", "max_ttft_ms"))
     plan = make_plan(load_model(args.model), load_profile(args.profile), constraints,
                      backends=backends, distill=args.distill)
     text = _render_plan(plan)
@@ -113,8 +119,13 @@ def add_plan(sub) -> None:
     p.add_argument("--profile", required=True, help="device profile name or YAML path")
     p.add_argument("--min-accuracy", type=float, default=None,
                    help=f"minimum metric vs fp32 (1.0 = identical; default {MIN_ACCURACY})")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="predicted latency limit")
+    p.add_argument("--max-latency-ms", type=float, default=None,
+                   help="predicted latency limit (language models: ms per generated token)")
     p.add_argument("--max-size-mb", type=float, default=None, help="artifact size limit")
+    p.add_argument("--context", type=int, default=None,
+                   help="language models: the context (tokens) the plan must hold in memory (default: the model's)")
+    p.add_argument("--min-decode-tok-s", type=float, default=None, help="language models: decode speed floor")
+    p.add_argument("--max-ttft-ms", type=float, default=None, help="language models: time-to-first-token limit")
     p.add_argument("--backends", default=None, help="comma-separated backends to consider")
     p.add_argument("--distill", action="store_true",
                    help="also try a distilled shallower student (trains up to 30 s)")

@@ -74,12 +74,18 @@ class Prediction:
     latency_ms: float
     accuracy: float | None = None
     notes: list[str] = field(default_factory=list)
+    # language models: context, KV-cache MB, largest context that fits, TTFT, prefill/decode tok/s
+    # (then latency_ms is one decode step, what a device measures per generated token)
+    generation: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"size_bytes": int(self.size_bytes), "size_mb": round(self.size_bytes / MB, 3),
-                "peak_memory_mb": round(self.peak_memory_mb, 2),
-                "latency_ms": round(self.latency_ms, 3),
-                "accuracy": None if self.accuracy is None else round(self.accuracy, 5)}
+        out = {"size_bytes": int(self.size_bytes), "size_mb": round(self.size_bytes / MB, 3),
+               "peak_memory_mb": round(self.peak_memory_mb, 2),
+               "latency_ms": round(self.latency_ms, 3),
+               "accuracy": None if self.accuracy is None else round(self.accuracy, 5)}
+        if self.generation is not None:
+            out["generation"] = dict(self.generation)
+        return out
 
 
 @dataclass(frozen=True)

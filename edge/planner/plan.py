@@ -36,13 +36,20 @@ class Constraints:
     """What the plan must satisfy; None means unconstrained."""
 
     min_accuracy: float = MIN_ACCURACY
-    max_latency_ms: float | None = None
+    max_latency_ms: float | None = None  # language models: one decode step (ms per generated token)
     max_size_mb: float | None = None
+    # language models only
+    context: int | None = None  # the context the plan must hold (default: the model's export context)
+    min_decode_tok_s: float | None = None
+    max_ttft_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_accuracy, (int, float)) or not 0.0 <= self.min_accuracy <= 1.0:
             raise ConfigError(f"expected min_accuracy between 0 and 1, found {self.min_accuracy!r}")
-        for name in ("max_latency_ms", "max_size_mb"):
+        if self.context is not None and (isinstance(self.context, bool) or not isinstance(self.context, int)
+                                         or self.context < 1):
+            raise ConfigError(f"expected context as a whole number of tokens >= 1, found {self.context!r}")
+        for name in ("max_latency_ms", "max_size_mb", "min_decode_tok_s", "max_ttft_ms"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"expected {name} > 0 or unset, found {value!r}")

@@ -15,6 +15,7 @@ from ..backends import BACKENDS, get_backend
 from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig)
 from ..errors import NoFeasiblePlanError
 from .cost import MB, Prediction, predict
+from .llm_cost import predict_generation
 from .options import Option, Structure, group_options, structures, whole_model_options
 from .plan import Constraints, Plan
 from .sensitivity import DEFAULT_SAMPLES, measure
@@ -116,10 +117,44 @@ def _candidates(spec, profile, backend, structs, constraints, reasons, samples) 
             measure_recipe = prefix + (list(whole_option.emulation) if whole_option else recipe)
             assignment = {g: o.precision for g, o in combo.items()}
             pred = predict(struct.stats, assignment, backend, profile)
+            if spec.generation is not None:
+                _with_generation(pred, spec, struct.stats, assignment, backend, profile, constraints)
             loss = whole_option.loss if whole_option else sum(o.loss for o in combo.values())
             pred.accuracy = max(0.0, 1.0 - struct.loss - loss)
             out.append(Candidate(backend, struct, assignment, prefix + recipe, measure_recipe, pred))
     return out
+
+
+def _with_generation(pred, spec: ModelSpec, stats, assignment, backend: str, profile: DeviceProfile,
+                     constraints: Constraints) -> None:
+    """A language model's prediction: the KV cache in memory, one decode step as the latency."""
+    cfg = spec.generation.config
+    context = constraints.context or cfg.context
+    gen = predict_generation(stats, assignment, backend, profile, cfg, int(spec.example_inputs[0].shape[1]),
+                             context, pred.peak_memory_mb)
+    pred.peak_memory_mb += gen.kv_cache_mb
+    pred.latency_ms = 1e3 / gen.decode_tok_s
+    pred.generation = gen.to_dict()
+
+
+def generation_reasons(spec: ModelSpec, plan_pred: dict, profile: DeviceProfile) -> list[str]:
+    """The memory arithmetic of a language-model plan, as reasons a reader can check."""
+    cfg, gen = spec.generation.config, plan_pred.get("generation") or {}
+    if not gen:
+        return []
+    per_position = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 4
+    lines = [f"KV cache at context {gen['context']}: {cfg.layers} layers x 2 x {cfg.kv_heads} KV heads x "
+             f"{cfg.head_dim} head dim x {gen['context']} positions x 4 bytes = {gen['kv_cache_mb']:.1f} MB; "
+             f"weights, activations and runtime {plan_pred['peak_memory_mb'] - gen['kv_cache_mb']:.1f} MB"]
+    budget = profile.memory.model_budget_mb
+    if budget is not None and gen.get("max_context") is not None:
+        lines.append(f"largest context that fits the {budget:g} MB budget: ({budget:g} - "
+                     f"{plan_pred['peak_memory_mb'] - gen['kv_cache_mb']:.1f}) MB / {per_position} bytes per "
+                     f"position = {gen['max_context']} tokens (memory alone; the model may be trained on fewer)")
+    lines.append(f"predicted generation: time to first token {gen['ttft_ms']:.1f} ms, prefill "
+                 f"{gen['prefill_tok_s']:.1f} tok/s, decode {gen['decode_tok_s']:.1f} tok/s "
+                 f"({gen['decode_mb_per_token']:.1f} MB read per token)")
+    return lines
 
 
 def _verify(spec, ordered: list[Candidate], constraints: Constraints, reasons: list[str],
@@ -167,11 +202,16 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         taken.append(f"{chosen.structure.label} taken: measured accuracy alone "
                      f"{chosen.structure.accuracy:.4f}")
     taken += [f"{group}: {precision} taken" for group, precision in chosen.groups.items()]
+    if spec.generation is not None:
+        taken += generation_reasons(spec, chosen.prediction.to_dict(), profile)
     reasons[:0] = taken
     return Plan(
         model=spec.name, profile=profile.name,
         constraints={"min_accuracy": constraints.min_accuracy, "max_latency_ms": constraints.max_latency_ms,
                      "max_size_mb": constraints.max_size_mb,
+                     **({"context": constraints.context or spec.generation.config.context,
+                         "min_decode_tok_s": constraints.min_decode_tok_s, "max_ttft_ms": constraints.max_ttft_ms}
+                        if spec.generation is not None else {}),
                      "memory_budget_mb": profile.memory.model_budget_mb,
                      "storage_budget_mb": profile.storage.budget_mb},
         backend=chosen.backend, recipe=chosen.recipe, predicted=chosen.prediction.to_dict(),

@@ -11,20 +11,26 @@ from .plan import Constraints
 if TYPE_CHECKING:  # annotations only
     from ..profiles import DeviceProfile
 
-KINDS = ("accuracy", "latency", "size", "storage", "memory")
+KINDS = ("accuracy", "latency", "size", "storage", "memory", "decode", "ttft")
 PARETO_MAX = 12
 
 
 def _limits(constraints: Constraints, profile: DeviceProfile) -> dict[str, float | None]:
     return {"accuracy": constraints.min_accuracy, "latency": constraints.max_latency_ms,
             "size": constraints.max_size_mb, "storage": profile.storage.budget_mb,
-            "memory": profile.memory.model_budget_mb}
+            "memory": profile.memory.model_budget_mb, "decode": constraints.min_decode_tok_s,
+            "ttft": constraints.max_ttft_ms}
+
+
+_AT_LEAST = ("accuracy", "decode")  # limits that are minimums
 
 
 def _value(pred: Prediction, kind: str) -> float:
+    gen = pred.generation or {}
     return {"accuracy": pred.accuracy or 0.0, "latency": pred.latency_ms,
             "size": pred.size_bytes / MB, "storage": pred.size_bytes / MB,
-            "memory": pred.peak_memory_mb}[kind]
+            "memory": pred.peak_memory_mb, "decode": gen.get("decode_tok_s", 0.0),
+            "ttft": gen.get("ttft_ms", float("inf"))}[kind]
 
 
 def violations(pred: Prediction, constraints: Constraints, profile: DeviceProfile) -> list[str]:
@@ -34,14 +40,16 @@ def violations(pred: Prediction, constraints: Constraints, profile: DeviceProfil
         if limit is None:
             continue
         value = _value(pred, kind)
-        if (value < limit) if kind == "accuracy" else (value > limit):
+        if (value < limit) if kind in _AT_LEAST else (value > limit):
             out.append(kind)
     return out
 
 
-_UNITS = {"accuracy": "", "latency": " ms", "size": " MB", "storage": " MB", "memory": " MB"}
+_UNITS = {"accuracy": "", "latency": " ms", "size": " MB", "storage": " MB", "memory": " MB", "decode": " tok/s",
+          "ttft": " ms"}
 _WORDS = {"accuracy": "below min accuracy", "latency": "over max latency", "size": "over max size",
-          "storage": "over the storage budget", "memory": "over the memory budget"}
+          "storage": "over the storage budget", "memory": "over the memory budget",
+          "decode": "below min decode tok/s", "ttft": "over max time to first token"}
 
 
 def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, profile: DeviceProfile) -> list[str]:
@@ -56,7 +64,7 @@ def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, pr
             for kind in violations(c.prediction, constraints, profile):
                 counts[kind] += 1
                 v = _value(c.prediction, kind)
-                best[kind] = max(best.get(kind, v), v) if kind == "accuracy" else min(best.get(kind, v), v)
+                best[kind] = max(best.get(kind, v), v) if kind in _AT_LEAST else min(best.get(kind, v), v)
         if not counts:
             lines.append(f"{backend}: all {len(mine)} combinations meet every constraint")
             continue
@@ -96,13 +104,13 @@ def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Const
         if limits[kind] is None or not candidates:
             continue
         values = [_value(c.prediction, kind) for c in candidates]
-        best = max(values) if kind == "accuracy" else min(values)
+        best = max(values) if kind in _AT_LEAST else min(values)
         others = [c for c in candidates
                   if set(violations(c.prediction, constraints, profile)) <= {kind}]
         line = f"best reachable {kind}: {best:.4g}{_UNITS[kind]} (limit {limits[kind]:g}{_UNITS[kind]})"
         if others:
             needed = [_value(c.prediction, kind) for c in others]
-            relax = max(needed) if kind == "accuracy" else min(needed)
+            relax = max(needed) if kind in _AT_LEAST else min(needed)
             line += f"; relaxing it to {relax:.4g}{_UNITS[kind]} alone would give a plan"
         lines.append(line)
     lines.append("to get a plan: relax one of the limits above, allow more backends, or enable "

@@ -85,10 +85,10 @@ def fmt_delegation(delegation: dict | None) -> str:
 
 
 def predicted_latency_ms(row: RunRow) -> float | None:
-    """The planner's latency for one inference; None for generation rows (a full-sequence forward
-    is not a decode step, so it would compare with nothing measured)."""
-    if generation_of(row):
-        return None
+    """The planner's latency for one inference; for language models one decode step (the plan's
+    prediction carries a ``generation`` block then), which is what the device measures per token."""
+    if generation_of(row) and not (row.predicted or {}).get("generation"):
+        return None  # a plan from before generation predictions: a full forward, not a decode step
     value = (row.predicted or {}).get("latency_ms")
     if isinstance(value, dict):
         value = value.get("p50")

@@ -40,7 +40,8 @@ import time
 import traceback
 
 SCHEMA_VERSION = 1
-SUFFIX_BACKENDS = {".pte": "executorch", ".tflite": "tflite", ".ptl": "torchscript", ".pt": "torchscript"}
+SUFFIX_BACKENDS = {".pte": "executorch", ".tflite": "tflite", ".ptl": "torchscript", ".pt": "torchscript",
+                   ".gguf": "llamacpp"}
 
 
 def _read_sys(path):
@@ -228,13 +229,32 @@ def load_torchscript(path, arrays, threads):
     return "torch-lite-interpreter", torch.__version__, invoke
 
 
-LOADERS = {"executorch": load_executorch, "tflite": load_tflite, "torchscript": load_torchscript}
+def _llamacpp():
+    try:  # on the host: inside the edge package
+        from edge.runner import runner_llamacpp
+    except ImportError:  # on the device: a plain module beside runner.py
+        import runner_llamacpp
+    return runner_llamacpp
+
+
+def load_llamacpp(path, arrays, threads):
+    """A .gguf language model: one inference = prefill of the sample prompt (a fresh sequence each time)."""
+    llamacpp = _llamacpp()
+    gen = llamacpp.LlamaCppGenerator(path, _manifest(path), threads)
+    prompt = [int(t) for t in arrays[0].reshape(-1)]
+    return "llama.cpp", llamacpp.runtime_version(), lambda: gen.prefill(prompt)
+
+
+LOADERS = {"executorch": load_executorch, "tflite": load_tflite, "torchscript": load_torchscript,
+           "llamacpp": load_llamacpp}
 
 
 def import_runtime(backend):
     """Import the runtime's modules so that load_ms measures the model load, not the import."""
     if backend == "tflite":
         _tflite_interpreter()
+    elif backend == "llamacpp":
+        _llamacpp().load_library()
     else:
         import torch  # noqa: F401
         if backend == "executorch":

@@ -143,8 +143,12 @@ def _by_manifest(details, entries):
     return sorted(details, key=key)
 
 
+def _llamacpp_generator(path, manifest, threads):
+    return base._llamacpp().LlamaCppGenerator(path, manifest, threads)
+
+
 GENERATORS = {"executorch": ExecuTorchGenerator, "tflite": _tflite_generator,
-              "torchscript": _torchscript_generator}
+              "torchscript": _torchscript_generator, "llamacpp": _llamacpp_generator}
 
 
 def _argmax(logits):
@@ -219,6 +223,8 @@ def measure_generation(args):
     out = generate(args, manifest)
     if args.backend == "tflite":
         runtime, version = base._tflite_interpreter()[1:]
+    elif args.backend == "llamacpp":
+        runtime, version = "llama.cpp", base._llamacpp().runtime_version()
     else:
         dist = {"executorch": "executorch", "torchscript": "torch"}[args.backend]
         runtime = {"executorch": "executorch", "torchscript": "torch-lite-interpreter"}[args.backend]

@@ -15,7 +15,7 @@ def test_every_backend_has_a_test_file_and_matching_name(name):
     backend = get_backend(name)
     assert isinstance(backend, Backend)
     assert backend.name == name
-    assert backend.suffix in (".ptl", ".pte", ".tflite")
+    assert backend.suffix in (".ptl", ".pte", ".tflite", ".gguf")
     assert backend.unsupported(None) == []
     assert "torch" in backend.tool_versions()
 
@@ -44,7 +44,8 @@ def test_runner_loaders_generators_and_registry_name_the_same_backends():
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_backend_contract_exports_and_validates_tiny_mlp(name, tmp_path, artifact_cache):
-    """Every registered backend: declared traits, then a real export validated in its runtime."""
+    """Every registered backend: declared traits, then a real export validated in its runtime
+    (tiny-mlp; tiny-llama for a backend that converts language models only)."""
     from edge.backends.base import CostTraits
     from edge.exporter import export
 
@@ -52,7 +53,8 @@ def test_backend_contract_exports_and_validates_tiny_mlp(name, tmp_path, artifac
     assert isinstance(backend.traits, CostTraits) and backend.traits.efficiency > 0
     assert backend.runtime_modules and all(len(pair) == 2 for pair in backend.runtime_modules)
     assert backend.host_flavour in ("eager", name)
-    art = export("tiny-mlp", name, tmp_path, cache_dir=artifact_cache)
+    model = "tiny-llama" if backend.language_models_only else "tiny-mlp"
+    art = export(model, name, tmp_path, cache_dir=artifact_cache)
     assert art.path.suffix == backend.suffix and art.manifest["backend"] == name
     assert art.manifest["validation"]["passed"] and art.manifest["validation"]["precision"] == "fp32"
 

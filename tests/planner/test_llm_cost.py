@@ -1,0 +1,71 @@
+"""Language-model cost terms on fixed numbers, and the search on tiny-llama."""
+import pytest
+
+from edge.errors import NoFeasiblePlanError
+from edge.models import load_model
+from edge.models.llama import LlamaConfig
+from edge.planner import Constraints, make_plan
+from edge.planner.llm_cost import kv_cache_bytes, predict_generation
+from edge.planner.stats import GroupStats, ModelStats
+from edge.profiles import load_profile
+
+from planner_helpers import with_calibration
+
+MB = 1024 * 1024
+
+
+def test_kv_cache_bytes_of_smollm2_at_512():
+    # 30 layers x 2 x 3 KV heads x 64 head dim x 512 positions x 4 bytes
+    assert kv_cache_bytes(30, 3, 64, 512) == 23_592_960
+    assert kv_cache_bytes(30, 3, 64, 512, 2) == 23_592_960 / 2
+
+
+def test_decode_is_bandwidth_bound_prefill_compute_bound_on_fixed_numbers():
+    """100 MB of fp32 linear weights, 10 GB/s, 100 GFLOPS: decode reads them once per token."""
+    profile = with_calibration(load_profile("raspberry-pi-5-8gb"), {
+        "bandwidth_gbs": 10.0, "matmul_gops": {"executorch": {"fp32": 100.0, "int8": 200.0}},
+        "overhead_ms": {"executorch": 0.0}})
+    params = 25 * MB  # 100 MiB at fp32
+    prompt = 64
+    stats = ModelStats(groups={"linear": GroupStats(weight_params=params, read_params=params, rows=1024,
+                                                    flops=2.0 * params * prompt, modules=1)})
+    cfg = LlamaConfig(vocab=256, dim=64, layers=2, heads=4, kv_heads=2, ffn=128, prefill_tokens=prompt, context=128)
+    gen = predict_generation(stats, {"linear": "fp32"}, "executorch", profile, cfg, prompt, 128, 50.0)
+    weights = params * 4
+    kv_read = kv_cache_bytes(2, 2, 16, 1) * (prompt + 128) / 2
+    assert gen.decode_tok_s == pytest.approx(10e9 / (weights + kv_read), rel=1e-6)  # bytes / bandwidth
+    # prefill: 64 tokens x 2 FLOPs per weight at 100 GFLOPS beats reading the weights once
+    assert gen.prefill_tok_s == pytest.approx(prompt / (prompt * 2.0 * params / 100e9), rel=1e-6)
+    assert gen.kv_cache_mb == pytest.approx(kv_cache_bytes(2, 2, 16, 128) / MB)
+    budget = profile.memory.model_budget_mb
+    assert gen.max_context == int((budget - 50.0) * MB // kv_cache_bytes(2, 2, 16, 1))
+    # int8 weights read a quarter of the bytes: about 4x the decode rate
+    int8 = predict_generation(stats, {"linear": "int8"}, "executorch", profile, cfg, prompt, 128, 50.0)
+    assert 3.0 < int8.decode_tok_s / gen.decode_tok_s < 4.1
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return load_model("tiny-llama")
+
+
+def test_plan_for_a_language_model_counts_the_kv_cache_and_explains_it(tiny_llama):
+    profile = load_profile("raspberry-pi-zero-2w")
+    short = make_plan(tiny_llama, profile, Constraints(context=64), backends=["executorch"])
+    long = make_plan(tiny_llama, profile, Constraints(context=100_000), backends=["executorch"])
+    gs, gl = short.predicted["generation"], long.predicted["generation"]
+    assert gs["context"] == 64 and gl["context"] == 100_000
+    assert gl["kv_cache_mb"] == pytest.approx(768 * 100_000 / MB, rel=1e-3)  # 2 x 2 x 2 x 24 x 4 bytes a position
+    assert long.predicted["peak_memory_mb"] > short.predicted["peak_memory_mb"] + 70  # 768 B x 100k positions
+    assert short.predicted["latency_ms"] == pytest.approx(1e3 / gs["decode_tok_s"], rel=1e-2)
+    text = "\n".join(short.reasons)
+    assert "KV cache at context 64: 2 layers x 2 x 2 KV heads x 24 head dim x 64 positions x 4 bytes" in text
+    assert "largest context that fits the 256 MB budget" in text and short.constraints["context"] == 64
+
+
+def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(tiny_llama):
+    profile = load_profile("raspberry-pi-zero-2w")
+    with pytest.raises(NoFeasiblePlanError, match=r"best reachable memory: .* MB \(limit 256 MB\)"):
+        make_plan(tiny_llama, profile, Constraints(context=1_000_000), backends=["executorch"])
+    with pytest.raises(NoFeasiblePlanError, match=r"best reachable decode: .* tok/s \(limit 1e\+09 tok/s\)"):
+        make_plan(tiny_llama, profile, Constraints(min_decode_tok_s=1e9), backends=["executorch"])
