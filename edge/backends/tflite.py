@@ -127,6 +127,7 @@ class TFLiteBackend(Backend):
         if quant in ("integer", "full_integer"):
             raise UnsupportedError(f"tflite: {quant} quantization needs calibration of the KV-cache inputs; "
                                    "use dynamic_range (int8 weights) or float16 for language models")
+        _check_conversion_memory(model, spec.name)
         step = StepModule(model).eval()
         artifact = self._convert(step, step_spec(spec, step, 1), out_dir, quant)
         layout = next(e["layout"] for e in artifact.manifest["inputs"] if e["name"] == "k_cache")
@@ -183,6 +184,27 @@ class TFLiteBackend(Backend):
                 [name, str(work / f"calib_{i}.npy"), 0.0, 1.0] for i, name in enumerate(spec.input_names)
             ]
         return args
+
+
+# onnx2tf's memory for a decoder's step graph grows with its weights: SmolLM2-135M (538 MB of fp32
+# weights) passed 19 GB with onnxsim and 13 GB without before it was stopped; TensorFlow alone
+# takes about 2.5 GB. Check before starting rather than let the host's OOM killer end it.
+CONVERT_BASE_BYTES = 2.5e9
+CONVERT_BYTES_PER_WEIGHT_BYTE = 30.0
+
+
+def _check_conversion_memory(model: torch.nn.Module, name: str) -> None:
+    import psutil
+
+    weight_bytes = sum(p.numel() * 4 for p in {id(p): p for p in model.parameters()}.values())
+    need = CONVERT_BASE_BYTES + CONVERT_BYTES_PER_WEIGHT_BYTE * weight_bytes
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise UnsupportedError(
+            f"tflite: converting {name}'s decode step ({weight_bytes / 1e6:.0f} MB of fp32 weights) through "
+            f"onnx2tf needs about {need / 1e9:.1f} GB of memory (measured: more than 19 GB for SmolLM2-135M's "
+            f"538 MB), and this host has {available / 1e9:.1f} GB available; export this model with executorch "
+            "or torchscript, or convert it on a host with more memory")
 
 
 def _to_onnx(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:

@@ -91,3 +91,18 @@ def test_tiny_llama_exports_the_decode_step_and_prefills_token_by_token(export_d
     # feeds the caches back in the artifact's own layout
     assert ins["k_cache"]["source_layout"] == "NCHW" and ins["k_cache"]["layout"] == "NHWC"
     assert art.manifest["generation"]["kv_cache"]["layout"] == "NHWC"
+
+
+def test_a_decoder_too_big_for_this_hosts_memory_is_refused_before_converting(monkeypatch, tmp_path, artifact_cache):
+    """onnx2tf's memory grows ~30x with a decoder's weights; a conversion that cannot fit is refused up front."""
+    import psutil
+
+    from edge.errors import UnsupportedError
+
+    class Tight:
+        available = 1e9  # 1 GB free
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
+    with pytest.raises(UnsupportedError, match=r"needs about 2\.5 GB of memory .* 1\.0 GB available"):
+        export(load_model("tiny-llama"), "tflite", tmp_path, cache_dir=artifact_cache, use_cache=False)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
