@@ -49,6 +49,8 @@ def quiet_toolchains() -> None:
     import warnings
 
     os.environ.setdefault("TORCH_LOGS", "-torch")  # torch resets its logger's level on import
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in TOOLCHAIN_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
