@@ -187,7 +187,7 @@ class TFLiteBackend(Backend):
 
 
 # onnx2tf's memory for a decoder's step graph grows with its weights: SmolLM2-135M (538 MB of fp32
-# weights) passed 19 GB with onnxsim and 13 GB without before it was stopped; TensorFlow alone
+# weights) passed 19 GB with onnxsim and 14 GB without it before it was stopped; TensorFlow alone
 # takes about 2.5 GB. Check before starting rather than let the host's OOM killer end it.
 CONVERT_BASE_BYTES = 2.5e9
 CONVERT_BYTES_PER_WEIGHT_BYTE = 30.0

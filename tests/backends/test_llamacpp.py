@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge.backends import get_backend
-from edge.compress import Int4WeightConfig, Int8DynamicConfig, Int8StaticConfig
+from edge.compress import Fp16Config, Int4WeightConfig, Int8DynamicConfig, Int8StaticConfig
 from edge.errors import UnsupportedError
 from edge.exporter import export
 
@@ -50,6 +50,17 @@ def test_q8_0_validates_at_int8_tolerance(f32, spec, export_dir, artifact_cache)
     assert art.manifest["compression"]["options"] == {"llamacpp_quant": "Q8_0"}
     assert art.size_bytes < f32.size_bytes / 3
     assert not list(art.dir.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("config, file_type, precision", [(Int4WeightConfig(group_size=32), "Q4_0", "int4"),
+                                                          (Fp16Config(), "F16", "fp16")])
+def test_other_techniques_map_to_one_llama_cpp_file_type(spec, export_dir, artifact_cache, config, file_type,
+                                                         precision):
+    art = export(spec, "llamacpp", export_dir, plan=[config], cache_dir=artifact_cache)
+    val = art.manifest["validation"]
+    assert val["passed"] and val["precision"] == precision
+    assert art.manifest["llamacpp"]["file_type"] == file_type
+    assert art.manifest["llamacpp"]["tensor_types"]["ffn"] == [file_type]
 
 
 def test_runner_generates_on_the_local_target_as_the_host_does(f32, spec):
