@@ -7,6 +7,7 @@ from typing import Any
 from ..errors import EdgeError
 from ..backends import BACKENDS
 from ..defaults import MIN_ACCURACY
+from ..errors import ConfigError
 from .common import given, MODEL_HELP, add_text_options, Output, command, render_table
 
 
@@ -38,7 +39,13 @@ def _export(args: argparse.Namespace) -> Output:
         plan = load_plan(args.plan)
     kwargs = {"plan": plan, "use_cache": not args.no_cache, "cache_dir": args.cache_dir}
     if args.backend == "all":
-        results = export_all(args.model, list(BACKENDS), args.output, **kwargs)
+        from ..backends import get_backend
+        from ..models import load_model
+
+        spec = load_model(args.model)
+        # 'all' is every backend that takes this kind of model (some run language models only)
+        names = [b for b in BACKENDS if spec.generation is not None or not get_backend(b).language_models_only]
+        results = export_all(spec, names, args.output, **kwargs)
     else:
         results = {args.backend: export(args.model, args.backend, args.output, **kwargs)}
     failed = {b: r for b, r in results.items() if isinstance(r, EdgeError)}
@@ -102,8 +109,15 @@ def _plan(args: argparse.Namespace) -> Output:
     from ..profiles import load_profile
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    constraints = Constraints(**given(args, "min_accuracy", "max_latency_ms", "max_size_mb", "context",
-                                      "min_decode_tok_s", "max_ttft_ms"))
+    limits = given(args, "min_accuracy", "max_latency_ms", "max_size_mb", "context", "min_decode_tok_s",
+                   "max_ttft_ms")
+    if args.max_ppl_increase is not None:
+        if "min_accuracy" in limits or args.max_ppl_increase < 0:
+            raise ConfigError(f"expected --max-ppl-increase >= 0 and no --min-accuracy beside it, found "
+                              f"{args.max_ppl_increase} and {limits.get('min_accuracy')}")
+        # the perplexity metric is ppl_fp32 / ppl_candidate: +5 % perplexity is a score of 1 / 1.05
+        limits["min_accuracy"] = 1.0 / (1.0 + args.max_ppl_increase / 100.0)
+    constraints = Constraints(**limits)
     plan = make_plan(load_model(args.model), load_profile(args.profile), constraints,
                      backends=backends, distill=args.distill)
     text = _render_plan(plan)
@@ -122,6 +136,9 @@ def add_plan(sub) -> None:
     p.add_argument("--max-latency-ms", type=float, default=None,
                    help="predicted latency limit (language models: ms per generated token)")
     p.add_argument("--max-size-mb", type=float, default=None, help="artifact size limit")
+    p.add_argument("--max-ppl-increase", type=float, default=None, metavar="PCT",
+                   help="language models: accepted perplexity increase over fp32 in percent (instead of "
+                        "--min-accuracy; 5 means a score of 1/1.05)")
     p.add_argument("--context", type=int, default=None,
                    help="language models: the context (tokens) the plan must hold in memory (default: the model's)")
     p.add_argument("--min-decode-tok-s", type=float, default=None, help="language models: decode speed floor")

@@ -115,3 +115,12 @@ def test_what_llamacpp_cannot_express_is_named():
     assert "per-group" in be.unsupported_reason(Int8DynamicConfig(groups=("ffn",)))
     with pytest.raises(UnsupportedError, match="language models"):
         be.load(None)
+
+
+def test_a_cpu_without_avx2_is_a_clear_unsupported_error(spec, tmp_path, monkeypatch):
+    from edge.runner import runner_llamacpp
+
+    monkeypatch.setattr(runner_llamacpp, "cpu_problem", lambda: "the x86_64 build of llama.cpp needs AVX2")
+    with pytest.raises(UnsupportedError, match="llamacpp: .*needs AVX2"):
+        export(spec, "llamacpp", tmp_path, use_cache=False)
+    assert list(tmp_path.iterdir()) == []
