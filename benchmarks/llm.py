@@ -13,7 +13,12 @@ peak RSS and the model's share of it (peak minus the runtime's RSS before loadin
 perplexity on the evaluation text vs fp32 (from validation), and greedy-token agreement with
 the eager fp32 model (host validation, and on the "device").
 
-    .venv/bin/python benchmarks/llm.py [--model smollm2-135m] [--rounds 3] [--prompt 128] [--new 64]
+    .venv/bin/python benchmarks/llm.py [--model smollm2-135m] [--rounds 3] [--prompt 128] [--new 64] \
+        [--only executorch,llamacpp]
+
+llama.cpp (the ``llamacpp`` backend) is the yardstick: at equal bits (Q4_0 vs int4 g32 with
+8-bit embeddings and head; Q8_0 vs int8) the script prints edge's decode and prefill rates
+over llama.cpp's, measured in the same rounds.
 """
 from __future__ import annotations
 
@@ -48,7 +53,14 @@ VARIANTS = [
     ("torchscript", "int8 linears", [Int8DynamicConfig(groups=("attention", "ffn", "head"))]),
     ("tflite", "fp32", None),
     ("tflite", "int8 weights (dynamic range)", [Int8DynamicConfig()]),
+    ("llamacpp", "fp32 (F32)", None),
+    ("llamacpp", "Q8_0", [Int8DynamicConfig()]),
+    ("llamacpp", "Q4_0", [Int4WeightConfig(group_size=32)]),
 ]
+# equal bits, side by side: (edge's artifact, llama.cpp's)
+YARDSTICK = [(("executorch", "int4 g32 linears, int8 emb + head"), ("llamacpp", "Q4_0")),
+             (("executorch", "int8 linears + emb"), ("llamacpp", "Q8_0")),
+             (("executorch", "fp32"), ("llamacpp", "fp32 (F32)"))]
 
 
 def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
@@ -137,6 +149,12 @@ def main() -> int:
             f"{100 * (val['ppl_candidate'] / val['ppl_reference'] - 1):+.1f}",
             f"host {val['token_agreement']:.0%}, device {min(agree):.0%}" if agree else f"host {val['token_agreement']:.0%}",
         ]), flush=True)
+    prefill = {(b, lbl): statistics.median(r.generation["prefill_tok_s"] for r in results[id(a)])
+               for b, lbl, a in arts}
+    for ours, theirs in YARDSTICK:
+        if ours in decode and theirs in decode:
+            print(f"{ours[0]} {ours[1]} / {theirs[0]} {theirs[1]}: decode {decode[ours] / decode[theirs]:.2f}x, "
+                  f"prefill {prefill[ours] / prefill[theirs]:.2f}x (goal >= 1.0x)")
     if hf:
         print(f"Hugging Face eager fp32 generate(): decode {med(hf)} tok/s")
         et = decode.get(("executorch", "fp32"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.compress import TECHNIQUES, CompressContext, config_from_dict
+from edge.backends import BACKENDS
 from edge.compress.capabilities import CAPABILITIES, unsupported_in_recipe, unsupported_reason
 from edge.compress.quantize import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig
 from edge.errors import ConfigError
@@ -42,7 +43,7 @@ def test_capability_table_covers_every_technique_and_backend():
     tags = {cls.type_tag for cls in TECHNIQUES}
     assert set(CAPABILITIES) == tags
     for table in CAPABILITIES.values():
-        assert set(table) == {"torchscript", "executorch", "tflite", "eager"}
+        assert set(table) == {*BACKENDS, "eager"}  # every registered backend, and the host flavour
 
 
 def test_capabilities_per_config_conditions():
