@@ -139,6 +139,12 @@ def _model_fingerprint(model_ref: str) -> str:
     return key_of(model_ref, [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files])
 
 
+def _language_models_only(name: str) -> bool:
+    from .backends import get_backend
+
+    return get_backend(name).language_models_only
+
+
 def _resolve_backends(backends, runtimes: tuple[str, ...] | None) -> list[str]:
     """'all' means every registered backend the profile's device can run."""
     known = all_backends()
@@ -174,6 +180,8 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
     steps = Steps(model_ref, target, targets_file)
     profile_name = steps.profile_name(profile)
     names = _resolve_backends(backends, steps.runtimes())
+    if backends in (None, "all") or backends == ["all"]:  # 'all': the backends that can run this model
+        names = [n for n in names if not _language_models_only(n) or steps.spec.generation is not None] or names
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     constraints = {"min_accuracy": min_accuracy, "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb}

@@ -279,7 +279,7 @@ def test_cli_list_table_and_json(capsys):
     assert [r["name"] for r in rows] == sorted(SHIPPED)
     row = next(r for r in rows if r["name"] == "raspberry-pi-5-8gb")
     assert (row["cores"], row["total_mb"], row["model_budget_mb"]) == (4, 8192, 4096)
-    assert row["runtimes"] == ["torchscript", "executorch", "tflite"]
+    assert row["runtimes"] == ["torchscript", "executorch", "tflite", "llamacpp"]
 
 
 def test_cli_show_text_and_json_by_name_and_path(capsys):

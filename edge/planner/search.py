@@ -77,7 +77,8 @@ def merge_recipe(options: dict[str, Option]) -> list[TechniqueConfig]:
     return linear + embedding
 
 
-def _usable_backends(profile: DeviceProfile, requested: list[str] | None, reasons: list[str]) -> list[str]:
+def _usable_backends(spec: ModelSpec, profile: DeviceProfile, requested: list[str] | None,
+                     reasons: list[str]) -> list[str]:
     out = []
     for backend in BACKENDS:
         if requested is not None and backend not in requested:
@@ -85,12 +86,14 @@ def _usable_backends(profile: DeviceProfile, requested: list[str] | None, reason
         elif backend not in profile.runtimes:
             reasons.append(f"{backend} rejected: not in profile {profile.name} runtimes "
                            f"({', '.join(profile.runtimes)})")
+        elif spec.generation is None and get_backend(backend).language_models_only:
+            reasons.append(f"{backend} rejected: it runs language models only, and {spec.name} is not one")
         else:
             out.append(backend)
     if not out:
         raise NoFeasiblePlanError(
-            f"expected at least one backend that is both requested and in profile {profile.name}'s runtimes "
-            f"({', '.join(profile.runtimes)}), found none; pick --backends from those")
+            f"expected at least one backend that is requested, in profile {profile.name}'s runtimes "
+            f"({', '.join(profile.runtimes)}) and able to run {spec.name}, found none; pick --backends from those")
     return out
 
 
@@ -181,7 +184,7 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
     """
     constraints = constraints or Constraints()
     reasons: list[str] = []
-    usable = _usable_backends(profile, backends, reasons)
+    usable = _usable_backends(spec, profile, backends, reasons)
     base = count_stats(spec.model.eval(), spec.example_inputs)
     structs = structures(spec, base, constraints.min_accuracy, reasons, samples, distill)
     everything: list[Candidate] = []
