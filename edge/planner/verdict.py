@@ -113,6 +113,24 @@ def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Const
             relax = max(needed) if kind in _AT_LEAST else min(needed)
             line += f"; relaxing it to {relax:.4g}{_UNITS[kind]} alone would give a plan"
         lines.append(line)
+    lines += _context_hint(candidates, constraints, profile)
     lines.append("to get a plan: relax one of the limits above, allow more backends, or enable "
                  "distillation/structured pruning for a smaller model")
     return "\n".join(lines)
+
+
+def _context_hint(candidates: Sequence[Any], constraints: Constraints, profile: DeviceProfile) -> list[str]:
+    """Language models: the context at which the smallest-memory candidate would fit the budget."""
+    gens = [(c, c.prediction.generation) for c in candidates if c.prediction.generation]
+    if not gens or profile.memory.model_budget_mb is None:
+        return []
+    # prefer a candidate that only breaks the memory budget
+    only_memory = [cg for cg in gens if set(violations(cg[0].prediction, constraints, profile)) <= {"memory"}]
+    cand, gen = min(only_memory or gens, key=lambda cg: cg[0].prediction.peak_memory_mb)
+    if not gen.get("max_context") or gen["max_context"] >= gen["context"]:
+        return []
+    others = set(violations(cand.prediction, constraints, profile)) - {"memory"}
+    return [f"a shorter context would fit: {cand.describe()} holds {gen['max_context']} tokens in the "
+            f"{profile.memory.model_budget_mb:g} MB budget (asked: {gen['context']})"
+            + (f", though it also breaks {', '.join(sorted(others))}" if others else "")
+            + f"; pass --context {gen['max_context']} or less"]

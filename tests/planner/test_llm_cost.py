@@ -1,4 +1,6 @@
 """Language-model cost terms on fixed numbers, and the search on tiny-llama."""
+import re
+
 import pytest
 
 from edge.errors import NoFeasiblePlanError
@@ -65,7 +67,11 @@ def test_plan_for_a_language_model_counts_the_kv_cache_and_explains_it(tiny_llam
 
 def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(tiny_llama):
     profile = load_profile("raspberry-pi-zero-2w")
-    with pytest.raises(NoFeasiblePlanError, match=r"best reachable memory: .* MB \(limit 256 MB\)"):
+    with pytest.raises(NoFeasiblePlanError, match=r"best reachable memory: .* MB \(limit 256 MB\)") as err:
         make_plan(tiny_llama, profile, Constraints(context=1_000_000), backends=["executorch"])
+    hint = re.search(r"holds (\d+) tokens in the 256 MB budget \(asked: 1000000\); pass --context (\d+)", str(err.value))
+    assert hint and hint.group(1) == hint.group(2)
+    fits = make_plan(tiny_llama, profile, Constraints(context=int(hint.group(1))), backends=["executorch"])
+    assert fits.predicted["peak_memory_mb"] <= 256
     with pytest.raises(NoFeasiblePlanError, match=r"best reachable decode: .* tok/s \(limit 1e\+09 tok/s\)"):
         make_plan(tiny_llama, profile, Constraints(min_decode_tok_s=1e9), backends=["executorch"])
