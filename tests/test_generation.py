@@ -114,10 +114,16 @@ def lm_compare(tmp_path_factory, artifact_cache):
 
 
 def test_compare_rows_carry_generation_metrics(lm_compare):
+    from edge.runner.runner_llamacpp import cpu_problem
+
     code, data, store = lm_compare
-    assert code == 0, data
     # 'all' on the local profile: the three exporters and llama.cpp, each generating on the device
     assert [r["backend"] for r in data["rows"]] == [*BACKENDS, "llamacpp"]
+    if cpu_problem():  # the prebuilt llama.cpp cannot run on this CPU: its row says why, the rest ran
+        assert code == 10 and "AVX2" in data["rows"][-1]["error"], data
+        data = {**data, "rows": data["rows"][:-1]}
+    else:
+        assert code == 0, data
     for row in data["rows"]:
         gen = row["generation"]
         assert gen["new_tokens"] == 16 and gen["decode_tok_s"] > 0 and gen["ttft_ms"] > 0
@@ -129,8 +135,8 @@ def test_compare_rows_carry_generation_metrics(lm_compare):
 def test_compare_report_csv_and_plot_show_generation(lm_compare):
     code, data, store = lm_compare
     with open(data["csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert all(float(r["decode_tok_s"]) > 0 and float(r["ttft_ms"]) > 0 and r["new_tokens"] == "16" for r in rows)
+        rows = [r for r in csv.DictReader(f) if not r["error"]]  # (llama.cpp's row on a CPU it cannot run on)
+    assert len(rows) >= 3 and all(float(r["decode_tok_s"]) > 0 and float(r["ttft_ms"]) > 0 and r["new_tokens"] == "16" for r in rows)
     assert all(float(r["perplexity"]) > 1 and float(r["perplexity_fp32"]) > 1 for r in rows)
     html = open(data["report_html"]).read()
     assert 'id="generation"' in html and 'id="plot-generation"' in html and "decode tok/s" in html

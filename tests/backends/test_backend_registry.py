@@ -54,6 +54,15 @@ def test_backend_contract_exports_and_validates_tiny_mlp(name, tmp_path, artifac
     assert backend.runtime_modules and all(len(pair) == 2 for pair in backend.runtime_modules)
     assert backend.host_flavour in ("eager", name)
     model = "tiny-llama" if backend.language_models_only else "tiny-mlp"
+    if name == "llamacpp":
+        from edge.runner.runner_llamacpp import cpu_problem
+
+        if cpu_problem():  # a CPU the prebuilt llama.cpp cannot run on: the error must say so
+            from edge.errors import UnsupportedError
+
+            with pytest.raises(UnsupportedError, match="AVX2|x86_64 and aarch64"):
+                export(model, name, tmp_path, cache_dir=artifact_cache)
+            return
     art = export(model, name, tmp_path, cache_dir=artifact_cache)
     assert art.path.suffix == backend.suffix and art.manifest["backend"] == name
     assert art.manifest["validation"]["passed"] and art.manifest["validation"]["precision"] == "fp32"
