@@ -94,14 +94,14 @@ def validate_lm(artifact: Artifact, spec: ModelSpec, new_tokens: int | None = No
                 windows: int | None = None) -> dict:
     """Greedy-token, per-step-logits and perplexity checks; raises ValidationError past the tolerance."""
     from .models.llama import greedy
-    from .runner.runner_generate import _greedy
+    from .runner.runner_generate import greedy_generate
 
     cfg = spec.generation.config
     prompt = spec.generation.prompt
     n = new_tokens or min(DEFAULT_NEW_TOKENS, cfg.context - prompt.shape[1])
     gen = get_backend(artifact.backend).load_generator(artifact, threads=torch.get_num_threads())
     eager_tokens, _ = greedy(spec.model.eval(), prompt, n)
-    host_tokens = _greedy(gen, prompt[0].tolist(), n)[0]
+    host_tokens = greedy_generate(gen, prompt[0].tolist(), n)[0]
     evals = list(spec.eval_inputs[:windows])
     stats = teacher_forced(gen, spec.model.eval(), evals)
     precision = precision_of(artifact.manifest)

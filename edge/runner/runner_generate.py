@@ -179,9 +179,9 @@ def generate(args, manifest):
     gen = GENERATORS[args.backend](args.artifact, manifest, args.threads)
     load_ms = (time.perf_counter_ns() - start) / 1e6
     if args.warmup:
-        _greedy(gen, prompt, min(args.new_tokens, 8))
+        greedy_generate(gen, prompt, min(args.new_tokens, 8))
         gen.reset()
-    tokens, prefill_ms, decode_ms = _greedy(gen, prompt, args.new_tokens)
+    tokens, prefill_ms, decode_ms = greedy_generate(gen, prompt, args.new_tokens)
     context["temp_c_after"] = base._temp_c()
     decode_s = sum(decode_ms) / 1e3
     return {
@@ -196,7 +196,7 @@ def generate(args, manifest):
     }
 
 
-def _greedy(gen, prompt, new_tokens):
+def greedy_generate(gen, prompt, new_tokens):
     """(new token ids, prefill+first-token ms, per-token decode ms)."""
     start = time.perf_counter_ns()
     tokens = [_argmax(gen.prefill(prompt))]

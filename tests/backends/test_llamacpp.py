@@ -66,13 +66,13 @@ def test_other_techniques_map_to_one_llama_cpp_file_type(spec, export_dir, artif
 def test_runner_generates_on_the_local_target_as_the_host_does(f32, spec):
     from edge.artifact import load_artifact
     from edge.benchmark import bench, remote_paths
-    from edge.runner.runner_generate import _greedy
+    from edge.runner.runner_generate import greedy_generate
     from edge.targets import local_target
 
     res = bench(f32.dir / "model.gguf", "local", threads=1, prompt_tokens=20, new_tokens=16)
     gen = res.generation
     host = get_backend("llamacpp").load_generator(load_artifact(f32.dir), threads=1)
-    assert gen["tokens"] == _greedy(host, spec.generation.prompt[0, :20].tolist(), 16)[0]
+    assert gen["tokens"] == greedy_generate(host, spec.generation.prompt[0, :20].tolist(), 16)[0]
     assert res.runtime == "llama.cpp" and res.runtime_version == "0.2.0" and res.threads == 1
     assert gen["prefill_mode"] == "batched" and gen["decode_tok_s"] > 0 and len(res.latencies_ms) == 15
     # the ctypes wrapper travels beside the runner; other artifacts' pushed files stay as they were
