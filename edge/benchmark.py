@@ -227,9 +227,9 @@ def generation_args(artifact: Artifact, prompt_tokens: int | None, new_tokens: i
         raise ConfigError(f"expected --prompt-tokens between 1 and {p_max} (the artifact's prefill length), "
                           f"found {prompt}; re-export with a longer prefill or shorten the prompt")
     new = min(DEFAULT_NEW_TOKENS, ctx - prompt) if new_tokens is None else int(new_tokens)
-    if not 1 <= new <= ctx - prompt:
-        raise ConfigError(f"expected --new-tokens between 1 and {ctx - prompt} (context {ctx} minus a "
-                          f"{prompt}-token prompt), found {new}")
+    if not 2 <= new <= ctx - prompt:  # the first token comes from the prefill; decode times the rest
+        raise ConfigError(f"expected --new-tokens between 2 and {ctx - prompt} (context {ctx} minus a "
+                          f"{prompt}-token prompt; the first new token comes from the prefill), found {new}")
     return ["--prompt-tokens", str(prompt), "--new-tokens", str(new)]
 
 

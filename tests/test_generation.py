@@ -76,7 +76,8 @@ def test_cli_bench_prints_the_generation_figures(lm_artifacts, capsys):
 @pytest.mark.parametrize("argv,fragment", [
     (["--prompt-tokens", "33"], "expected --prompt-tokens between 1 and 32"),
     (["--prompt-tokens", "0"], "expected --prompt-tokens between 1 and 32"),
-    (["--new-tokens", "97"], "expected --new-tokens between 1 and 96 (context 128 minus a 32-token prompt)"),
+    (["--new-tokens", "97"], "expected --new-tokens between 2 and 96 (context 128 minus a 32-token prompt"),
+    (["--new-tokens", "1"], "expected --new-tokens between 2 and 96"),
 ])
 def test_prompt_and_generation_beyond_the_artifact_are_clear_errors(lm_artifacts, capsys, argv, fragment):
     code = main(["bench", str(lm_artifacts["torchscript"].path), "--target", "local", *argv])
