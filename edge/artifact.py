@@ -74,8 +74,12 @@ class Artifact:
         write_atomic(self.dir / MANIFEST_NAME, json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Load an artifact from its file (manifest beside it) or from its folder."""
+def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
+    """Load an artifact from its file (manifest beside it) or from its folder.
+
+    ``verify`` re-hashes the file against the manifest's sha256; only a caller that has just
+    written or verified the very same files may skip it.
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         manifest_path = p / MANIFEST_NAME
@@ -101,7 +105,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ConfigError(f"{p} is not the artifact its manifest names ({manifest['file']})")
     if not file_path.exists():
         raise ConfigError(f"{manifest_path} names {manifest['file']}, which is missing; re-run `edge export`")
-    actual = sha256_file(file_path)
+    actual = sha256_file(file_path) if verify else manifest["sha256"]
     if actual != manifest["sha256"]:
         raise ConfigError(f"{file_path} has sha256 {actual[:16]}..., its manifest says {manifest['sha256'][:16]}...: "
                           "the file changed after export; re-run `edge export`")

@@ -68,7 +68,7 @@ def export(model_ref_or_spec: Any, backend: str, out_dir: str | Path, plan: Any 
         _build(spec, be, plan, plan_dict, tmp, key, validate)
         if use_cache and validate:  # the cache holds validated artifacts only
             _store(tmp, cache, key)
-        return load_artifact(_swap_into_place(tmp, dest))
+        return load_artifact(_swap_into_place(tmp, dest), verify=False)  # hashed while building
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -157,10 +157,10 @@ def _publish_from_cache(entry: Path, dest: Path) -> Artifact:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         _link_or_copy(entry, tmp)
-        artifact = load_artifact(tmp)
+        artifact = load_artifact(tmp)  # re-hashes the cached file
         artifact.manifest["cache_hit"] = True
         artifact.write_manifest()
-        return load_artifact(_swap_into_place(tmp, dest))
+        return load_artifact(_swap_into_place(tmp, dest), verify=False)  # the same files, renamed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedError
 
 if TYPE_CHECKING:  # annotations only
     from ..models.base import ModelSpec
@@ -141,6 +141,16 @@ class Backend(ABC):
     def option_precision(self, options: dict) -> str | None:
         """The precision (``fp16``, ``int8``) this backend's export options imply, if any."""
         return None
+
+    def record_conversion_option(self, ctx: Any, key: str, value: str) -> None:
+        """For runtimes that quantize while converting: keep ``value`` as the export option ``key``
+        (the eager model stays fp32); a plan asking for two different ones cannot be expressed."""
+        previous = ctx.options.get(key)
+        if previous not in (None, value):
+            raise UnsupportedError(
+                f"{self.name} quantizes the whole model once during conversion; the plan asks for both "
+                f"{previous!r} and {value!r}. Keep one quantization step for {self.name}.")
+        ctx.options[key] = value
 
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
         """Apply a quantization technique the way this runtime executes it (default: torchao eager)."""

@@ -78,11 +78,7 @@ class LlamaCppBackend(Backend):
         value = _FILE_TYPE.get(config.type_tag)
         if value is None:
             return super().lower(model, config, ctx)
-        previous = ctx.options.get("llamacpp_quant")
-        if previous not in (None, value):
-            raise UnsupportedError(f"llamacpp writes one file type per export here; the plan asks for both "
-                                   f"{previous} and {value}. Keep one quantization step for llamacpp.")
-        ctx.options["llamacpp_quant"] = value
+        self.record_conversion_option(ctx, "llamacpp_quant", value)
         return model
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

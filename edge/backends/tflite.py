@@ -100,13 +100,7 @@ class TFLiteBackend(Backend):
         value = _QUANT_VARIANT.get(config.type_tag)
         if value is None:
             return super().lower(model, config, ctx)
-        previous = ctx.options.get("tflite_quantization")
-        if previous not in (None, value):
-            raise UnsupportedError(
-                f"tflite quantizes the whole model once during conversion; the plan asks for both "
-                f"{previous!r} and {value!r}. Keep one quantization step for tflite."
-            )
-        ctx.options["tflite_quantization"] = value
+        self.record_conversion_option(ctx, "tflite_quantization", value)
         return model
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

@@ -12,7 +12,6 @@ SOURCES.md); ``--calib-text`` / ``--eval-text`` (environment ``EDGE_CALIB_TEXT``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..artifact import sha256_file
 from ..errors import ModelLoadError
 from .base import GenerationSpec, ModelSpec
 from .llama import Llama, LlamaConfig, load_hf_state_dict
@@ -165,21 +165,13 @@ def _hf_tokenizer(path: Path):
         raise ModelLoadError(f"{path}: expected a tokenizer beside the weights: {exc}") from exc
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF file once into a Hugging Face directory in edge's model cache.
 
     The cache folder is named by the GGUF file's sha256, so a changed file converts again;
     the folder is written under a temporary name and renamed when complete.
     """
-    digest = _sha256(gguf)
+    digest = sha256_file(gguf)
     out = cache_root() / f"gguf-{digest[:16]}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .base import ModelSpec
+from .llama import FeedForward, RMSNorm, _rotate_half  # the same blocks as the KV-cache decoder
 
 SEED = 0
 VOCAB = 256
@@ -23,21 +24,6 @@ DIM = 96
 HEADS = 4
 LAYERS = 3
 FFN = 256
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class Attention(nn.Module):
@@ -68,17 +54,6 @@ class Attention(nn.Module):
         probs = torch.softmax(scores + self.mask[:t, :t], dim=-1)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, d)
         return self.o_proj(out)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):

@@ -73,27 +73,28 @@ def _context():
     }
 
 
-def _rss_mb():
+def _status_mb(key):
+    """A memory line of /proc/self/status (``VmRSS:``, ``VmHWM:``) in MB, or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024.0
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def _rss_mb():
+    return _status_mb("VmRSS:")
+
+
 def _peak_rss_mb():
     # VmHWM is this process's own high-water mark. ru_maxrss on Linux survives execve, so a
     # runner started by a big parent (the host's edge process) would report the parent's peak.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = _status_mb("VmHWM:")
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 

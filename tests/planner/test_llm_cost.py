@@ -75,3 +75,20 @@ def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(t
     assert fits.predicted["peak_memory_mb"] <= 256
     with pytest.raises(NoFeasiblePlanError, match=r"best reachable decode: .* tok/s \(limit 1e\+09 tok/s\)"):
         make_plan(tiny_llama, profile, Constraints(min_decode_tok_s=1e9), backends=["executorch"])
+
+
+def test_cli_max_ppl_increase_sets_the_perplexity_floor(capsys):
+    import json
+
+    from edge.cli import main
+    from edge.errors import ConfigError
+
+    code = main(["plan", "tiny-llama", "--profile", "raspberry-pi-zero-2w", "--backends", "executorch",
+                 "--max-ppl-increase", "5", "--context", "64", "--json"])
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["constraints"]["min_accuracy"] == pytest.approx(1 / 1.05) and plan["constraints"]["context"] == 64
+    assert plan["predicted"]["generation"]["context"] == 64
+    code = main(["plan", "tiny-llama", "--profile", "raspberry-pi-zero-2w", "--max-ppl-increase", "5",
+                 "--min-accuracy", "0.9"])
+    assert code == ConfigError.exit_code and "no --min-accuracy beside it" in capsys.readouterr().err
