@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .fileio import parse_json, read_utf8, write_atomic
 
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -69,8 +70,6 @@ class Artifact:
         return int(self.manifest["size_bytes"])
 
     def write_manifest(self) -> None:
-        from .fileio import write_atomic
-
         write_atomic(self.dir / MANIFEST_NAME, json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
 
 
@@ -91,9 +90,14 @@ def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
             "pass a file written by `edge export`"
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{manifest_path} is not valid JSON ({exc}); re-run `edge export`") from exc
+        manifest = parse_json(read_utf8(manifest_path, "manifest"), manifest_path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {manifest_path}: {exc.strerror}; re-run `edge export`") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; re-run `edge export`") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{manifest_path}: expected a JSON object, found {type(manifest).__name__}; "
+                          "re-run `edge export`")
     if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
         raise ConfigError(
             f"{manifest_path}: expected manifest schema_version {MANIFEST_SCHEMA_VERSION}, "
@@ -120,3 +124,30 @@ def _check_fields(manifest: dict, where: Path) -> None:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
         raise ConfigError(f"{where}: expected file to be a plain file name beside the manifest, found {name!r}; "
                           "re-run `edge export`")
+    from .backends import BACKENDS
+
+    if not isinstance(manifest.get("backend"), str) or manifest["backend"] not in BACKENDS:
+        raise ConfigError(f"{where}: expected backend one of {', '.join(BACKENDS)}, found {manifest.get('backend')!r}; "
+                          "re-run `edge export`")
+    _check_count("size_bytes", manifest.get("size_bytes"), 0, where)
+    gen = manifest.get("generation")
+    if gen is None:
+        return
+    if not isinstance(gen, dict):
+        raise ConfigError(f"{where}: expected generation as a mapping or null, found {gen!r}; re-run `edge export`")
+    _check_count("generation.prefill_tokens", gen.get("prefill_tokens"), 1, where)
+    _check_count("generation.context", gen.get("context"), gen["prefill_tokens"], where)
+    ref = gen.get("reference")
+    if ref is None:
+        return
+    ok = isinstance(ref, dict) and all(isinstance(ref.get(k), list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in ref[k]) for k in ("host_tokens", "eager_tokens"))
+    if not ok:
+        raise ConfigError(f"{where}: expected generation.reference with host_tokens and eager_tokens as lists of "
+                          f"token ids, found {ref!r}; re-run `edge export`")
+
+
+def _check_count(key: str, value: object, low: int, where: Path) -> None:
+    """A whole number >= ``low`` (sizes, token counts) or a ConfigError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}: expected {key} as a whole number >= {low}, found {value!r}; re-run `edge export`")

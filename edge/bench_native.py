@@ -9,6 +9,7 @@ here turn the tool's text into the runner's result dict (schema_version 1, see
 """
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import RunnerError
@@ -27,7 +28,24 @@ def native_bench_argv(backend: str, binary: str, artifact: str, warmup: int, ite
     return be.native_bench_argv(binary, artifact, warmup, iterations, threads)
 
 
-_NUM = r"([0-9.]+(?:e[+-]?\d+)?)"
+_NUM = r"((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)"  # a decimal number; not ".", "1.2.3"
+
+
+def _finite(text: str, what: str, tool: str) -> float:
+    """A number the tool printed, or a RunnerError when it overflows a float (1e999)."""
+    value = float(text)
+    if not math.isfinite(value):  # float() of a long digit string is inf, never an error
+        raise RunnerError(f"expected {tool} to print a finite {what}, found {text[:40]}; "
+                          "check the tool's build and rerun")
+    return value
+
+
+def _count(text: str, what: str, tool: str) -> int:
+    """A run count the tool printed: at least one run."""
+    if not 1 <= int(text) <= 10**12:
+        raise RunnerError(f"expected {tool} to report between 1 and 10^12 {what}s, found {text[:40]}; "
+                          "rerun with --iterations >= 1")
+    return int(text)
 _TFL_STATS = re.compile(
     rf"^(?:[A-Z] tflite\s*:\s*)?count=(\d+) first={_NUM} curr={_NUM} min={_NUM} max={_NUM} "
     rf"avg={_NUM} std={_NUM}(?: p5={_NUM} median={_NUM} p95={_NUM})?", re.M)
@@ -59,18 +77,19 @@ def parse_benchmark_model(text: str) -> dict:
     if timings is None or not stats:
         raise RunnerError("benchmark_model printed no 'Inference timings in us' summary; output "
                           f"ends with: {tail(text.strip(), 600) or '(empty)'}")
+    tool = "benchmark_model"
     count, _first, _curr, lo, hi, avg, std, p5, median, p95 = stats[-1]
-    us = 1e-3
-    summary = {"count": int(count), "mean": float(avg) * us, "std": float(std) * us,
-               "min": float(lo) * us, "max": float(hi) * us}
+    ms = lambda us, what: _finite(us, what, tool) * 1e-3  # noqa: E731 - the tool prints microseconds
+    summary = {"count": _count(count, "run", tool), "mean": ms(avg, "avg"), "std": ms(std, "std"),
+               "min": ms(lo, "min"), "max": ms(hi, "max")}
     if median:
-        summary.update(p5=float(p5) * us, p50=float(median) * us, p95=float(p95) * us)
+        summary.update(p5=ms(p5, "p5"), p50=ms(median, "median"), p95=ms(p95, "p95"))
     peak = _TFL_PEAK_MONITOR.search(text) or _TFL_PEAK.search(text)
     delta = _TFL_DELTA.search(text)
-    result = _result("tflite-benchmark_model", summary_ms=summary, iterations=int(count),
-                     load_ms=float(timings.group(1)) * us,
-                     first_inference_ms=float(timings.group(2)) * us,
-                     peak_rss_mb=float(peak.groups()[-1]) if peak else None)
+    result = _result("tflite-benchmark_model", summary_ms=summary, iterations=summary["count"],
+                     load_ms=ms(timings.group(1), "Init time"),
+                     first_inference_ms=ms(timings.group(2), "First inference time"),
+                     peak_rss_mb=_finite(peak.groups()[-1], "peak memory", tool) if peak else None)
     if delta:
         result["memory_delta_mb"] = {"init": float(delta.group(1)), "overall": float(delta.group(2))}
     return result
@@ -91,15 +110,17 @@ def parse_executor_runner(text: str, warmup: int = 0) -> dict:
     if total is None:
         raise RunnerError("executor_runner did not report 'Model executed successfully'; output "
                           f"ends with: {tail(text.strip(), 600) or '(empty)'}")
+    tool = "executor_runner"
     load = _ET_LOAD.search(text)
-    samples = [float(ms) for _i, _n, ms in _ET_ITER.findall(text)]
-    runs = int(total.group(1))
-    result = _result("executorch-executor_runner", load_ms=float(load.group(1)) if load else None)
+    samples = [_finite(ms, "iteration time", tool) for _i, _n, ms in _ET_ITER.findall(text)]
+    runs = _count(total.group(1), "execution", tool)
+    result = _result("executorch-executor_runner",
+                     load_ms=_finite(load.group(1), "model load time", tool) if load else None)
     if samples:
         kept = samples[warmup:] if len(samples) > warmup else samples
         result.update(latencies_ms=kept, first_inference_ms=samples[0], iterations=len(kept),
                       warmup=len(samples) - len(kept))
     else:
-        result.update(summary_ms={"count": runs, "mean": float(total.group(2)) / runs},
+        result.update(summary_ms={"count": runs, "mean": _finite(total.group(2), "total time", tool) / runs},
                       iterations=runs, warmup=0)
     return result

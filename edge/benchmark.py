@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import defaults
 from .artifact import MANIFEST_NAME, SAMPLE_INPUTS_NAME, Artifact, load_artifact
+from .device_lock import DEFAULT_DEVICE_WAIT_S, HOLD_MARGIN_S, DeviceLock, check_wait
 from .devices import device_context
 from .errors import ConfigError, RunnerError
 from .targets import Target, get_target
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 RUNNER_PATH = Path(__file__).resolve().parent / "runner" / "runner.py"
 RUNNER_GENERATE_PATH = RUNNER_PATH.with_name("runner_generate.py")  # imported by runner.py --generate
 RUNNER_SCHEMA_VERSION = 1
+MAX_FIGURE = 1e15  # no time (ms), size or count a device reports is this large; sums of samples stay finite
 
 
 @dataclass
@@ -88,7 +90,7 @@ def parse_runner_output(stdout: str, stderr: str = "", exit_code: int = 0) -> di
             try:
                 result = json.loads(line)
                 break
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, a 5000-digit number, nesting too deep
                 continue
     if result is None:
         raise RunnerError(f"the runner printed no JSON result (exit {exit_code}); stdout: "
@@ -111,23 +113,56 @@ def _samples(values) -> list[float]:
         raise RunnerError(f"expected latencies_ms as a list of numbers, found {type(values).__name__}")
     out = []
     for x in values:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= MAX_FIGURE:  # NaN fails too
             raise RunnerError(f"expected latencies_ms as finite numbers >= 0, found {x!r}; the runner on the "
                               "device is not edge's (redeploy it) or its clock misbehaves")
         out.append(float(x))
     return out
 
 
+# fields of the runner's line (and of its generation block) -> (type, smallest allowed value); None is allowed
+_RAW_FIELDS = {"runtime": (str, None), "runtime_version": (str, None), "threads": (int, 1), "warmup": (int, 0),
+               "iterations": (int, 1), "load_ms": (float, 0), "first_inference_ms": (float, 0),
+               "import_ms": (float, 0), "peak_rss_mb": (float, 0), "baseline_rss_mb": (float, 0)}
+_GEN_FIELDS = {"prompt_tokens": (int, 0), "new_tokens": (int, 0), "ttft_ms": (float, 0), "prefill_ms": (float, 0),
+               "prefill_tok_s": (float, 0), "decode_tok_s": (float, 0), "kv_cache_bytes": (int, 0)}
+
+
+def _check_fields(values: dict, spec: dict, where: str) -> None:
+    """Each field in ``spec`` is null or of its type (ints count as floats), finite and >= its minimum."""
+    for key, (kind, low) in spec.items():
+        value = values.get(key)
+        kinds = (int, float) if kind is float else (kind,)
+        if value is None or (isinstance(value, kinds) and not isinstance(value, bool)
+                             and (kind is str or low <= value <= MAX_FIGURE)):  # NaN, inf, 10**400 fail
+            continue
+        what = "text" if kind is str else f"{'a whole number' if kind is int else 'a number'} from {low} to {MAX_FIGURE:g}"
+        raise RunnerError(f"expected the runner's {where}{key} as {what} or null, found {value!r}; the device runs "
+                          "a different runner (redeploy it) or the runtime misreports")
+
+
 def make_result(raw: dict, artifact: Artifact, target_name: str) -> BenchResult:
     """Combine a runner (or native tool) result dict with the artifact's identity."""
     samples = _samples(raw.get("latencies_ms"))
+    _check_fields(raw, _RAW_FIELDS, "")
+    gen = raw.get("generation")
+    if gen is not None:
+        if not isinstance(gen, dict):
+            raise RunnerError(f"expected the runner's generation as a mapping, found {type(gen).__name__}; redeploy it")
+        _check_fields(gen, _GEN_FIELDS, "generation.")
+        tokens = [] if gen.get("tokens") is None else gen["tokens"]
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise RunnerError(f"expected the runner's generation.tokens as a list of token ids, found {tokens!r:.200}")
+    summary = raw.get("summary_ms") or {}
+    if not isinstance(summary, dict):
+        raise RunnerError(f"expected summary_ms as a mapping, found {type(summary).__name__}")
+    _check_fields(summary, {k: (float, 0) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")}, "summary_ms.")
     if not isinstance(raw.get("context") or {}, dict):
         raise RunnerError(f"expected the runner's context to be a mapping, found {type(raw['context']).__name__}; "
                           "the device runs a different runner: redeploy it")
     if samples:
         stats = latency_stats(samples)
     else:  # native tools that print only a summary
-        summary = raw.get("summary_ms") or {}
         stats = {k: summary.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")}
         if stats["mean"] is None:
             raise RunnerError("the device returned neither latency samples nor a mean latency")
@@ -149,7 +184,7 @@ def _generation(raw: dict, artifact: Artifact) -> dict | None:
         return None
     gen = dict(gen)
     ref = (artifact.manifest.get("generation") or {}).get("reference") or {}
-    tokens = [int(t) for t in gen.get("tokens") or []]
+    tokens = gen.get("tokens") or []  # token ids, checked by make_result
     if ref and gen.get("prompt_tokens") == ref.get("prompt_tokens"):
         from .validate_lm import prefix_agreement
 
@@ -242,8 +277,13 @@ DEFAULT_WARMUP, DEFAULT_ITERATIONS, DEFAULT_TIMEOUT_S = defaults.WARMUP, default
 def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int = DEFAULT_ITERATIONS,
           threads: int | None = None, targets_file=None, trust_new_host: bool = False,
           timeout_s: float = DEFAULT_TIMEOUT_S,
-          prompt_tokens: int | None = None, new_tokens: int | None = None) -> BenchResult:
+          prompt_tokens: int | None = None, new_tokens: int | None = None,
+          device_wait_s: float = DEFAULT_DEVICE_WAIT_S) -> BenchResult:
     """Deploy, run the runner on the device, and return the parsed measurement.
+
+    The measurement holds the device's bench lock (:mod:`edge.device_lock`): a bench that
+    finds another one running there waits up to ``device_wait_s`` for it (0 = refuse at
+    once), then raises DeviceBusyError. Pushing files needs no lock (puts are atomic).
 
     Language models (a manifest with ``generation``) prefill ``prompt_tokens`` of the sample
     prompt (default: all P) and decode ``new_tokens`` greedily (default: 64, within the context);
@@ -253,6 +293,7 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
         raise ConfigError(f"expected iterations >= 1 and warmup >= 0, found {iterations}, {warmup}")
     if not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or timeout_s <= 0:
         raise ConfigError(f"expected a timeout in seconds > 0 and finite, found {timeout_s!r}")
+    check_wait(device_wait_s)
     artifact = load_artifact(artifact_path)
     gen_argv = generation_args(artifact, prompt_tokens, new_tokens)
     tgt = _resolve(target, targets_file)
@@ -260,9 +301,12 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
         deployed = _push_all(tr, artifact)
         files = deployed["files"]
         native = None if gen_argv else _native_tool(tgt, artifact.backend)
+        lock = DeviceLock(tr, hold_s=timeout_s + HOLD_MARGIN_S, wait_s=device_wait_s)
         if native:
-            raw = _run_native(tr, artifact, native, files["artifact"]["remote_path"], warmup,
-                              iterations, threads, timeout_s)
+            remote_tool = _push_native_tool(tr, native)
+            with lock:
+                raw = _run_native(tr, artifact, remote_tool, files["artifact"]["remote_path"], warmup,
+                                  iterations, threads, timeout_s)
         else:
             runner = files["runner_generate" if gen_argv else "runner"]["remote_path"]
             argv = [tgt.python, runner, "--artifact",
@@ -272,7 +316,8 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
                 argv += ["--inputs", files["inputs"]["remote_path"]]
             if threads:
                 argv += ["--threads", str(threads)]
-            res = tr.run(argv + gen_argv, timeout_s=timeout_s, check=False)
+            with lock:
+                res = tr.run(argv + gen_argv, timeout_s=timeout_s, check=False)
             raw = parse_runner_output(res.stdout, res.stderr, res.exit_code)
     result = make_result(raw, artifact, tgt.name)
     log.info("%s on %s: p50 %.3f ms over %d samples", artifact.path.name, tgt.name,
@@ -280,16 +325,21 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
     return result
 
 
-def _run_native(tr: Transport, artifact: Artifact, tool: str, remote_artifact: str, warmup: int,
+def _push_native_tool(tr: Transport, tool: str) -> str:
+    """Push the runtime's benchmark binary into ``<workdir>/bin/``; its path on the device."""
+    local = Path(tool).expanduser()
+    remote_tool = f"{tr.target.workdir.rstrip('/')}/bin/{local.name}"
+    tr.put(local, remote_tool)
+    tr.run(["chmod", "755", remote_tool], timeout_s=30)
+    return remote_tool
+
+
+def _run_native(tr: Transport, artifact: Artifact, remote_tool: str, remote_artifact: str, warmup: int,
                 iterations: int, threads: int | None, timeout_s: float) -> dict:
     from .backends import get_backend
     from .bench_native import native_bench_argv
 
     be = get_backend(artifact.backend)
-    local = Path(tool).expanduser()
-    remote_tool = f"{tr.target.workdir.rstrip('/')}/bin/{local.name}"
-    tr.put(local, remote_tool)
-    tr.run(["chmod", "755", remote_tool], timeout_s=30)
     context = device_context(tr)
     argv = native_bench_argv(artifact.backend, remote_tool, remote_artifact, warmup, iterations, threads)
     res = tr.run(argv, timeout_s=timeout_s, check=False)

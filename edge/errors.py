@@ -88,10 +88,22 @@ class RemoteCommandError(TransportError):
     """A command on the device exited non-zero."""
 
 
+class DeviceFullError(TransportError):
+    """The device has too little free space for a file edge pushes."""
+
+
+class DeviceBusyError(TransportError):
+    """Another bench holds the device's bench lock and did not let go within the wait."""
+
+
 class RunnerError(EdgeError):
     """The on-device runner failed or printed something unparseable."""
 
     exit_code = 8
+
+
+class OutOfMemoryError(RunnerError):
+    """The device's out-of-memory killer (or its memory cgroup) stopped a command."""
 
 
 class ResultsError(EdgeError):

@@ -6,10 +6,19 @@ failed export never leaves a half-written artifact. Finished artifacts are store
 content-addressed cache (``EDGE_CACHE_DIR`` or ``~/.cache/edge/artifacts``) keyed by the
 weights, plan, backend, tool versions and input shapes; a re-export with the
 same key copies from the cache and converts nothing (``manifest["cache_hit"]`` is true).
+
+Concurrency: a cache entry is built in a private temporary folder beside it and renamed into
+place whole, so a reader never sees an entry without its manifest. Exporters of the same key
+take ``<cache>/.locks/<key>.lock`` (flock, released by the kernel when a process dies): the
+second one waits, then reuses the first one's entry instead of converting again. A cache entry
+that fails its checks (damaged by hand) is set aside and rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
+import fcntl
 import hashlib
 import inspect
 import json
@@ -17,6 +26,8 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +38,7 @@ from . import __version__
 from .artifact import MANIFEST_SCHEMA_VERSION, SAMPLE_INPUTS_NAME, Artifact, load_artifact, sha256_file
 from .backends import get_backend
 from .backends.base import to_artifact_inputs
-from .errors import EdgeError, ExportError, UnsupportedError
+from .errors import ConfigError, EdgeError, ExportError, UnsupportedError
 
 if TYPE_CHECKING:  # annotations only
     from .models.base import ModelSpec
@@ -60,18 +71,21 @@ def export(model_ref_or_spec: Any, backend: str, out_dir: str | Path, plan: Any 
     dest = out_dir / artifact_dir_name(spec.name, backend, plan_dict)
     key = cache_key(spec, plan_dict, backend, be.tool_versions())
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    if use_cache and (cache / key / "manifest.json").exists():
-        log.info("%s/%s: cache hit %s", spec.name, backend, key[:12])
-        return _publish_from_cache(cache / key, dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=out_dir))
-    try:
-        _build(spec, be, plan, plan_dict, tmp, key, validate)
-        if use_cache and validate:  # the cache holds validated artifacts only
-            _store(tmp, cache, key)
-        return load_artifact(_swap_into_place(tmp, dest), verify=False)  # hashed while building
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if use_cache and (hit := _from_cache(cache, key, dest)) is not None:
+        return hit
+    store = use_cache and validate  # the cache holds validated artifacts only
+    with _key_lock(cache, key) if store else contextlib.nullcontext():
+        if store and (hit := _from_cache(cache, key, dest, discard_bad=True)) is not None:
+            return hit  # another process built it while this one waited for the lock
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=out_dir))
+        try:
+            _build(spec, be, plan, plan_dict, tmp, key, validate)
+            if store:
+                _store(tmp, cache, key)
+            return load_artifact(_swap_into_place(tmp, dest), verify=False)  # hashed while building
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def export_all(model_ref_or_spec: Any, backends: list[str], out_dir: str | Path, plan: Any = None,
@@ -141,16 +155,31 @@ def _model_entry(spec: ModelSpec) -> dict:
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> Path:
-    """Rename ``tmp`` to ``dest``; an older artifact there is moved aside first, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    tmp.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
+    """Rename ``tmp`` to ``dest``; an older artifact there is moved aside first, then removed.
+
+    Another process may publish to ``dest`` at the same time: whichever renames last wins,
+    and neither fails nor leaves a folder half of one and half of the other.
+    """
+    olds = []
+    try:
+        for _ in range(100):
+            try:
+                tmp.rename(dest)  # atomic; refused while dest is a folder with files
+                return dest
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:12]}")
+            try:
+                dest.rename(old)
+                olds.append(old)
+            except FileNotFoundError:  # the other process moved it aside first
+                pass
+        raise ExportError(f"could not publish {dest}: other processes kept replacing it; "
+                          "export to separate output folders")
+    finally:
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _publish_from_cache(entry: Path, dest: Path) -> Artifact:
@@ -164,6 +193,54 @@ def _publish_from_cache(entry: Path, dest: Path) -> Artifact:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _from_cache(cache: Path, key: str, dest: Path, discard_bad: bool = False) -> Artifact | None:
+    """Publish the cache entry ``key`` to ``dest``; None when there is none (or a bad one).
+
+    With ``discard_bad`` (under the key's lock) a bad entry is moved aside and removed.
+    """
+    entry = cache / key
+    if not (entry / "manifest.json").exists():
+        return None
+    try:
+        artifact = _publish_from_cache(entry, dest)
+    except ConfigError as exc:  # its files no longer match its manifest
+        if discard_bad:  # (without the lock: look again under it before saying anything)
+            log.warning("cache entry %s is damaged (%s); rebuilding it", entry, exc)
+            aside = cache / f".{key[:12]}.bad-{uuid.uuid4().hex[:12]}"
+            with contextlib.suppress(OSError):
+                entry.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        return None
+    except FileNotFoundError:  # set aside as damaged by another process while being read
+        return None
+    log.info("%s: cache hit %s", dest.name, key[:12])
+    return artifact
+
+
+@contextlib.contextmanager
+def _key_lock(cache: Path, key: str) -> Iterator[None]:
+    """Hold ``<cache>/.locks/<key>.lock`` (the kernel drops it if this process dies).
+
+    An unwritable cache is no reason to fail the export: it then goes on without the lock.
+    """
+    try:
+        (cache / ".locks").mkdir(parents=True, exist_ok=True)
+        f = open(cache / ".locks" / f"{key}.lock", "a+b")
+    except OSError as exc:
+        log.warning("cannot lock cache key %s in %s (%s); exporting without the lock", key[:12], cache, exc)
+        f = None
+    if f is None:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is exporting cache key %s; waiting to reuse its result", key[:12])
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _store(built: Path, cache: Path, key: str) -> None:

@@ -1,6 +1,7 @@
-"""Writing files so that a reader never sees half of one: the one atomic-write helper."""
+"""Reading files with clear errors (UTF-8, YAML, JSON) and writing them so that a reader never sees half of one."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,17 +60,39 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """Parse YAML text (no key given twice); every parse failure is a ConfigError naming ``source`` (and line)."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(f"{source}:{mark.line + 1 if mark else '?'}: invalid YAML, a parse error: "
+                          f"{exc.problem or exc.context}; fix the syntax on that line") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: expected YAML nested a few levels deep, found nesting too deep to "
+                          "read; flatten it") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML's constructors: 2001-13-01,
+        # !!float abc, a 5000-digit integer ...
+        raise ConfigError(f"{source}: invalid YAML value ({exc}); quote it if it is meant as text") from None
+
+
+def parse_json(text: str, source: str | Path) -> Any:
+    """Parse JSON text; every parse failure (syntax, nesting too deep, a huge integer) is a ConfigError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: expected JSON nested a few levels deep, found nesting too deep to "
+                          "read") from None
+    except ValueError as exc:  # JSONDecodeError, and int() past sys.get_int_max_str_digits()
+        raise ConfigError(f"{source}: expected valid JSON, found a parse error: {exc}") from None
+
+
 def read_yaml_file(path: Path, what: str) -> Any:
     """Parse a YAML file (UTF-8, no key given twice); errors become ConfigError naming the file (and line)."""
     try:
         text = read_utf8(path, what)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        return yaml.load(text, Loader=UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: "
-                          f"{exc.problem or exc.context}; fix the syntax on that line") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return parse_yaml(text, path)

@@ -15,7 +15,6 @@ naming the file, the field path, the value and what is allowed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import re
@@ -93,8 +92,8 @@ def _number(kind: type, unit: str = "", maximum: float | None = None) -> Check:
         if value is None:
             return None
         types = (int,) if kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0 \
-                or value > (maximum if maximum is not None else ABSURD):
+        if isinstance(value, bool) or not isinstance(value, types) \
+                or not 0 < value <= (maximum if maximum is not None else ABSURD):  # NaN, inf, 10**400 fail
             raise _fail(source, where, value, expected)
         return kind(value)
     return check

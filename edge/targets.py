@@ -20,6 +20,9 @@ always defined unless a file redefines it. Schema::
         profile: raspberry-pi-5-8gb
         workdir: /home/pi/edge    # relative paths are relative to the login directory
         python: python3
+        connect_retries: 3        # retries of a refused/unanswered connection (backoff doubles)
+        connect_backoff_s: 1.0    # first wait between connection attempts
+        stall_timeout_s: 60       # a transfer or a silent link with no progress this long fails
         # adb only: serial, benchmark_model, executor_runner (host paths of the runtimes'
         # benchmark binaries, pushed once)
 
@@ -33,14 +36,13 @@ from __future__ import annotations
 
 import getpass
 import logging
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
-from .fileio import UniqueKeyLoader, read_utf8
+from .fileio import parse_yaml, read_utf8
 from .transports import TRANSPORTS, transport_class
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ REPO_TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 USER_TARGETS_FILE = Path("~/.config/edge/targets.yaml")
 SSH_CONFIG_FILE = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # target names: typed on command lines, shown in tables
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class Target:
     serial: str | None = None
     benchmark_model: str | None = None
     executor_runner: str | None = None
+    connect_retries: int = 3
+    connect_backoff_s: float = 1.0
+    stall_timeout_s: float = 60.0
     source: str = "<built-in>"
 
     def to_dict(self) -> dict:
@@ -90,6 +96,14 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "serial": ((str,), "an adb serial (adb devices) or host:port"),
     "benchmark_model": ((str,), "host path of the TFLite benchmark_model binary"),
     "executor_runner": ((str,), "host path of the ExecuTorch executor_runner binary"),
+    "connect_retries": ((int,), "an integer 0-20 (connection attempts after the first)"),
+    "connect_backoff_s": ((int, float), "seconds 0-60 before the first retry (it doubles, up to 30)"),
+    "stall_timeout_s": ((int, float), "seconds 1-3600 a transfer or link may make no progress"),
+}
+# numeric field -> inclusive range
+_FIELD_RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65535), "connect_retries": (0, 20), "connect_backoff_s": (0, 60),
+    "stall_timeout_s": (1, 3600),
 }
 
 
@@ -116,12 +130,15 @@ def parse_target(name: str, raw: Any, source: str) -> Target:
         types, allowed = _FIELD_TYPES[key]
         if not isinstance(value, types) or isinstance(value, bool):
             raise _fail(source, name, key, value, allowed)
+        if isinstance(value, str) and (not value.strip() or re.search(r"[\x00-\x1f\x7f]", value)):
+            raise _fail(source, name, key, value, allowed + ", non-empty and on one line")
     transport = raw.get("transport")
     if transport not in TRANSPORTS:
         raise _fail(source, name, "transport", transport, _FIELD_TYPES["transport"][1])
-    port = raw.get("port")
-    if port is not None and not 1 <= port <= 65535:
-        raise _fail(source, name, "port", port, _FIELD_TYPES["port"][1])
+    for key, (low, high) in _FIELD_RANGES.items():
+        value = raw.get(key)
+        if value is not None and not low <= value <= high:  # NaN fails both comparisons
+            raise _fail(source, name, key, value, _FIELD_TYPES[key][1])
     if "profile" not in raw:
         raise _fail(source, name, "profile", None, _FIELD_TYPES["profile"][1])
     try:
@@ -135,21 +152,25 @@ def parse_targets_file(path: Path) -> dict[str, Target]:
     """Read one targets YAML file."""
     source = str(path)
     try:
-        data = yaml.load(read_utf8(path, "targets file"), Loader=UniqueKeyLoader)  # a name given twice is an error
+        data = parse_yaml(read_utf8(path, "targets file"), path)  # a name given twice is an error
     except OSError as exc:
         raise ConfigError(f"cannot read targets file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict) or set(data) - {"targets"}:
         raise ConfigError(f"{path}: expected a mapping with the single key 'targets', found "
-                          f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
-    entries = data.get("targets") or {}
+                          f"{sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__}")
+    entries = data.get("targets")
+    if entries is None:  # every target commented out
+        return {}
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: 'targets' must map target names to fields, found "
                           f"{type(entries).__name__}")
-    return {str(name): parse_target(str(name), raw, source) for name, raw in entries.items()}
+    for name in entries:
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(f"{path}: expected target names matching {NAME_PATTERN} (letters, digits, "
+                              f"'._-'), found {name!r}; rename it (quote it if YAML reads it as a number)")
+    return {name: parse_target(name, raw, source) for name, raw in entries.items()}
 
 
 def _default_files() -> list[Path]:

@@ -10,11 +10,8 @@ built once and cached in pytest's cache directory.
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,22 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from labtools import load_devicelab
 
 # One intra-op thread for the whole session: on a small shared machine two threads
 # oversubscribe the cores (model loads and sensitivity runs were 4-5x slower).
 torch.set_num_threads(1)
 os.environ["EDGE_HOST_THREADS"] = "1"  # what edge.host.configure_torch sets when a model loads
-
-
-def load_devicelab() -> types.ModuleType:
-    """scripts/devicelab as a module (it is a script without .py)."""
-    path = str(REPO / "scripts" / "devicelab")
-    loader = importlib.machinery.SourceFileLoader("devicelab", path)
-    spec = importlib.util.spec_from_file_location("devicelab", path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 @dataclass

@@ -45,6 +45,8 @@ class DistillConfig(TechniqueConfig):
         self._range("time_budget_s", 0.0, 3600.0)
         self._range("lr", 0.0, 1.0)
         self._range("temperature", 0.0, 100.0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"distill: expected seed as an integer from 0 to 2^63-1, found {self.seed!r}")
 
     def label(self) -> str:
         return f"distill to {self.keep_layers} layers ({self.steps} steps)"

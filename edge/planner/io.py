@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
-from ..fileio import read_utf8
+from ..fileio import parse_json, parse_yaml, read_utf8
 from .plan import Plan
 
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -39,8 +39,5 @@ def load_plan(path: str | Path) -> Plan:
     if not path.is_file():
         raise ConfigError(f"expected a plan file at {path}, found none; write one with `edge plan -o`")
     text = read_utf8(path, "plan file")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: expected valid {path.suffix[1:].upper()}, found a parse error: {exc}") from exc
+    data = parse_json(text, path) if path.suffix.lower() == ".json" else parse_yaml(text, path)
     return Plan.from_dict(data, source=str(path))

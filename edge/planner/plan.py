@@ -12,6 +12,7 @@ option taken or rejected), ``notes`` (cost-model assumptions in force).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +52,9 @@ class Constraints:
             raise ConfigError(f"expected context as a whole number of tokens >= 1, found {self.context!r}")
         for name in ("max_latency_ms", "max_size_mb", "min_decode_tok_s", "max_ttft_ms"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"expected {name} > 0 or unset, found {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= sys.float_info.max):  # NaN, inf, 10**400 fail
+                raise ConfigError(f"expected {name} > 0 and finite, or unset, found {value!r}")
 
 
 @dataclass
@@ -95,25 +97,78 @@ class Plan:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a plan mapping, found {type(data).__name__}")
         missing = [k for k in _REQUIRED if k not in data]
-        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
+        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL), key=str)
         if missing or unknown:
             raise ConfigError(f"{source}: expected plan keys {list(_REQUIRED)} (optional {list(_OPTIONAL)}); "
                               f"missing {missing}, unknown {unknown}")
         version = data.get("schema_version", PLAN_SCHEMA_VERSION)
         if version != PLAN_SCHEMA_VERSION:
             raise ConfigError(f"{source}: expected schema_version {PLAN_SCHEMA_VERSION}, found {version!r}")
-        if not isinstance(data["recipe"], list):
-            raise ConfigError(f"{source}: expected recipe as a list, found {data['recipe']!r}")
-        for key in ("constraints", "predicted"):
-            if not isinstance(data[key], dict):
-                raise ConfigError(f"{source}: expected {key} as a mapping, found {data[key]!r}")
+        _check_fields(data, source)
         try:
             recipe = [config_from_dict(c) for c in data["recipe"]]
         except ConfigError as exc:
             raise ConfigError(f"{source}: recipe: {exc}") from exc
-        return cls(model=str(data["model"]), profile=str(data["profile"]),
-                   constraints=data["constraints"], backend=str(data["backend"]), recipe=recipe,
+        return cls(model=data["model"], profile=data["profile"],
+                   constraints=data["constraints"], backend=data["backend"], recipe=recipe,
                    predicted=data["predicted"], groups=dict(data.get("groups") or {}),
-                   structure=data.get("structure"), accuracy_basis=data.get("accuracy_basis", ""),
+                   structure=data.get("structure"), accuracy_basis=data.get("accuracy_basis") or "",
                    pareto=list(data.get("pareto") or []), reasons=list(data.get("reasons") or []),
                    notes=list(data.get("notes") or []), schema_version=version)
+
+
+# constraint keys a plan file may hold: Constraints' fields plus the budgets the profile gave the planner
+_CONSTRAINT_KEYS = (*Constraints.__dataclass_fields__, "memory_budget_mb", "storage_budget_mb")
+
+
+def _check_fields(data: dict, source: str) -> None:
+    """Types and ranges of a plan's fields (Plan.from_dict has checked its keys); a ConfigError naming the field."""
+    from ..backends import BACKENDS
+
+    def fail(key: str, expected: str) -> ConfigError:
+        value = data.get(key)
+        return ConfigError(f"{source}: {key}: expected {expected}, found {value!r}")
+
+    for key in ("model", "profile"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise fail(key, "a non-empty name")
+    if not isinstance(data["backend"], str) or data["backend"] not in BACKENDS:
+        raise fail("backend", "one of " + ", ".join(BACKENDS))
+    if not isinstance(data["recipe"], list) or not all(
+            isinstance(c, dict) and isinstance(c.get("type"), str) for c in data["recipe"]):
+        raise fail("recipe", "a list of technique mappings, each with a 'type' name")
+    constraints = data["constraints"]
+    if not isinstance(constraints, dict) or set(constraints) - set(_CONSTRAINT_KEYS):
+        raise fail("constraints", "a mapping with keys from " + ", ".join(_CONSTRAINT_KEYS))
+    _check_numbers(constraints, "constraints", source)
+    try:
+        Constraints(**{k: v for k, v in constraints.items() if k in Constraints.__dataclass_fields__
+                       and v is not None})
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: constraints: {exc}") from None
+    if not isinstance(data["predicted"], dict):
+        raise fail("predicted", "a mapping of predicted figures")
+    _check_numbers(data["predicted"], "predicted", source)
+    groups = data.get("groups")
+    if groups is not None and not (isinstance(groups, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in groups.items())):
+        raise fail("groups", "a mapping of layer group name to precision name")
+    for key in ("structure", "accuracy_basis"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise fail(key, "text or null")
+    for key, kind, what in (("pareto", dict, "mappings"), ("reasons", str, "text"), ("notes", str, "text")):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, kind) for v in value)):
+            raise fail(key, f"a list of {what}")
+
+
+def _check_numbers(value: Any, where: str, source: str) -> None:
+    """Every leaf of a (nested) mapping of figures is null or a finite number >= 0."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: {where}: expected text keys, found {key!r}")
+            _check_numbers(item, f"{where}.{key}", source)
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                or not 0 <= value <= sys.float_info.max):
+        raise ConfigError(f"{source}: {where}: expected a finite number >= 0 or null, found {value!r}")

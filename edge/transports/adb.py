@@ -101,8 +101,11 @@ class AdbTransport(Transport):
         text = "\n".join(s for s in (res.stderr.strip(), res.stdout.strip()) if s)
         return tail(text) or "(no output)"
 
-    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
-        res = self._adb(self.adb_argv("push", str(local), remote_path), timeout_s)
+    def _upload(self, local: Path, remote_path: str, timeout_s: float, offset: int = 0) -> None:
+        # adb push cannot resume (``_remote_size`` is unknown, so offset is 0) nor report
+        # progress: bound it by the stall time plus the size at 1 MB/s
+        res = self._adb(self.adb_argv("push", str(local), remote_path),
+                        timeout_s + local.stat().st_size / 1e6)
         if res.exit_code != 0:
             raise TransportError(
                 f"{self._where()}: adb push of {local} to {remote_path} failed: "

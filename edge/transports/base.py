@@ -5,9 +5,13 @@ the context manager) does. Commands are argv lists and always carry a timeout.
 
 ``put`` is content addressed and atomic: the device's sha256 of the destination is read
 first and the upload is skipped when it already matches; otherwise the file is written
-under a temporary name next to the destination, its sha256 is checked on the device, and
-only then renamed over the destination (rename(2) is atomic on one filesystem). A failed
-put leaves neither a partial destination nor the temporary file behind.
+under a partial name next to the destination (``NAME.part-KEY``, KEY from the local path,
+size and mtime), its sha256 is checked on the device, and only then renamed over the
+destination (rename(2) is atomic on one filesystem): the destination holds the old verified
+file or the new one, never a mix. A put cut off by a lost link or a stall keeps its partial
+file, and the next put of the same file resumes from where it stopped; any other failure
+removes it, and a commit removes partial files of that destination untouched for 10
+minutes. Free space is checked before uploading (:class:`DeviceFullError` names both sizes).
 
 A transport also owns the target fields it reads: :meth:`Transport.validate_fields` checks
 them and fills its defaults (:meth:`Transport.default_workdir`, ``default_python``) when
@@ -15,19 +19,24 @@ them and fills its defaults (:meth:`Transport.default_workdir`, ``default_python
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import posixpath
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..artifact import sha256_file
-from ..errors import ConfigError, RemoteCommandError, TransportError
+from ..errors import (CommandTimeoutError, ConfigError, ConnectError, DeviceFullError,
+                      OutOfMemoryError, RemoteCommandError, TransportError)
 from ..targets import Target
+from .device_shell import (COMMIT_SCRIPT, FREE_SCRIPT, HASH_TOOLS, SHA_SCRIPT,
+                           TIMEOUT_WRAPPER, Killed, parse_free, parse_sha, split_killed)
+
+__all__ = ["PutResult", "RunResult", "Transport", "TIMEOUT_WRAPPER", "UNKNOWN_SIZE"]
 
 UNKNOWN_SIZE = -1  # _remote_size() of a transport that cannot stat cheaply
 
@@ -35,32 +44,6 @@ log = logging.getLogger(__name__)
 
 STDERR_TAIL_CHARS = 2000
 SHORT_TIMEOUT_S = 60.0
-
-# Runs "$@" under the device's `timeout` (when it has one) so a command the host gave up on
-# does not keep running there. $0 = seconds.
-TIMEOUT_WRAPPER = ('if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" "$@"; '
-                   'else exec "$@"; fi')
-# Shell function: sha256 of "$1" on the device. The device's Python (hashlib uses OpenSSL,
-# several times faster than coreutils sha256sum) when it has one, else sha256sum (Android).
-_HASH_FN = (
-    'h() { if command -v "$PY" >/dev/null 2>&1; then "$PY" -S -c "import hashlib,sys; '
-    'x=hashlib.sha256(); f=open(sys.argv[1],\'rb\'); '
-    '[x.update(b) for b in iter(lambda: f.read(1<<20), b\'\')]; print(x.hexdigest())" "$1"; '
-    'else sha256sum "$1" | cut -d" " -f1; fi; }; '
-)
-# $1 = path, $2 = python. Prints the sha256, or "-" when there is no such file; creates the
-# parent directory so the upload that may follow can write there.
-_SHA_SCRIPT = _HASH_FN + (
-    'PY=$2; mkdir -p "$(dirname "$1")" || exit 2; '
-    'if [ -f "$1" ]; then h "$1"; else echo -; fi'
-)
-# $1 = temp path, $2 = final path, $3 = expected sha256, $4 = python. Renames only on a match.
-_COMMIT_SCRIPT = _HASH_FN + (
-    'PY=$4; d=$(h "$1"); '
-    'if [ "$d" = "$3" ]; then mv -f "$1" "$2"; else rm -f "$1"; '
-    'echo "sha256 mismatch: expected $3, device has $d" >&2; exit 3; fi'
-)
-
 
 @dataclass(frozen=True)
 class PutResult:
@@ -81,6 +64,18 @@ class RunResult:
     stdout: str
     stderr: str
     duration_s: float
+    killed: Killed | None = None  # the command died of a signal (OOM kill, timeout, kill -9)
+
+
+def _partial_key(local: Path, size: int) -> str:
+    """Names a partial upload after what is being sent: the same file resumes, another does not."""
+    st = local.stat()
+    return hashlib.sha256(f"{local.resolve()}\0{size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def shown(argv: list[str], limit: int = 120) -> str:
+    """argv for a message: a long argument (a shell script) is shortened."""
+    return " ".join(a if len(a) <= limit else a[:40] + f"...({len(a)} chars)" for a in argv)
 
 
 def tail(text: str, chars: int = STDERR_TAIL_CHARS) -> str:
@@ -149,36 +144,69 @@ class Transport(ABC):
     def run(self, argv: list[str], timeout_s: float, check: bool = True) -> RunResult:
         """Run ``argv`` on the device; CommandTimeoutError past ``timeout_s``.
 
-        With ``check``, a non-zero exit raises RemoteCommandError with the stderr tail.
+        With ``check``, a non-zero exit raises RemoteCommandError with the stderr tail. A
+        command the device's out-of-memory killer stopped raises OutOfMemoryError either way.
         """
         if not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError(f"argv must be a non-empty list of str, got {argv!r}")
         self.open()
         result = self._exec(list(argv), float(timeout_s))
+        stderr, killed = split_killed(result.stderr)
+        if killed is not None:
+            result = replace(result, stderr=stderr, killed=killed)
+        killed = result.killed
         log.debug("%s: %s -> %d in %.3f s", self.target.name, argv[0], result.exit_code,
                   result.duration_s)
+        if killed is not None and killed.oom_killed:
+            raise OutOfMemoryError(
+                f"on target '{self.target.name}': `{argv[0]}` was {killed.describe()}. Use a "
+                "smaller model or plan (edge plan with this device's profile), or free memory on "
+                f"the device; stderr: {tail(stderr.strip()) or '(empty)'}")
         if check and result.exit_code != 0:
+            how = killed.describe() if killed else f"exited {result.exit_code}"
             raise RemoteCommandError(
-                f"on target '{self.target.name}': `{' '.join(argv)}` exited {result.exit_code}; "
-                f"stderr: {tail(result.stderr.strip()) or '(empty)'}"
+                f"on target '{self.target.name}': `{shown(argv)}` {how}; "
+                f"stderr: {tail(stderr.strip()) or '(empty)'}"
             )
         return result
 
     def remote_sha256(self, remote_path: str) -> str | None:
         """sha256 of a file on the device, None when it does not exist."""
-        out = self.run(["sh", "-c", _SHA_SCRIPT, "sh", remote_path, self.target.python],
-                       timeout_s=SHORT_TIMEOUT_S).stdout.strip()
-        return None if out == "-" else out
+        res = self.run(["sh", "-c", SHA_SCRIPT, "sh", remote_path, self.target.python],
+                       timeout_s=SHORT_TIMEOUT_S, check=False)
+        sha, tool = parse_sha(res.stdout)
+        if res.exit_code not in (0, 4):
+            raise RemoteCommandError(f"on target '{self.target.name}': hashing {remote_path} "
+                                     f"exited {res.exit_code}; stderr: "
+                                     f"{tail(res.stderr.strip()) or '(empty)'}")
+        if sha == "":
+            raise TransportError(
+                f"target '{self.target.name}': no sha256 tool works on the device (tried "
+                f"{', '.join(HASH_TOOLS)}; python is {self.target.python!r}); install coreutils "
+                "or busybox, or set the target's python to an interpreter the device has")
+        if tool and tool != getattr(self, "hash_tool", None):
+            self.hash_tool = tool
+            log.info("%s: hashing files with %s", self.target.name, tool)
+        return sha
 
-    def put(self, local_path: str | Path, remote_path: str, timeout_s: float = 3600.0) -> PutResult:
+    def free_bytes(self, remote_dir: str) -> int | None:
+        """Create ``remote_dir`` on the device and return its free bytes (None: unknown)."""
+        return parse_free(self.run(["sh", "-c", FREE_SCRIPT, "sh", remote_dir],
+                                   timeout_s=SHORT_TIMEOUT_S).stdout)
+
+    def put(self, local_path: str | Path, remote_path: str,
+            timeout_s: float | None = None) -> PutResult:
         """Copy a local file to the device unless it already holds the same bytes.
 
-        A remote file of another size (or none) is known to differ without hashing it
-        there; the local hash then runs while the bytes are on the wire.
+        ``timeout_s`` bounds how long the transfer may make no progress (default: the
+        target's ``stall_timeout_s``). A remote file of another size (or none) is known to
+        differ without hashing it there; the local hash then runs while the bytes are on the
+        wire. A partial upload of this file left by a lost link is resumed.
         """
         local = Path(local_path)
         if not local.is_file():
             raise TransportError(f"cannot put {local}: no such local file")
+        stall_s = float(timeout_s or self.target.stall_timeout_s)
         size = local.stat().st_size
         self.open()
         with ThreadPoolExecutor(max_workers=1) as pool:  # hash locally while the device works
@@ -188,19 +216,61 @@ class Transport(ABC):
                 log.debug("%s: %s unchanged, skipped", self.target.name, remote_path)
                 return PutResult(skipped=True, bytes_sent=0, sha256=local_sha.result(),
                                  remote_path=remote_path)
-            if remote_size is None:
-                self._make_parent(remote_path)
-            tmp = f"{remote_path}.tmp-{uuid.uuid4().hex[:12]}"
-            try:
-                self._upload(local, tmp, timeout_s)
+            partial = f"{remote_path}.part-{_partial_key(local, size)}"
+            sent = 0
+            for attempt in (1, 2):  # a resumed upload that does not verify restarts once
+                done = self._remote_size(partial) if attempt == 1 else None
+                offset = done if isinstance(done, int) and 0 < done <= size else 0
+                self._check_space(remote_path, size - offset)
+                sent += self._upload_partial(local, partial, stall_s, offset)
                 sha = local_sha.result()
-                self.run(["sh", "-c", _COMMIT_SCRIPT, "sh", tmp, remote_path, sha, self.target.python],
-                         timeout_s=SHORT_TIMEOUT_S + size / 20e6)
-            except BaseException:
-                self._remove_quietly(tmp)
-                raise
-        log.info("%s: pushed %s (%d bytes)", self.target.name, remote_path, size)
-        return PutResult(skipped=False, bytes_sent=size, sha256=sha, remote_path=remote_path)
+                try:
+                    self.run(["sh", "-c", COMMIT_SCRIPT, "sh", partial, remote_path, sha,
+                              self.target.python], timeout_s=SHORT_TIMEOUT_S + size / 20e6)
+                    break
+                except RemoteCommandError as exc:
+                    self._remove_quietly(partial)
+                    if attempt == 2 or offset == 0 or "sha256 mismatch" not in str(exc):
+                        raise
+                    log.warning("%s: resumed upload of %s did not verify; uploading it whole",
+                                self.target.name, remote_path)
+        log.info("%s: pushed %s (%d bytes%s)", self.target.name, remote_path, sent,
+                 f" of {size}, resumed" if sent < size else "")
+        return PutResult(skipped=False, bytes_sent=sent, sha256=sha, remote_path=remote_path)
+
+    def _check_space(self, remote_path: str, needed: int) -> None:
+        directory = posixpath.dirname(remote_path) or "."
+        free = self.free_bytes(directory)
+        if free is not None and free < needed:
+            raise DeviceFullError(
+                f"target '{self.target.name}': not enough space in {directory} on the device for "
+                f"{posixpath.basename(remote_path)}: it needs {needed / 1e6:.1f} MB, "
+                f"{free / 1e6:.1f} MB are free. Free space there (earlier artifacts live under "
+                f"{self.target.workdir}) or set the target's workdir to a larger filesystem")
+
+    def _upload_partial(self, local: Path, partial: str, stall_s: float, offset: int) -> int:
+        """Upload ``local`` from ``offset`` into ``partial``; returns the bytes sent.
+
+        A lost link or a stall keeps the partial file (the next put resumes it); any other
+        failure removes it, and a device out of space says so.
+        """
+        if offset:
+            log.info("%s: resuming %s at %d bytes", self.target.name, partial, offset)
+        try:
+            self._upload(local, partial, stall_s, offset)
+        except (ConnectError, CommandTimeoutError, KeyboardInterrupt):
+            raise  # resumable: the partial file stays for the next put
+        except Exception as exc:
+            self._remove_quietly(partial)
+            if self._open:
+                try:
+                    self._check_space(partial, local.stat().st_size - offset)
+                except DeviceFullError as full:
+                    raise full from exc
+                except TransportError:
+                    pass  # the upload's own error says more
+            raise
+        return local.stat().st_size - offset
 
     def get(self, remote_path: str, local_path: str | Path, timeout_s: float = 3600.0) -> Path:
         """Copy a file from the device; written to a temp name, then renamed."""
@@ -227,10 +297,6 @@ class Transport(ABC):
         """Size of a file on the device, None when absent, UNKNOWN_SIZE without a cheap stat."""
         return UNKNOWN_SIZE
 
-    def _make_parent(self, remote_path: str) -> None:
-        """Create the parent directory of ``remote_path`` on the device."""
-        self.run(["mkdir", "-p", posixpath.dirname(remote_path) or "."], timeout_s=SHORT_TIMEOUT_S)
-
     @abstractmethod
     def _connect(self) -> None: ...
 
@@ -241,7 +307,9 @@ class Transport(ABC):
     def _exec(self, argv: list[str], timeout_s: float) -> RunResult: ...
 
     @abstractmethod
-    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None: ...
+    def _upload(self, local: Path, remote_path: str, timeout_s: float, offset: int = 0) -> None:
+        """Write ``local`` from byte ``offset`` into ``remote_path`` at the same offset,
+        creating it without truncating what is there; ``timeout_s`` bounds a stall."""
 
     @abstractmethod
     def _download(self, remote_path: str, local: Path, timeout_s: float) -> None: ...

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import CommandTimeoutError, ConnectError
 from .base import RunResult, Transport, tail
+from .device_shell import Killed
 
 
 def run_subprocess(argv: list[str], timeout_s: float, what: str) -> RunResult:
@@ -62,7 +64,10 @@ class LocalTransport(Transport):
         pass
 
     def _exec(self, argv: list[str], timeout_s: float) -> RunResult:
-        return run_subprocess(argv, timeout_s, f"on target '{self.target.name}'")
+        result = run_subprocess(argv, timeout_s, f"on target '{self.target.name}'")
+        if result.exit_code < 0:  # subprocess's way of saying "died of signal -code"
+            result = replace(result, killed=Killed(-result.exit_code, None, None))
+        return result
 
     def _remote_size(self, remote_path: str) -> int | None:
         try:
@@ -70,11 +75,17 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             return None
 
-    def _make_parent(self, remote_path: str) -> None:
-        Path(remote_path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    def free_bytes(self, remote_dir: str) -> int | None:
+        path = Path(remote_dir).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(path).free
 
-    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
-        shutil.copyfile(local, Path(remote_path).expanduser())
+    def _upload(self, local: Path, remote_path: str, timeout_s: float, offset: int = 0) -> None:
+        fd = os.open(Path(remote_path).expanduser(), os.O_WRONLY | os.O_CREAT, 0o644)
+        with open(local, "rb") as src, os.fdopen(fd, "wb") as dst:  # never truncates: see put
+            src.seek(offset)
+            dst.seek(offset)
+            shutil.copyfileobj(src, dst, 1 << 20)
 
     def _download(self, remote_path: str, local: Path, timeout_s: float) -> None:
         shutil.copyfile(Path(remote_path).expanduser(), local)

@@ -7,10 +7,7 @@ key files) and ssh-agent. Key material and passwords never reach logs or message
 """
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import posixpath
 import select
 import shlex
 import socket
@@ -24,12 +21,15 @@ from ..errors import AuthError, CommandTimeoutError, ConnectError, HostKeyError,
 from ..targets import resolve_ssh
 from .base import (SHORT_TIMEOUT_S, TIMEOUT_WRAPPER, UNKNOWN_SIZE, RunResult, Transport,
                    invalid_field)
+from .ssh_keys import (_HostKeyPolicy, check_identity, known_hosts_name, load_known_hosts,
+                       passphrase_message)
 
 log = logging.getLogger(__name__)
 # paramiko logs every connection and SFTP session at INFO; keep edge's output readable
 logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 CONNECT_TIMEOUT_S = 15.0
+MAX_BACKOFF_S = 30.0
 # Our receive window and packet size (downloads); uploads are bounded by the server's.
 WINDOW_BYTES = 64 * 1024 * 1024
 MAX_PACKET_BYTES = 256 * 1024
@@ -49,70 +49,21 @@ def _make_transport(sock, **kwargs) -> paramiko.Transport:
     return t
 
 
-def known_hosts_name(host: str, port: int) -> str:
-    """How OpenSSH names a host in known_hosts: ``host`` on port 22, else ``[host]:port``."""
-    return host if port == 22 else f"[{host}]:{port}"
+class _Transient(Exception):
+    """A connection attempt that may succeed later (refused, reset, no answer yet)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
-def append_known_host(path: Path, line: str) -> None:
-    """Append one known_hosts line under a lock, starting a new line if the file lacks a final newline."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # two edge processes trusting hosts at once must not interleave
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        last = ""
-        if size:
-            f.seek(size - 1)
-            last = f.read(1)
-        f.write(("\n" if size and last != "\n" else "") + line + "\n")
-
-
-def load_known_hosts(client: paramiko.SSHClient, path: Path) -> int:
-    """Load the lines paramiko understands; skip the rest as OpenSSH skips what it cannot parse.
-
-    Markers (``@cert-authority``, ``@revoked``) and broken lines are skipped (and counted)
-    instead of failing the connection; returns how many lines were skipped.
-    """
-    keys, skipped = client.get_host_keys(), 0
-    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            entry = None if line.startswith("@") else paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-        except Exception:  # noqa: BLE001 - any malformed line: OpenSSH ignores it too
-            entry = None
-        if entry is None:
-            skipped += 1
-            continue
-        for name in entry.hostnames:
-            keys.add(name, entry.key.get_name(), entry.key)
-    if skipped:
-        log.info("%s: skipped %d line(s) paramiko cannot use (markers such as @cert-authority, or broken "
-                 "lines)", path, skipped)
-    return skipped
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown hosts, or record them when the user asked to trust new hosts."""
-
-    def __init__(self, known_hosts: Path, trust: bool, target_name: str):
-        self.known_hosts, self.trust, self.target_name = known_hosts, trust, target_name
-
-    def missing_host_key(self, client, hostname, key):
-        fingerprint = key.fingerprint
-        if not self.trust:
-            raise HostKeyError(
-                f"target '{self.target_name}': host {hostname} is not in {self.known_hosts} "
-                f"({key.get_name()} {fingerprint}). Check the fingerprint on the device "
-                f"(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then re-run with "
-                f"--trust-new-host to record it, or add it with `ssh-keyscan`"
-            )
-        append_known_host(self.known_hosts, f"{hostname} {key.get_name()} {key.get_base64()}")
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("target '%s': trusted new host key %s %s for %s (recorded in %s)",
-                    self.target_name, key.get_name(), fingerprint, hostname, self.known_hosts)
+def _tune_socket(sock: socket.socket, stall_s: float) -> None:
+    """No Nagle; a link that acknowledges nothing for ``stall_s`` fails instead of hanging."""
+    # many small request/response round trips: Nagle + delayed ACK would add 40 ms each
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: unacknowledged data times out the link
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(stall_s * 1000))
 
 
 class SshTransport(Transport):
@@ -143,6 +94,27 @@ class SshTransport(Transport):
 
     def _connect(self) -> None:
         self.resolved = t = resolve_ssh(self.target)
+        key_filename = check_identity(t)
+        attempts = int(self.target.connect_retries) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._client = self._connect_once(t, key_filename)
+                break
+            except _Transient as exc:
+                if attempt == attempts:
+                    raise ConnectError(
+                        f"{self._where()}: cannot connect ({attempts} attempt"
+                        f"{'s' if attempts > 1 else ''}): {exc.reason}. Check that the device is on, "
+                        "sshd runs and the host/port in the target are right (connect_retries and "
+                        "connect_backoff_s in the target set how long edge keeps trying)") from None
+                wait = min(self.target.connect_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+                log.info("%s: connection attempt %d of %d failed (%s); retrying in %.1f s",
+                         self.target.name, attempt, attempts, exc.reason, wait)
+                time.sleep(wait)
+        stall_s = self.target.stall_timeout_s
+        self._client.get_transport().set_keepalive(max(1, int(stall_s / 3)))
+
+    def _connect_once(self, t, key_filename: str | None) -> paramiko.SSHClient:
         known_hosts = Path(t.known_hosts)
         client = paramiko.SSHClient()
         if known_hosts.is_file():
@@ -150,10 +122,9 @@ class SshTransport(Transport):
         client.set_missing_host_key_policy(_HostKeyPolicy(known_hosts, self.trust_new_host, t.name))
         try:
             sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT_S)
-            # many small request/response round trips: Nagle + delayed ACK would add 40 ms each
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _tune_socket(sock, self.target.stall_timeout_s)
             client.connect(
-                t.host, port=t.port, sock=sock, username=t.user, key_filename=t.identity_file,
+                t.host, port=t.port, sock=sock, username=t.user, key_filename=key_filename,
                 look_for_keys=t.identity_file is None, allow_agent=True, timeout=CONNECT_TIMEOUT_S,
                 banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S,
                 transport_factory=_make_transport)
@@ -166,6 +137,9 @@ class SshTransport(Transport):
                 f"attack; if the change is expected, remove the old line (ssh-keygen -R "
                 f"'{known_hosts_name(t.host, t.port)}' -f {known_hosts}) and connect with --trust-new-host"
             ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise AuthError(passphrase_message(self._where(), t.identity_file)) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             raise AuthError(
@@ -174,16 +148,13 @@ class SshTransport(Transport):
                 f"authorized_keys for user {t.user}"
             ) from None
         except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, socket.timeout,
-                socket.gaierror, paramiko.SSHException, OSError) as exc:
+                socket.gaierror, paramiko.SSHException, EOFError, OSError) as exc:
             client.close()
-            raise ConnectError(
-                f"{self._where()}: cannot connect: {exc}. Check that the device is on, sshd runs "
-                "and the host/port in the target are right"
-            ) from None
+            raise _Transient(str(exc) or type(exc).__name__) from None
         except BaseException:
             client.close()
             raise
-        self._client = client
+        return client
 
     def _disconnect(self) -> None:
         if self._sftp is not None:
@@ -211,6 +182,11 @@ class SshTransport(Transport):
             )
         code = chan.recv_exit_status()
         chan.close()
+        if code == -1 and not self._alive():
+            raise ConnectError(
+                f"{self._where()}: connection lost while `{shlex.join(argv)[:200]}` ran "
+                f"(after {time.perf_counter() - start:.1f} s, no exit status); the device may have "
+                "rebooted or dropped off the network. Check it (edge targets check) and run again")
         return RunResult(argv=argv, exit_code=code, stdout=out.decode(errors="replace"),
                          stderr=err.decode(errors="replace"), duration_s=time.perf_counter() - start)
 
@@ -251,26 +227,36 @@ class SshTransport(Transport):
         except (OSError, paramiko.SSHException):
             return UNKNOWN_SIZE
 
-    def _make_parent(self, remote_path: str) -> None:
-        parent = posixpath.dirname(remote_path) or "."
-        try:
-            self._sftp_client(SHORT_TIMEOUT_S).stat(parent)
-        except (OSError, paramiko.SSHException):  # absent (or unknown): one exec creates it
-            super()._make_parent(remote_path)
-
-    def _upload(self, local: Path, remote_path: str, timeout_s: float) -> None:
+    def _upload(self, local: Path, remote_path: str, timeout_s: float, offset: int = 0) -> None:
         try:
             sftp = self._sftp_client(timeout_s)
-            with open(local, "rb") as src, sftp.open(remote_path, "wb") as dst:
+            try:  # create without truncating: a concurrent put of the same file may be writing
+                dst = sftp.open(remote_path, "wxb")  # O_EXCL: a new file
+            except OSError:
+                dst = sftp.open(remote_path, "r+b")
+            with open(local, "rb") as src, dst:
                 dst.set_pipelined(True)
+                src.seek(offset)
+                dst.seek(offset)
                 while block := src.read(SFTP_CHUNK_BYTES):
                     dst.write(block)
         except socket.timeout:
-            raise CommandTimeoutError(f"{self._where()}: upload of {local} stalled for "
-                                      f"{timeout_s:g} s") from None
-        except (OSError, paramiko.SSHException) as exc:
+            raise CommandTimeoutError(
+                f"{self._where()}: upload of {local} made no progress for {timeout_s:g} s (the "
+                "target's stall_timeout_s); the part already sent stays on the device and the "
+                "next push resumes it") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            if not self._alive():
+                raise ConnectError(
+                    f"{self._where()}: connection lost during the upload of {local}: "
+                    f"{exc or type(exc).__name__}; the part already sent stays on the device and "
+                    "the next push resumes it") from None
             raise TransportError(f"{self._where()}: upload of {local} to {remote_path} failed: "
                                  f"{exc}") from None
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
 
     def _download(self, remote_path: str, local: Path, timeout_s: float) -> None:
         try:

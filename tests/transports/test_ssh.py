@@ -14,7 +14,7 @@ from edge.errors import (AuthError, CommandTimeoutError, ConnectError, HostKeyEr
                          RemoteCommandError, TransportError)
 from edge.targets import get_target
 from edge.transports import connect
-from edge.transports.base import _COMMIT_SCRIPT
+from edge.transports.device_shell import COMMIT_SCRIPT as _COMMIT_SCRIPT
 from edge.transports.ssh import SshTransport
 
 
