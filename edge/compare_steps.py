@@ -72,8 +72,10 @@ class Candidate:
 class Steps:
     """The pipeline steps for one model on one target; the model loads on first need."""
 
-    def __init__(self, model_ref: str, target: str, targets_file=None):
+    def __init__(self, model_ref: str, target: str, targets_file=None,
+                 device_wait_s: float | None = None):
         self.model_ref, self.target, self.targets_file = model_ref, target, targets_file
+        self.device_wait_s = device_wait_s  # not part of any cache key: it changes no result
         self._spec = None
         self._profile = None
 
@@ -154,7 +156,8 @@ class Steps:
         result = bench(artifact_path, settings["target"], warmup=settings["warmup"],
                        iterations=settings["iterations"], threads=settings["threads"],
                        targets_file=self.targets_file, prompt_tokens=settings.get("prompt_tokens"),
-                       new_tokens=settings.get("new_tokens"))
+                       new_tokens=settings.get("new_tokens"),
+                       **({"device_wait_s": self.device_wait_s} if self.device_wait_s is not None else {}))
         return result.to_dict()
 
     @staticmethod

@@ -166,18 +166,19 @@ def compare(model_ref: str, profile: str | None, target: str = "local", backends
             db: str | Path | None = None, targets_file: str | Path | None = None,
             warmup: int = DEFAULT_WARMUP, iterations: int = DEFAULT_ITERATIONS, threads: int | None = None,
             progress: Callable[[ProgressEvent], None] | None = None, prompt_tokens: int | None = None,
-            new_tokens: int | None = None) -> CompareResult:
+            new_tokens: int | None = None, device_wait_s: float | None = None) -> CompareResult:
     """Run the whole pipeline for every backend on ``target`` and store the run.
 
     ``profile`` defaults to the target's own profile. ``plans`` > 1 also measures the next
     best plans of each backend's Pareto front. For language models ``prompt_tokens`` and
-    ``new_tokens`` size the generation measured on the device (see :func:`edge.benchmark.bench`). Returns a :class:`CompareResult`; failures
+    ``new_tokens`` size the generation measured on the device, and ``device_wait_s`` how long a
+    bench waits for a device another bench holds (see :func:`edge.benchmark.bench`). Returns a :class:`CompareResult`; failures
     of single backends are rows with an error, not exceptions.
     """
     if plans < 1 or iterations < 1 or warmup < 0:
         raise ConfigError(f"expected plans >= 1, iterations >= 1, warmup >= 0; found plans={plans}, "
                           f"iterations={iterations}, warmup={warmup}")
-    steps = Steps(model_ref, target, targets_file)
+    steps = Steps(model_ref, target, targets_file, device_wait_s=device_wait_s)
     profile_name = steps.profile_name(profile)
     names = _resolve_backends(backends, steps.runtimes())
     if backends in (None, "all") or backends == ["all"]:  # 'all': the backends that can run this model

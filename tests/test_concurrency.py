@@ -353,3 +353,18 @@ def test_publishing_into_one_folder_at_once_never_fails_or_mixes(tmp_path):
     assert sorted(p.name for p in dest.parent.iterdir()) == ["m-torchscript"]  # nothing set aside is left
     contents = {(dest / name).read_text() for name in ("model.ptl", "manifest.json")}
     assert len(contents) == 1 and sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model.ptl"]
+
+
+def test_the_cli_refuses_a_busy_device_with_device_wait_zero(tmp_path, tiny_artifacts):
+    workdir = tmp_path / "device"
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  bench-box:\n    transport: local\n    profile: local-x86_64\n"
+                       f"    workdir: {workdir}\n")
+    target = get_target("bench-box", targets)
+    _plant_lock(target)
+    res = subprocess.run([sys.executable, "-m", "edge", "bench", str(tiny_artifacts["torchscript"]),
+                          "--target", "bench-box", "--targets-file", str(targets), "--iterations", "1",
+                          "--device-wait", "0"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 7, res.stderr
+    assert "'bench-box' is busy" in res.stderr and "Traceback" not in res.stderr
+    assert _owner(target)["token"] == "planted"  # the refused bench left the lock alone

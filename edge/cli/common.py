@@ -92,3 +92,11 @@ def render_table(rows: list[dict], columns: list[str]) -> str:
 def known(value: Any, unit: str = "") -> str:
     return "unknown" if value is None else f"{value:g}{unit}" if isinstance(value, float) \
         else f"{value}{unit}"
+
+
+def add_device_wait_option(p) -> None:
+    from ..device_lock import DEFAULT_DEVICE_WAIT_S
+
+    p.add_argument("--device-wait", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for a device another bench is measuring on, 0 = refuse "
+                        f"at once (default {DEFAULT_DEVICE_WAIT_S:g})")

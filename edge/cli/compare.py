@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ..defaults import ITERATIONS as DEFAULT_ITERATIONS, WARMUP as DEFAULT_WARMUP
-from .common import given, MODEL_HELP, add_text_options, log, Output, command, render_table
+from .common import given, MODEL_HELP, add_device_wait_option, add_text_options, log, Output, command, render_table
 
 
 # --- compare, results, report ---------------------------------------------------------
@@ -74,6 +74,7 @@ def _compare(args: argparse.Namespace) -> Output:
             **given(args, "warmup", "iterations"),
             progress=_CompareProgress(sys.stderr) if show else None,
             prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
+            device_wait_s=args.device_wait,
         )
     run = result.run
     data = {"run_id": run.run_id, "status": run.status, "exit_code": result.exit_code,
@@ -187,6 +188,7 @@ def add_compare(sub) -> None:
     p.add_argument("--warmup", type=int, default=None, help=f"warm-up inferences (default {DEFAULT_WARMUP})")
     p.add_argument("--iterations", type=int, default=None, help=f"timed inferences (default {DEFAULT_ITERATIONS})")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    add_device_wait_option(p)
     p.add_argument("--prompt-tokens", type=int, default=None,
                    help="language models: prompt length measured on the device (default: the prefill length)")
     p.add_argument("--new-tokens", type=int, default=None,

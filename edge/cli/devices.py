@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..defaults import ITERATIONS as DEFAULT_ITERATIONS, TIMEOUT_S as DEFAULT_TIMEOUT_S, WARMUP as DEFAULT_WARMUP
-from .common import Output, add_target_options, command, given, render_table
+from .common import Output, add_device_wait_option, add_target_options, command, given, render_table
 
 
 def _deploy(args: argparse.Namespace) -> Output:
@@ -25,7 +25,8 @@ def _bench(args: argparse.Namespace) -> Output:
     result = bench(args.artifact, args.target, threads=args.threads, targets_file=args.targets_file,
                    trust_new_host=args.trust_new_host, prompt_tokens=args.prompt_tokens,
                    new_tokens=args.new_tokens, **given(args, "warmup", "iterations"),
-                   **({"timeout_s": args.timeout} if args.timeout is not None else {}))
+                   **({"timeout_s": args.timeout} if args.timeout is not None else {}),
+                   **({"device_wait_s": args.device_wait} if args.device_wait is not None else {}))
     if result.generation:
         return Output(result.to_dict(), _generation_lines(result))
     lat = result.latency_ms
@@ -75,6 +76,7 @@ def add_devices(sub) -> None:
     b.add_argument("--threads", type=int, default=None, help="runtime threads (default: runtime's)")
     b.add_argument("--timeout", type=float, default=None,
                    help=f"seconds before the run is stopped (default {DEFAULT_TIMEOUT_S:g})")
+    add_device_wait_option(b)
     b.add_argument("--prompt-tokens", type=int, default=None,
                    help="language models: prompt length from the sample prompt (default: the prefill length)")
     b.add_argument("--new-tokens", type=int, default=None,

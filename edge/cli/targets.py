@@ -1,4 +1,5 @@
-"""`edge targets`: the devices edge can reach (``list``) and what one has (``check``)."""
+"""`edge targets`: the devices edge can reach (``list``), what one has (``check``) and making one
+ready to bench (``setup``)."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,27 @@ def _targets_check(args: argparse.Namespace) -> Output:
     return Output(info, "\n".join(lines))
 
 
+def _targets_setup(args: argparse.Namespace) -> Output:
+    from ..profiles import load_profile
+    from ..provision import setup_target
+    from ..targets import get_target
+
+    tgt = get_target(args.target, args.targets_file)
+    backends = args.backends.split(",") if args.backends else list(load_profile(tgt.profile).runtimes)
+    info = setup_target(tgt, backends, trust_new_host=args.trust_new_host, offline=args.offline)
+    lines = [f"target {info['target']}: {info['machine']}, Python {info['python']} ({info['libc']}); "
+             f"venv {info['venv']}"]
+    lines += [f"  installed {i['name']} {i['version']} ({i['bytes'] / 2**20:.1f} MB)" for i in info["installed"]]
+    if info["already_present"]:
+        lines.append(f"  already present: {', '.join(info['already_present'])}")
+    lines += [f"  {b}: unavailable: {why}" for b, why in info["unavailable"].items()]
+    lines.append(f"{'installed nothing' if not info['installed'] else 'installed %d package(s)' % len(info['installed'])}"
+                 f"; pushed {info['bytes_pushed'] / 2**20:.1f} MB; venv size {known(info['venv_mb'], ' MB')}")
+    return Output(info, "\n".join(lines), exit_code=10 if info["unavailable"] else 0)
+
+
 def add_targets(sub) -> None:
-    """`edge targets list` and `edge targets check`."""
+    """`edge targets list`, `edge targets check` and `edge targets setup`."""
     p = sub.add_parser("targets", help="the devices edge can reach")
     s = p.add_subparsers(dest="targets_command", required=True)
     add_target_options(command(s, "list", _targets_list, "list the known targets"), needs_target=False)
@@ -47,3 +67,13 @@ def add_targets(sub) -> None:
     check.add_argument("--trust-new-host", action="store_true",
                        help="accept and record an unknown SSH host key")
     add_target_options(check, needs_target=False)
+    setup = command(s, "setup", _targets_setup,
+                    "install the runtimes into a venv in the target's workdir, from wheels the host downloads")
+    setup.add_argument("target", help="target name")
+    setup.add_argument("--backends", default=None,
+                       help="comma-separated backends whose runtimes to install (default: the profile's runtimes)")
+    setup.add_argument("--offline", action="store_true",
+                       help="use only the host's wheel cache ($EDGE_WHEEL_CACHE or ~/.cache/edge/wheels)")
+    setup.add_argument("--trust-new-host", action="store_true",
+                       help="accept and record an unknown SSH host key")
+    add_target_options(setup, needs_target=False)

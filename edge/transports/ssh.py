@@ -7,6 +7,7 @@ key files) and ssh-agent. Key material and passwords never reach logs or message
 """
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import shlex
@@ -25,11 +26,14 @@ from .ssh_keys import (_HostKeyPolicy, check_identity, known_hosts_name, load_kn
                        passphrase_message)
 
 log = logging.getLogger(__name__)
-# paramiko logs every connection and SFTP session at INFO; keep edge's output readable
-logging.getLogger("paramiko").setLevel(logging.WARNING)
+# paramiko logs every session at INFO and a lost link at ERROR; edge says what happened itself
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 CONNECT_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 30.0
+# socket errors that mean the link, not the device's filesystem, failed
+_LINK_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+                errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 # Our receive window and packet size (downloads); uploads are bounded by the server's.
 WINDOW_BYTES = 64 * 1024 * 1024
 MAX_PACKET_BYTES = 256 * 1024
@@ -157,12 +161,13 @@ class SshTransport(Transport):
         return client
 
     def _disconnect(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        sftp, client, self._sftp, self._client = self._sftp, self._client, None, None
+        for closable in (sftp, client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except (OSError, EOFError, paramiko.SSHException) as exc:  # a dead link: nothing to say goodbye to
+                    log.debug("%s: closing a lost connection: %r", self.target.name, exc)
 
     def _exec(self, argv: list[str], timeout_s: float) -> RunResult:
         start = time.perf_counter()
@@ -172,8 +177,9 @@ class SshTransport(Transport):
             chan.exec_command(command)
             chan.shutdown_write()
             out, err = self._drain(chan, start + timeout_s)
-        except (paramiko.SSHException, OSError) as exc:
-            raise ConnectError(f"{self._where()}: connection lost running `{argv[0]}`: {exc}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self._where()}: connection lost running `{argv[0]}`: "
+                               f"{exc or type(exc).__name__}") from None
         if out is None:
             chan.close()
             raise CommandTimeoutError(
@@ -224,7 +230,7 @@ class SshTransport(Transport):
             return self._sftp_client(SHORT_TIMEOUT_S).stat(remote_path).st_size
         except FileNotFoundError:
             return None
-        except (OSError, paramiko.SSHException):
+        except (OSError, paramiko.SSHException, EOFError):
             return UNKNOWN_SIZE
 
     def _upload(self, local: Path, remote_path: str, timeout_s: float, offset: int = 0) -> None:
@@ -246,13 +252,19 @@ class SshTransport(Transport):
                 "target's stall_timeout_s); the part already sent stays on the device and the "
                 "next push resumes it") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
-            if not self._alive():
+            if self._lost(exc):
                 raise ConnectError(
                     f"{self._where()}: connection lost during the upload of {local}: "
                     f"{exc or type(exc).__name__}; the part already sent stays on the device and "
                     "the next push resumes it") from None
             raise TransportError(f"{self._where()}: upload of {local} to {remote_path} failed: "
                                  f"{exc}") from None
+
+    def _lost(self, exc: BaseException) -> bool:
+        """Whether a failed transfer means the link is gone (not an SFTP error from the device)."""
+        if isinstance(exc, (EOFError, paramiko.SSHException)) or not self._alive():
+            return True
+        return isinstance(exc, OSError) and exc.errno in _LINK_ERRNOS
 
     def _alive(self) -> bool:
         transport = self._client.get_transport() if self._client is not None else None
@@ -264,5 +276,8 @@ class SshTransport(Transport):
         except socket.timeout:
             raise CommandTimeoutError(f"{self._where()}: download of {remote_path} stalled for "
                                       f"{timeout_s:g} s") from None
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            if self._lost(exc):
+                raise ConnectError(f"{self._where()}: connection lost during the download of "
+                                   f"{remote_path}: {exc or type(exc).__name__}") from None
             raise TransportError(f"{self._where()}: download of {remote_path} failed: {exc}") from None
