@@ -91,6 +91,8 @@ class Backend(ABC):
     runner_loader: str = ""
     traits: CostTraits
     whole_model_quantization: bool = False
+    # a weight technique naming no layer groups quantizes the embedding table too (one file type)
+    ungrouped_quant_covers_embedding: bool = False
     host_flavour: str = "eager"
     host_quantizer: str = "torchao"  # the library behind host_flavour, for the plan's accuracy basis
     unsupported_techniques: dict[str, str] = {}

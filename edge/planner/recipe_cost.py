@@ -28,7 +28,9 @@ def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend:
             out.update({g: "int8" for g in present})  # dynamic range at conversion: every weight tensor
         elif tag in ("int8_dynamic", "int4_weight"):
             precision = "int8" if tag == "int8_dynamic" else f"int4_g{c.group_size}"
-            out.update({g: precision for g in present if g in (groups or _LINEAR)})
+            covered = groups or (_LINEAR + ("embedding",) if get_backend(backend).ungrouped_quant_covers_embedding
+                                 else _LINEAR)
+            out.update({g: precision for g in present if g in covered})
         elif tag == "embedding_quant" and "embedding" in present:
             out["embedding"] = "int8" if c.bits == 8 else f"int4_g{c.group_size}"
     return out

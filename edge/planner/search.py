@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backends import BACKENDS, get_backend
-from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig)
+from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig, TechniqueConfig,
+                        unsupported_reason)
 from ..errors import NoFeasiblePlanError
 from .cost import MB, Prediction, predict
 from .llm_cost import predict_generation
@@ -108,6 +109,10 @@ def _candidates(spec, profile, backend, structs, constraints, reasons, samples) 
                        "model during conversion); whole-model options only")
     whole = whole_model_options(spec, base, backend, constraints.min_accuracy, reasons, samples)
     for struct in structs:
+        reason = unsupported_reason(struct.config, backend) if struct.config is not None else None
+        if reason:
+            reasons.append(f"{backend}: {struct.label} rejected: {reason}")
+            continue
         prefix = [struct.config] if struct.config is not None else []
         groups = list(struct.stats.groups)
         combos: list[tuple[dict[str, Option], Option | None]] = [

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge.backends import get_backend
-from edge.compress import Fp16Config, Int4WeightConfig, Int8DynamicConfig, Int8StaticConfig
+from edge.compress import (EmbeddingQuantConfig, Fp16Config, Int4WeightConfig, Int8DynamicConfig,
+                           Int8StaticConfig)
 from edge.errors import UnsupportedError
 from edge.exporter import export
 
@@ -63,6 +64,28 @@ def test_other_techniques_map_to_one_llama_cpp_file_type(spec, export_dir, artif
     assert art.manifest["llamacpp"]["tensor_types"]["ffn"] == [file_type]
 
 
+def test_a_type_per_layer_group_is_written_and_validated(f32, spec, export_dir, artifact_cache):
+    plan = [Int4WeightConfig(group_size=32, groups=("ffn",)), Int8DynamicConfig(groups=("attention", "head")),
+            EmbeddingQuantConfig(bits=8)]
+    art = export(spec, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache)
+    info, val = art.manifest["llamacpp"], art.manifest["validation"]
+    assert info["file_type"] == "mixed"
+    assert {g: info["tensor_types"][g] for g in ("ffn", "attention", "embedding", "norm")} == {
+        "ffn": ["Q4_0"], "attention": ["Q8_0"], "embedding": ["Q8_0"], "norm": ["F32"]}
+    assert art.manifest["compression"]["options"] == {
+        "llamacpp_types": "attention=Q8_0;embedding=Q8_0;ffn=Q4_0;head=Q8_0"}
+    assert val["passed"] and val["precision"] == "int4"
+    whole_q4 = export(spec, "llamacpp", export_dir, plan=[Int4WeightConfig(group_size=32)], cache_dir=artifact_cache)
+    assert whole_q4.size_bytes < art.size_bytes < f32.size_bytes / 3
+
+
+def test_one_group_given_two_types_is_refused(spec, tmp_path, artifact_cache):
+    plan = [Int4WeightConfig(group_size=32, groups=("ffn",)), Int8DynamicConfig(groups=("ffn",))]
+    with pytest.raises(UnsupportedError, match="layer group ffn both Q4_0 and Q8_0"):
+        export(spec, "llamacpp", tmp_path, plan=plan, cache_dir=artifact_cache)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_runner_generates_on_the_local_target_as_the_host_does(f32, spec):
     from edge.artifact import load_artifact
     from edge.benchmark import bench, remote_paths
@@ -112,7 +135,8 @@ def test_what_llamacpp_cannot_express_is_named():
     assert "blocks of 32" in be.unsupported_reason(Int4WeightConfig(group_size=64))
     assert be.unsupported_reason(Int4WeightConfig(group_size=32)) is None
     assert "static int8" in be.unsupported_reason(Int8StaticConfig())
-    assert "per-group" in be.unsupported_reason(Int8DynamicConfig(groups=("ffn",)))
+    assert be.unsupported_reason(Int8DynamicConfig(groups=("ffn",))) is None  # a type per group
+    assert "blocks of 32" in be.unsupported_reason(EmbeddingQuantConfig(bits=4, group_size=128))
     with pytest.raises(UnsupportedError, match="language models"):
         be.load(None)
 
@@ -124,3 +148,22 @@ def test_a_cpu_without_avx2_is_a_clear_unsupported_error(spec, tmp_path, monkeyp
     with pytest.raises(UnsupportedError, match="llamacpp: .*needs AVX2"):
         export(spec, "llamacpp", tmp_path, use_cache=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_planner_gives_llamacpp_a_type_per_group_and_only_structures_gguf_can_hold(spec, export_dir,
+                                                                                      artifact_cache):
+    from edge.planner.plan import Constraints
+    from edge.planner.search import make_plan
+    from edge.profiles import load_profile
+
+    plan = make_plan(spec, load_profile("raspberry-pi-5-8gb"), Constraints(min_accuracy=1 / 1.05),
+                     backends=["llamacpp"])
+    assert plan.backend == "llamacpp" and set(plan.groups) >= {"attention", "ffn", "embedding"}
+    assert any("low-rank" in r and "rejected: a GGUF llama block" in r for r in plan.reasons)
+    assert all(c.type_tag not in ("low_rank", "ffn_prune", "distill") for c in plan.recipe)
+    art = export(spec, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache)
+    types = art.manifest["llamacpp"]["tensor_types"]
+    assert art.manifest["validation"]["passed"]
+    for group, precision in plan.groups.items():  # what the plan chose is what the file holds
+        expected = {"int8": "Q8_0", "int4_g32": "Q4_0", "fp16": "F16", "fp32": "F32"}[precision]
+        assert types.get(group, [expected]) == [expected] or group == "head"
