@@ -8,12 +8,14 @@ STAMP := $(VENV)/.edge-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup-system
+$(STAMP): pyproject.toml scripts/setup-system scripts/arm-device
 	scripts/setup-system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip check
+	# the emulated aarch64 lab device and its runtime wheels (tests/test_arm_device.py skips without)
+	$(BIN)/python scripts/arm-device install || echo "arm-device: not built; tests/test_arm_device.py will skip"
 	touch $(STAMP)
 
 demo: setup

@@ -1,26 +1,30 @@
-"""Predicted vs measured latency: the planner's cost model against the `local` target.
+"""Predicted vs measured latency, three times over: does the cost model hold up on a rerun?
 
-Calibrates the `local` target (or reads a calibrated profile given with --profile), then for
-each zoo model x backend x plan (fp32, int8 dynamic) compares the cost model's predicted
-latency (edge.planner.cost.predict with that profile) with the p50 measured by edge.benchmark on
-this machine. Prints one row per case with the absolute percentage error (APE) of the
-prediction against the measured p50 and against the measured minimum, and the median APE
-(MdAPE) over all cases, with the calibrated and with the uncalibrated (shipped) profile.
+Each run calibrates the `local` target (`edge profiles calibrate`, probes repeated, median
+taken) and then measures every model x backend x plan (fp32, int8 dynamic) with
+edge.benchmark on this machine, comparing the measured p50 with the cost model's prediction
+(edge.planner.cost.predict) from that run's calibrated profile and from the shipped,
+uncalibrated one (peaks derived from /proc/cpuinfo). It prints one row per case (APE = absolute
+percentage error vs p50; "in range": the measurement fell inside the predicted range), then per
+run and over all runs the median APE and the share of cases within +-10 % and +-20 %, for the
+zoo models (the targets) and the held-out user model (benchmarks/heldout_model.py, never used to
+shape the model) apart, with the date and the load average before and after each run.
 Calibration and runs use the same thread count (default 1: far less noisy on a shared host).
 
-    .venv/bin/python benchmarks/predicted_vs_measured.py
-    .venv/bin/python benchmarks/predicted_vs_measured.py --profile ~/.config/edge/profiles/local-x86_64.yaml \
-        --models tiny-mlp,tiny-lm --backends executorch --json out.json
+    .venv/bin/python benchmarks/predicted_vs_measured.py                  # 3 runs, ~30 min
+    .venv/bin/python benchmarks/predicted_vs_measured.py --runs 1 --models tiny-mlp,tiny-lm \
+        --backends executorch --json out.json
     .venv/bin/python benchmarks/predicted_vs_measured.py --measured out.json   # re-predict only
 
 Exports go through the exporter's artifact cache, so a second run only re-measures.
-Host timings on a shared machine are noisy: compare runs made back to back.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -37,10 +41,12 @@ from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
 from edge.planner import cost  # noqa: E402
 from edge.planner.stats import count_stats  # noqa: E402
+from edge.planner.uncertainty import within  # noqa: E402
 from edge.profiles import load_profile  # noqa: E402
 from edge.targets import LOCAL_PROFILE  # noqa: E402
 
-MODELS = ("tiny-mlp", "tiny-cnn", "tiny-lm", "minilm")
+ZOO = ("tiny-mlp", "tiny-cnn", "tiny-lm", "minilm")
+HELD_OUT = "benchmarks/heldout_model.py:heldout"
 BACKENDS = ("torchscript", "executorch", "tflite")
 LINEAR_GROUPS = ("attention", "ffn", "head", "linear")  # what int8 dynamic quantizes
 
@@ -58,104 +64,151 @@ def recipe_for(plan: str):
     return None if plan == "fp32" else {"tag": "int8", "recipe": [Int8DynamicConfig().to_dict()]}
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def measure_case(spec, backend: str, plan: str, out_dir: Path, iterations: int, threads) -> dict:
-    start = time.perf_counter()
     artifact = export(spec, backend, out_dir, plan=recipe_for(plan), validate=False)
-    export_s = time.perf_counter() - start
     result = bench(artifact.path, "local", warmup=5, iterations=iterations, threads=threads)
-    return {"p50_ms": result.latency_ms["p50"], "min_ms": result.latency_ms["min"],
-            "export_s": export_s, "cache_hit": bool(artifact.manifest.get("cache_hit"))}
+    return {"p50_ms": result.latency_ms["p50"], "min_ms": result.latency_ms["min"]}
 
 
-def _calibrated_profile(args: argparse.Namespace):
-    if args.profile:
-        return load_profile(args.profile)
+def calibrate_run(args: argparse.Namespace, index: int) -> Path:
     start = time.perf_counter()
-    cal = calibrate("local", backends=args.backends, threads=args.threads)
-    path = save_calibrated_profile(cal.profile, cal.block, Path(args.out_dir) / f"{LOCAL_PROFILE}.yaml")
-    print(f"calibrated local in {time.perf_counter() - start:.1f} s -> {path}", file=sys.stderr)
-    return load_profile(path)
+    cal = calibrate("local", backends=args.backends, threads=args.threads, repeats=args.repeats,
+                    max_spread=args.max_spread)
+    path = save_calibrated_profile(cal.profile, cal.block, Path(args.out_dir) / f"run{index}" / f"{LOCAL_PROFILE}.yaml")
+    print(f"run {index}: calibrated local in {time.perf_counter() - start:.1f} s (spread "
+          f"{cal.block['spread']}, probe error {cal.block['probe_error']}) -> {path}", file=sys.stderr)
+    return path
 
 
-def run(args: argparse.Namespace) -> dict:
-    previous = json.loads(Path(args.measured).read_text()) if args.measured else None
-    if previous:
-        calibrated = load_profile(previous["profile"])
-        measured_rows = {(r["model"], r["backend"], r["plan"]): r for r in previous["rows"]}
-    else:
-        calibrated = _calibrated_profile(args)
-    shipped = load_profile(REPO / "device_profiles" / f"{LOCAL_PROFILE}.yaml")
+def predict_row(row: dict, stats, calibrated, shipped) -> dict:
+    assignment = assignment_for(row["plan"], row["backend"], list(stats.groups))
+    pred = cost.predict(stats, assignment, row["backend"], calibrated)
+    row.update(predicted_ms=pred.latency_ms, range_ms=list(pred.latency_range_ms),
+               uncalibrated_ms=cost.predict(stats, assignment, row["backend"], shipped).latency_ms)
+    row["err"] = (row["predicted_ms"] - row["p50_ms"]) / row["p50_ms"]
+    row["err_uncalibrated"] = (row["uncalibrated_ms"] - row["p50_ms"]) / row["p50_ms"]
+    row["in_range"] = within(row["p50_ms"], row["range_ms"])
+    return row
+
+
+def one_run(args: argparse.Namespace, index: int, previous: dict | None, shipped) -> dict:
+    before = previous["load_before"] if previous else load_average()
+    started = previous["started"] if previous else datetime.datetime.now().isoformat(timespec="seconds")
+    profile_path = Path(previous["profile"]) if previous else \
+        Path(args.profile) if args.profile else calibrate_run(args, index)
+    calibrated = load_profile(profile_path)
+    old = {(r["model"], r["backend"], r["plan"]): r for r in previous["rows"]} if previous else {}
     rows = []
     for model in args.models:
         spec = load_model(model)
         stats = count_stats(spec.model.eval(), spec.example_inputs)
         for backend in args.backends:
             for plan in args.plans:
-                assignment = assignment_for(plan, backend, list(stats.groups))
-                if previous:
-                    old = measured_rows[(model, backend, plan)]
-                    measured = {k: old[k] for k in ("p50_ms", "min_ms", "export_s", "cache_hit")}
-                else:
-                    measured = measure_case(spec, backend, plan, Path(args.out_dir), args.iterations,
-                                            args.threads)
-                row = {"model": model, "backend": backend, "plan": plan, **measured,
-                       "predicted_ms": cost.predict(stats, assignment, backend, calibrated).latency_ms,
-                       "uncalibrated_ms": cost.predict(stats, assignment, backend, shipped).latency_ms}
-                for key in ("predicted", "uncalibrated"):
-                    row[f"ape_{key}"] = abs(row[f"{key}_ms"] - row["p50_ms"]) / row["p50_ms"]
-                row["ape_predicted_min"] = abs(row["predicted_ms"] - row["min_ms"]) / row["min_ms"]
+                key = (model, backend, plan)
+                if previous and key not in old:
+                    continue
+                measured = {k: old[key][k] for k in ("p50_ms", "min_ms")} if previous else \
+                    measure_case(spec, backend, plan, Path(args.out_dir), args.iterations, args.threads)
+                row = predict_row({"model": model, "backend": backend, "plan": plan, **measured},
+                                  stats, calibrated, shipped)
                 rows.append(row)
-                print(_row(rows[-1]), file=sys.stderr, flush=True)
-    return {"profile": str(calibrated.path), "threads": args.threads,
-            "calibration": calibrated.calibration, "rows": rows,
-            **{f"mdape_{k}": statistics.median(r[f"ape_{k}"] for r in rows)
-               for k in ("predicted", "predicted_min", "uncalibrated")}}
+                print(f"run {index}: " + _row(row), file=sys.stderr, flush=True)
+    return {"run": index, "started": started, "load_before": before,
+            "load_after": previous["load_after"] if previous else load_average(),
+            "profile": str(profile_path), "calibration": calibrated.calibration, "rows": rows}
 
 
-COLUMNS = ("p50", "min", "predicted", "uncalibrated")
-ERRORS = (("predicted", "err vs p50"), ("predicted_min", "err vs min"), ("uncalibrated", "uncal vs p50"))
+def summary(rows: list[dict]) -> dict:
+    if not rows:
+        return {"cases": 0}
+    apes = [abs(r["err"]) for r in rows]
+    return {"cases": len(rows), "mdape": statistics.median(apes),
+            "within10": sum(a <= 0.10 for a in apes) / len(apes),
+            "within20": sum(a <= 0.20 for a in apes) / len(apes),
+            "in_range": sum(r["in_range"] for r in rows) / len(rows),
+            "mdape_uncalibrated": statistics.median(abs(r["err_uncalibrated"]) for r in rows)}
+
+
+def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    return [r for r in rows if r["model"] in ZOO], [r for r in rows if r["model"] not in ZOO]
 
 
 def _row(r: dict) -> str:
-    cells = [f"{r[f'{c}_ms']:>16.3f}" for c in COLUMNS]
-    signed = {"predicted": (r["predicted_ms"] - r["p50_ms"]) / r["p50_ms"],
-              "predicted_min": (r["predicted_ms"] - r["min_ms"]) / r["min_ms"],
-              "uncalibrated": (r["uncalibrated_ms"] - r["p50_ms"]) / r["p50_ms"]}
-    return (f"{r['model']:<9} {r['backend']:<12} {r['plan']:<5}" + "".join(cells)
-            + "".join(f"{100 * signed[k]:>+14.1f}%" for k, _ in ERRORS))
+    lo, hi = r["range_ms"]
+    return (f"{r['model'][:13]:<13} {r['backend']:<12} {r['plan']:<5}{r['p50_ms']:>10.3f}{r['predicted_ms']:>10.3f}"
+            f"  [{lo:.3f}, {hi:.3f}]{'' if r['in_range'] else ' out':<4}{100 * r['err']:>+9.1f}%"
+            f"{r['uncalibrated_ms']:>11.3f}{100 * r['err_uncalibrated']:>+10.1f}%")
+
+
+def _line(label: str, s: dict) -> str:
+    if not s.get("cases"):
+        return f"{label}: no cases"
+    return (f"{label}: median APE {100 * s['mdape']:.1f}%, within +-10% {100 * s['within10']:.0f}%, "
+            f"within +-20% {100 * s['within20']:.0f}%, inside predicted range {100 * s['in_range']:.0f}% "
+            f"({s['cases']} cases); uncalibrated median APE {100 * s['mdape_uncalibrated']:.1f}%")
 
 
 def render(result: dict) -> str:
-    head = (f"{'model':<9} {'backend':<12} {'plan':<5}" + "".join(f"{c + ' ms':>16}" for c in COLUMNS)
-            + "".join(f"{title:>15}" for _, title in ERRORS))
-    lines = [f"latency on local, threads={result['threads'] or 'runtime default'}; "
-             "err = (predicted - measured) / measured", head, "-" * len(head)]
-    lines += [_row(r) for r in result["rows"]]
-    lines += [f"median APE, calibrated profile, vs p50:   {100 * result['mdape_predicted']:.1f}%",
-              f"median APE, calibrated profile, vs min:   {100 * result['mdape_predicted_min']:.1f}%",
-              f"median APE, uncalibrated profile, vs p50: {100 * result['mdape_uncalibrated']:.1f}%"]
+    head = (f"{'model':<13} {'backend':<12} {'plan':<5}{'p50 ms':>10}{'pred ms':>10}  {'predicted range':<22}"
+            f"{'err':>9}{'uncal ms':>12}{'uncal err':>10}")
+    lines = [f"predicted vs measured latency on local, threads={result['threads'] or 'runtime default'}; "
+             f"err = (predicted - p50) / p50"]
+    for run in result["runs"]:
+        lines += ["", f"run {run['run']}: started {run['started']}, load average before "
+                  f"{run['load_before']}, after {run['load_after']}", head, "-" * len(head)]
+        lines += [_row(r) for r in run["rows"]]
+    lines.append("")
+    zoo_all, held_all = [], []
+    for run in result["runs"]:
+        zoo, held = _split(run["rows"])
+        zoo_all += zoo
+        held_all += held
+        lines.append(_line(f"run {run['run']} zoo", summary(zoo)))
+        if held:
+            lines.append(_line(f"run {run['run']} held-out", summary(held)))
+    mdapes = [summary(_split(run["rows"])[0]).get("mdape") for run in result["runs"]]
+    mdapes = [m for m in mdapes if m is not None]
+    lines.append(_line("all runs zoo", summary(zoo_all)))
+    if held_all:
+        lines.append(_line("all runs held-out", summary(held_all)))
+    if mdapes:
+        lines.append(f"zoo median APE over runs: {100 * statistics.median(mdapes):.1f}% "
+                     f"(range {100 * min(mdapes):.1f}-{100 * max(mdapes):.1f}%)")
+    lines.append(f"printed {datetime.datetime.now().isoformat(timespec='seconds')}, load average {load_average()}")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", help="a calibrated profile YAML (default: calibrate local first)")
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--backends", default="torchscript,executorch")
+    p.add_argument("--runs", type=int, default=3, help="calibrate + measure this many times")
+    p.add_argument("--profile", help="a calibrated profile YAML for every run (default: calibrate each run)")
+    p.add_argument("--models", default=",".join((*ZOO, HELD_OUT)))
+    p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--plans", default="fp32,int8")
     p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3, help="calibration: timings per probe")
+    p.add_argument("--max-spread", type=float, default=None,
+                   help="calibration: refuse above this spread (default: record it, never refuse)")
     p.add_argument("--threads", type=int, default=1,
                    help="runtime threads for calibration and runs (0: the runtime's default)")
-    p.add_argument("--measured", help="a previous --json result: reuse its profile and timings, re-predict")
-    p.add_argument("--out-dir", default=None, help="artifact folder (default: a temporary one)")
+    p.add_argument("--measured", help="a previous --json result: reuse its profiles and timings, re-predict")
+    p.add_argument("--out-dir", default=None, help="artifact and profile folder (default: a temporary one)")
     p.add_argument("--json", help="also write the result as JSON here")
     args = p.parse_args()
     args.models, args.backends, args.plans = (s.split(",") for s in (args.models, args.backends, args.plans))
     args.threads = args.threads or None
     logging.basicConfig(level=logging.WARNING)
+    previous = json.loads(Path(args.measured).read_text()) if args.measured else None
+    shipped = load_profile(REPO / "device_profiles" / f"{LOCAL_PROFILE}.yaml")
     with tempfile.TemporaryDirectory(prefix="edge-pvm-") as tmp:
         args.out_dir = args.out_dir or tmp
-        result = run(args)
+        runs = [one_run(args, i + 1, previous["runs"][i] if previous else None, shipped)
+                for i in range(len(previous["runs"]) if previous else args.runs)]
+    result = {"threads": args.threads, "runs": runs}
     print(render(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

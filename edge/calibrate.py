@@ -1,16 +1,17 @@
 """Calibrate a device profile by measuring the device.
 
 For each backend the device runs, the *probe* models of :mod:`edge.calibrate_probes` are
-exported with :mod:`edge.exporter` and timed on the target with :func:`edge.benchmark.bench`.
-
-Fixed costs are subtracted first, so the cost model (:mod:`edge.planner.cost`) reproduces
-each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``; a matmul layer (conv, elementwise
-op) takes ``fixed + flops / GOPS`` (``bytes / GB/s``), solved from the big and the small probe
-(without the small one, ``fixed`` is 0). The result is the profile's ``calibration`` block::
+exported with :mod:`edge.exporter` and timed on the target with :func:`edge.benchmark.bench`,
+``repeats`` times each in interleaved rounds; :mod:`edge.calibrate_derive` turns the median
+timings into rates, records their spread, and refuses a calibration too noisy to trust
+(:class:`~edge.errors.CalibrationNoiseError`, nothing written). The cost model then predicts
+every probe back; its median error there (``probe_error``) and the spread give the planner
+its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` block::
 
     schema_version: 1
     matmul_gops: {<backend>: {fp32: GOPS, int8: GOPS}}   # achieved, not peak
     matmul_fixed_ms: {<backend>: {fp32: ms, int8: ms}}   # per matmul call
+    matmul_curve: {<backend>: {fp32: [[flops, ms], ...]}} # ms per call by FLOPs per call
     bandwidth_gbs: GB/s                  # median over backends (a device property)
     bandwidth_gbs_by_backend: {<backend>: GB/s}
     overhead_ms: {<backend>: ms}         # one inference of a one-op model
@@ -22,8 +23,12 @@ op) takes ``fixed + flops / GOPS`` (``bytes / GB/s``), solved from the big and t
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime and a one-op model
+    spread: {<backend>: ratio}           # median over probes of (max - min) / median of repeats
+    probe_error: {<backend>: ratio}      # median |predicted - measured| / measured over probes
+    repeats: N                           # timings per probe (median taken)
     provenance: {target, transport, host, measured_at, edge_version, runtime_versions, threads,
-                 ..., notes, probes: {<backend>: {<probe>: {p50_ms, p90_ms, min_ms, flops, ...}}}}
+                 ..., load_average, notes,
+                 probes: {<backend>: {<probe>: {p50_ms, p50s_ms, spread, predicted_ms, ...}}}}
 
 :func:`save_calibrated_profile` writes the profile with it to
 ``~/.config/edge/profiles/<name>.yaml`` (overriding the shipped one) or a path, atomically.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -41,6 +47,8 @@ from typing import Any
 import yaml
 
 from . import __version__
+from .calibrate_derive import (CALIBRATION_SCHEMA_VERSION, DEFAULT_MAX_SPREAD,  # noqa: F401
+                               ProbeResult, check_noise, derive_calibration, probe_errors, sig)
 from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, Probe, default_probes,  # noqa: F401
                                probe_spec, probes_by_backend)
 from .errors import ConfigError, EdgeError
@@ -49,22 +57,8 @@ from .profiles import USER_DIR, DeviceProfile, read_yaml
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_SCHEMA_VERSION = 1
 DEFAULT_WARMUP = 10
-MIN_NET_SHARE = 0.05  # p50 - fixed costs is taken as at least this share of p50
-
-
-@dataclass
-class ProbeResult:
-    """One probe timed on one backend (latencies in ms)."""
-
-    backend: str
-    probe: Probe
-    bench: Any  # edge.benchmark.BenchResult
-
-    @property
-    def p50_ms(self) -> float:
-        return float(self.bench.latency_ms["p50"] or self.bench.latency_ms["mean"])
+DEFAULT_REPEATS = 3
 
 
 @dataclass
@@ -103,46 +97,79 @@ def select_backends(profile: DeviceProfile, requested: list[str] | None) -> list
 def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any = None,
               threads: int | None = None, trust_new_host: bool = False,
               probes: list[Probe] | None = None, warmup: int = DEFAULT_WARMUP,
-              cache_dir: str | Path | None = None) -> Calibration:
+              cache_dir: str | Path | None = None, repeats: int = DEFAULT_REPEATS,
+              max_spread: float | None = DEFAULT_MAX_SPREAD) -> Calibration:
     """Measure ``target`` (a name or :class:`~edge.targets.Target`) and derive its calibration.
 
     Every backend in ``backends`` (default: the profile's runtimes) is probed with
-    ``probes`` (default: :func:`default_probes`). A backend whose export or run fails is
-    left out and named in ``Calibration.failures``; when every backend fails, the first
-    failure is raised. ``cache_dir`` is the exporter's artifact cache (default its own).
+    ``probes`` (default: :func:`default_probes`), each probe ``repeats`` times in interleaved
+    rounds. A backend whose export or run fails is left out and named in
+    ``Calibration.failures``; when every backend fails, the first failure is raised. A
+    backend whose median probe spread exceeds ``max_spread`` (None: never) raises
+    :class:`~edge.errors.CalibrationNoiseError`. ``cache_dir`` is the exporter's artifact cache.
     """
-    from .benchmark import bench
     from .profiles import load_profile
     from .targets import Target, get_target
 
     if threads is not None and threads < 1:
         raise ConfigError(f"expected threads >= 1 (or unset for the runtime's default), found {threads}")
+    if repeats < 1 or (max_spread is not None and max_spread <= 0):
+        raise ConfigError(f"expected repeats >= 1 and max_spread > 0, found {repeats} and {max_spread}")
     tgt = target if isinstance(target, Target) else get_target(str(target), targets_file)
     profile = load_profile(tgt.profile)
     plan = probes_by_backend(select_backends(profile, backends), probes)
-    results: dict[str, list[ProbeResult]] = {}
-    failures: dict[str, EdgeError] = {}
-    with tempfile.TemporaryDirectory(prefix="edge-calibrate-") as out_dir:
-        for backend, backend_probes in plan.items():
-            try:
-                results[backend] = [
-                    ProbeResult(backend, probe, bench(
-                        _export_probe(probe, backend, Path(out_dir), cache_dir).path, tgt,
-                        warmup=warmup, iterations=probe.iterations, threads=threads,
-                        trust_new_host=trust_new_host))
-                    for probe in backend_probes]
-            except EdgeError as exc:
-                log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
-                failures[backend] = exc
+    results, failures = _measure(plan, tgt, threads, trust_new_host, warmup, cache_dir, repeats)
     if not results:
         raise next(iter(failures.values()))
     block = derive_calibration(results)
+    if max_spread is not None:
+        check_noise(results, block, max_spread)
     cache_mb = read_cache_mb(tgt, trust_new_host)
     if cache_mb:
         block["cache_mb"] = cache_mb
-    block["provenance"] = provenance(tgt, profile, results, threads, warmup)
+    predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
+    block["probe_error"] = {b: sig(statistics.median(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
+                                                     for r in rs), 3) for b, rs in results.items()}
+    block["provenance"] = provenance(tgt, profile, results, threads, warmup, predicted)
     return Calibration(profile, tgt.name, list(results), block,
                        {b: str(e) for b, e in failures.items()})
+
+
+def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_new_host: bool,
+             warmup: int, cache_dir: Any, repeats: int):
+    """Export every probe, then time them all ``repeats`` times, round by round."""
+    from .benchmark import bench
+
+    failures: dict[str, EdgeError] = {}
+    timed: dict[str, list[ProbeResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="edge-calibrate-") as out_dir:
+        paths: dict[str, list[tuple[Probe, Path]]] = {}
+        for backend, backend_probes in plan.items():
+            try:
+                paths[backend] = [(p, _export_probe(p, backend, Path(out_dir), cache_dir).path)
+                                  for p in backend_probes]
+            except EdgeError as exc:
+                log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
+                failures[backend] = exc
+        for round_ in range(repeats):
+            for backend, probes in paths.items():
+                if backend in failures:
+                    continue
+                try:
+                    for i, (probe, path) in enumerate(probes):
+                        result = bench(path, tgt, warmup=warmup, iterations=probe.iterations,
+                                       threads=threads, trust_new_host=trust_new_host)
+                        p50 = float(result.latency_ms["p50"] or result.latency_ms["mean"])
+                        if round_ == 0:
+                            timed.setdefault(backend, []).append(ProbeResult(backend, probe, result, (p50,)))
+                        else:
+                            r = timed[backend][i]
+                            r.p50s = r.p50s + (p50,)
+                except EdgeError as exc:
+                    log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
+                    failures[backend] = exc
+                    timed.pop(backend, None)
+    return timed, failures
 
 
 CACHE_SCRIPT = "cat /sys/devices/system/cpu/cpu0/cache/index*/size 2>/dev/null"
@@ -176,131 +203,30 @@ def _export_probe(probe: Probe, backend: str, out_dir: Path, cache_dir: str | Pa
     return export(probe_spec(probe), backend, out_dir, plan=plan, cache_dir=cache_dir, validate=False)
 
 
-def _throughput(amount: float, r: ProbeResult, fixed_ms: float) -> float:
-    """``amount`` per second in units of 1e9, over the time beyond ``fixed_ms``."""
-    net_ms = r.p50_ms - fixed_ms
-    if net_ms < MIN_NET_SHARE * r.p50_ms:
-        log.warning("%s/%s: p50 %.4f ms is hardly above the fixed overhead %.4f ms; using %.0f%% "
-                    "of p50", r.backend, r.probe.name, r.p50_ms, fixed_ms, MIN_NET_SHARE * 100)
-        net_ms = MIN_NET_SHARE * r.p50_ms
-    return amount / (net_ms * 1e-3) / 1e9
-
-
-def _sig(x: float, digits: int = 4) -> float:
-    return float(f"{x:.{digits}g}")
-
-
-def _fit(big: ProbeResult, small: ProbeResult | None, amount: str, base_ms: float,
-         per_op_ms: float) -> tuple[float, float]:
-    """(throughput in units of 1e9 per s, fixed ms per op) of one op class: an op of the probes
-    takes ``fixed + amount / throughput``, solved from two sizes (one size: fixed 0)."""
-    fixed = 0.0
-    if small is not None:
-        net, per_op = {}, {}
-        for r in (big, small):
-            net[r.probe.name] = (r.p50_ms - base_ms - r.probe.ops * per_op_ms) / r.probe.ops
-            per_op[r.probe.name] = getattr(r.probe, amount) / r.probe.ops
-        (net_big, net_small), (size_big, size_small) = net.values(), per_op.values()
-        if net_big > net_small > 0 and size_big > size_small:
-            fixed = max(0.0, net_small - size_small * (net_big - net_small) / (size_big - size_small))
-        else:
-            log.warning("%s/%s: the small probe is not faster per op than the big one; no fixed cost "
-                        "derived", big.backend, small.probe.name)
-    rate = _throughput(getattr(big.probe, amount), big, base_ms + big.probe.ops * (per_op_ms + fixed))
-    return rate, fixed
-
-
-OP_CLASSES = {  # calibration keys <- (big probe, small probe, amount)
-    ("matmul_gops", "fp32"): ("matmul_fp32", "matmul_fp32_small", "flops"),
-    ("matmul_gops", "int8"): ("matmul_int8", "matmul_int8_small", "flops"),
-    ("conv_gops", None): ("conv", "conv_small", "flops"),
-    ("memory_gbs", None): ("elementwise", "elementwise_small", "bytes_read"),
-}
-
-
-def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
-    base = by_name["overhead"]
-    out: dict[str, Any] = {"overhead_ms": base.p50_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
-    per_op_ms = 0.0
-    if "dispatch" in by_name:
-        extra = by_name["dispatch"].probe.ops - base.probe.ops
-        per_op_ms = max(0.0, (by_name["dispatch"].p50_ms - base.p50_ms) / extra)
-        out["per_op_overhead_ms"] = per_op_ms
-    if base.bench.peak_rss_mb:
-        out["runtime_memory_mb"] = float(base.bench.peak_rss_mb)
-    for (key, dtype), (big, small, amount) in OP_CLASSES.items():
-        if big in by_name:
-            rate, fixed = _fit(by_name[big], by_name.get(small), amount, base.p50_ms, per_op_ms)
-            if dtype:
-                out[key][dtype] = rate
-                if small in by_name:  # else the cost model falls back to the fp32 fixed cost
-                    out["matmul_fixed_ms"][dtype] = fixed
-            elif small in by_name:
-                out[key], out[key.split("_")[0] + "_fixed_ms"] = rate, fixed
-            else:
-                out[key] = rate
-    if "bandwidth" in by_name:
-        r = by_name["bandwidth"]
-        fixed_ms = base.p50_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
-        out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
-    if not out["matmul_fixed_ms"]:
-        del out["matmul_fixed_ms"]
-    return out
-
-
-def fixed_cost_from(probes: list[Probe]) -> dict[str, float]:
-    """Per-op sizes of the small probes: ops at least this large pay their class's fixed cost
-    in full, smaller ones a proportional share (see :mod:`edge.planner.cost`)."""
-    by_name = {p.name: p for p in probes}
-    out = {}
-    for key, name, amount in (("matmul_flops", "matmul_fp32_small", "flops"),
-                              ("conv_flops", "conv_small", "flops"),
-                              ("memory_bytes", "elementwise_small", "bytes_read")):
-        if name in by_name:
-            out[key] = getattr(by_name[name], amount) / by_name[name].ops
-    return out
-
-
-def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
-    """The calibration numbers from probe timings (pure): see the module docstring."""
-    per = {b: _derive_backend({r.probe.name: r for r in rs}) for b, rs in results.items()}
-    block: dict[str, Any] = {
-        "schema_version": CALIBRATION_SCHEMA_VERSION,
-        "matmul_gops": {b: {k: _sig(v) for k, v in d["matmul_gops"].items()} for b, d in per.items()}}
-    bandwidth = {b: _sig(d["bandwidth_gbs"]) for b, d in per.items() if "bandwidth_gbs" in d}
-    if bandwidth:
-        block["bandwidth_gbs"] = _sig(statistics.median(bandwidth.values()))
-        block["bandwidth_gbs_by_backend"] = bandwidth
-    fixed = {b: {k: _sig(v) for k, v in d["matmul_fixed_ms"].items()} for b, d in per.items()
-             if "matmul_fixed_ms" in d}
-    if fixed:
-        block["matmul_fixed_ms"] = fixed
-    sizes = fixed_cost_from([r.probe for rs in results.values() for r in rs])
-    if sizes:
-        block["fixed_cost_from"] = sizes
-    for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
-                "memory_fixed_ms", "runtime_memory_mb"):
-        values = {b: _sig(d[key]) for b, d in per.items() if key in d}
-        if values:
-            block[key] = values
-    return block
-
-
 def _opt(x: Any) -> float | None:
-    return _sig(float(x)) if x else None
+    return sig(float(x)) if x else None
 
 
 def _probe_record(r: ProbeResult) -> dict:
     lat, b = r.bench.latency_ms, r.bench
-    return {"p50_ms": _sig(r.p50_ms), "p90_ms": _opt(lat.get("p90")), "min_ms": _opt(lat.get("min")),
+    return {"p50_ms": sig(r.p50_ms), "p50s_ms": [sig(x) for x in r.p50s], "spread": sig(r.spread, 3),
+            "p90_ms": _opt(lat.get("p90")), "min_ms": _opt(lat.get("min")),
             "samples": len(b.latencies_ms), "flops": r.probe.flops, "bytes_read": r.probe.bytes_read,
             "recipe": [c["type"] for c in r.probe.recipe], "artifact_sha256": b.artifact_sha256,
             "load_ms": _opt(b.load_ms), "peak_rss_mb": _opt(b.peak_rss_mb)}
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def provenance(tgt: Any, profile: DeviceProfile, results: dict[str, list[ProbeResult]],
-               threads: int | None, warmup: int) -> dict:
-    """Where, when and with what the numbers were measured (plain data), raw p50s included."""
+               threads: int | None, warmup: int, predicted: dict | None = None) -> dict:
+    """Where, when and with what the numbers were measured (plain data), raw p50s included;
+    ``predicted``: the cost model's ms per backend and probe (with the new calibration)."""
     ctx = next(iter(results.values()))[0].bench.context or {}
     notes = [f"{b}: no {name} probe (the backend's calibration_skipped_probes)" for b, rs in results.items()
               for name in PROBE_NAMES if name not in {r.probe.name for r in rs}]
@@ -311,9 +237,11 @@ def provenance(tgt: Any, profile: DeviceProfile, results: dict[str, list[ProbeRe
         "runtime_versions": {b: f"{rs[0].bench.runtime} {rs[0].bench.runtime_version}"
                              for b, rs in results.items()},
         "threads": threads, "cpu_count": ctx.get("cpu_count"), "cpu_governor": ctx.get("cpu_governor"),
-        "warmup": warmup, "statistic": "p50", "profile_source": str(profile.path) if profile.path else None,
+        "warmup": warmup, "statistic": "median over repeats of p50",
+        "host_load_average": _load_average() if tgt.transport == "local" else None, "profile_source": str(profile.path) if profile.path else None,
         "notes": notes,
-        "probes": {b: {r.probe.name: _probe_record(r) for r in rs} for b, rs in results.items()},
+        "probes": {b: {r.probe.name: {**_probe_record(r), "predicted_ms": _opt(
+            (predicted or {}).get(b, {}).get(r.probe.name))} for r in rs} for b, rs in results.items()},
     }
 
 

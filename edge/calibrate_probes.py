@@ -10,12 +10,21 @@ probe                 model (fp32 unless noted)                   gives
 ``matmul_fp32_small`` 8 x Linear(128, 128) on (32, 128)           ``matmul_fixed_ms.fp32``
 ``matmul_int8``       the big one, int8 dynamic (edge.compress)   ``matmul_gops.int8``
 ``matmul_int8_small`` the small one, int8 dynamic                 ``matmul_fixed_ms.int8``
-``elementwise``       16 x (x * scale + shift) on (64, 512)       ``memory_gbs``
+``matmul_fp32_wide``  6 x Linear 384->1536, 1536->384 on (64, ..)  ``matmul_curve.fp32``
+``matmul_int8_wide``  the wide one, int8 dynamic                  ``matmul_curve.int8``
+``activation``        8 x (LayerNorm, GELU, softmax, x*s+b) on    ``memory_gbs``
+                      (64, 384): the memory ops real models run
+``elementwise``       16 x (x * scale + shift) on (64, 512)       ``memory_gbs`` (optional;
+                                                                  without ``activation``)
 ``elementwise_small`` the same on (4, 512) (optional)             ``memory_fixed_ms``
 ``conv``              4 x (depthwise 3x3 + 1x1) on (1, 32, 16, 16) ``conv_gops``
 ``conv_small``        the same on (1, 16, 8, 8)                   ``conv_fixed_ms``
 ``bandwidth``         Linear(4096, 4096) on (1, 4096): 64 MiB     ``bandwidth_gbs``
 ===================== ========================================== ===========================
+
+The small, big and wide matmuls (1, 34 and 75 MFLOP per call; the wide one's 2.4 MB weight
+matrices do not fit a core's L2, as a transformer's FFN does not) give the cost model a
+time-per-call curve over sizes (``matmul_curve``), per backend and dtype.
 
 See :mod:`edge.calibrate` for how each timing becomes a rate.
 """
@@ -27,8 +36,10 @@ from typing import Any
 from .errors import ConfigError
 
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
-               "matmul_int8_small", "elementwise", "elementwise_small", "conv", "conv_small", "bandwidth")
-PROBE_KINDS = ("linear", "elementwise", "conv")
+               "matmul_int8_small", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
+               "elementwise_small", "conv", "conv_small", "bandwidth")
+PROBE_KINDS = ("linear", "elementwise", "activation", "conv")
+ACTIVATION_OPS = 5  # per layer: layer_norm, gelu, softmax, mul, add (as edge.planner.stats counts them)
 FP32_BYTES = 4
 INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
 
@@ -37,8 +48,10 @@ INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts t
 class Probe:
     """One synthetic model and what its timing measures.
 
-    ``kind`` "linear": a (rows, width_in) input through ``layers`` Linear(width_in, width_out)
-    (square when stacked); "elementwise": a (rows, width_in) input through ``layers`` of
+    ``kind`` "linear": a (rows, width_in) input through ``layers`` Linear layers alternating
+    width_in -> width_out and back (``layers`` even when they differ); "activation": a (rows,
+    width_in) input through ``layers`` of LayerNorm, GELU, softmax and ``x * scale + shift``
+    (five memory ops); "elementwise": a (rows, width_in) input through ``layers`` of
     ``x * scale + shift`` (two ops, per-column vectors); "conv": a (1, width_in, rows, rows)
     input through ``layers`` of a depthwise 3x3 and a pointwise 1x1 conv (two ops).
     ``recipe`` holds technique configs as dicts (empty = fp32).
@@ -56,13 +69,14 @@ class Probe:
 
     @property
     def ops(self) -> int:
-        return self.layers if self.kind == "linear" else 2 * self.layers
+        per_layer = {"linear": 1, "activation": ACTIVATION_OPS}.get(self.kind, 2)
+        return per_layer * self.layers
 
     @property
     def flops(self) -> float:
         if self.kind == "conv":
             return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
-        if self.kind == "elementwise":
+        if self.kind in ("elementwise", "activation"):
             return 0.0
         return 2.0 * self.rows * self.width_in * self.width_out * self.layers
 
@@ -71,6 +85,9 @@ class Probe:
         """Weights at their precision plus fp32 activations in and out of each op."""
         if self.kind == "elementwise":
             return float(self.ops * (2 * self.rows + 1) * self.width_in * FP32_BYTES)
+        if self.kind == "activation":  # each op reads and writes the activations; norm/affine params
+            n, w = self.rows * self.width_in, self.width_in
+            return float(self.layers * (10 * n + 4 * w + 2 * self.rows) * FP32_BYTES)
         if self.kind == "conv":
             return float(self.layers * (self.width_in * (9 + self.width_in)
                                         + 4 * self.width_in * self.rows ** 2) * FP32_BYTES)
@@ -83,8 +100,9 @@ class Probe:
 
 def default_probes() -> list[Probe]:
     """The probes of the module docstring, the overhead probe first, less the optional
-    ``elementwise_small`` (a fixed cost that measured ~0 on the host and costs a runner start;
-    pass it in ``probes`` to measure it)."""
+    ``elementwise`` and ``elementwise_small`` (``activation`` measures the memory ops' rate on
+    the ops real models run; a fixed cost that measured ~0 on the host costs a runner start;
+    pass them in ``probes`` to measure them)."""
     from .compress import Int8DynamicConfig
 
     int8 = {"recipe": (Int8DynamicConfig().to_dict(),), "tag": "int8"}
@@ -95,8 +113,10 @@ def default_probes() -> list[Probe]:
         Probe("matmul_fp32_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200),
         Probe("matmul_int8", rows=64, width_in=512, width_out=512, layers=6, iterations=50, **int8),
         Probe("matmul_int8_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200, **int8),
-        Probe("elementwise", rows=64, width_in=512, width_out=512, layers=16, iterations=200,
-              kind="elementwise"),
+        Probe("matmul_fp32_wide", rows=64, width_in=384, width_out=1536, layers=6, iterations=30),
+        Probe("matmul_int8_wide", rows=64, width_in=384, width_out=1536, layers=6, iterations=30, **int8),
+        Probe("activation", rows=64, width_in=384, width_out=384, layers=8, iterations=100,
+              kind="activation"),
         Probe("conv", rows=16, width_in=32, width_out=32, layers=4, iterations=200, kind="conv"),
         Probe("conv_small", rows=8, width_in=16, width_out=16, layers=4, iterations=200, kind="conv"),
         Probe("bandwidth", rows=1, width_in=4096, width_out=4096, layers=1, iterations=30),
@@ -133,6 +153,20 @@ def _probe_module(probe: Probe, gen: Any):
     import torch
     from torch import nn
 
+    class Activation(nn.Module):
+        """``layers`` of LayerNorm, GELU, softmax over the last dim and ``x * scale + shift``."""
+
+        def __init__(self, width: int, layers: int):
+            super().__init__()
+            self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+            self.scale = nn.Parameter(1.0 + 0.01 * torch.randn(layers, width, generator=gen))
+            self.shift = nn.Parameter(0.01 * torch.randn(layers, width, generator=gen))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for i, norm in enumerate(self.norms):
+                x = torch.softmax(nn.functional.gelu(norm(x)), dim=-1) * self.scale[i] + self.shift[i]
+            return x
+
     class Elementwise(nn.Module):
         """``layers`` of ``x * scale + shift`` with per-column vectors."""
 
@@ -148,12 +182,16 @@ def _probe_module(probe: Probe, gen: Any):
 
     if probe.kind == "elementwise":
         return Elementwise(probe.width_in, probe.layers)
+    if probe.kind == "activation":
+        return Activation(probe.width_in, probe.layers)
     c = probe.width_in
     if probe.kind == "conv":
         layers = [m for _ in range(probe.layers) for m in (nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
                                                             nn.Conv2d(c, c, 1, bias=False))]
     else:
-        layers = [nn.Linear(c, probe.width_out, bias=False) for _ in range(probe.layers)]
+        o = probe.width_out
+        layers = [nn.Linear(c, o, bias=False) if i % 2 == 0 else nn.Linear(o, c, bias=False)
+                  for i in range(probe.layers)]
     for layer in layers:
         fan_in = layer.weight[0].numel()
         layer.weight.data = torch.randn(layer.weight.shape, generator=gen) / fan_in ** 0.5

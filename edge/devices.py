@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from .errors import ConfigError
+from .provision import VENV_NAME
 from .targets import Target, get_target
 from .transports import connect
 from .transports.base import Transport
@@ -45,10 +46,18 @@ _PROBE_SHELL = (
     'cat "/sys/fs/cgroup/memory$p/memory.limit_in_bytes" 2>/dev/null || echo'
 )
 # Finds the runtimes without importing them (importing TensorFlow alone takes seconds);
-# argv[1] is a JSON list of [module, distribution] pairs from the backend registry.
+# argv[1] is a JSON list of [module, distribution] pairs from the backend registry; argv[2] the
+# venv `edge targets setup` provisions (edge.provision.VENV_NAME in the workdir), looked at first.
 _PROBE_PY = (
-    "import json, sys, importlib.util\n"
+    "import json, os, site, sys, importlib.util\n"
     "from importlib.metadata import version, PackageNotFoundError\n"
+    "venv = sys.argv[2] + '/lib/python%d.%d/site-packages' % sys.version_info[:2] if len(sys.argv) > 2 else ''\n"
+    "if venv and os.path.isdir(venv):\n"
+    "    site.addsitedir(venv)\n"
+    "    sys.path.remove(venv)\n"
+    "    sys.path.insert(0, venv)\n"
+    "import platform\n"
+    "print(platform.machine())\n"
     "out = {}\n"
     "for mod, dist in json.loads(sys.argv[1]):\n"
     "    if importlib.util.find_spec(mod) is None:\n"
@@ -75,11 +84,16 @@ def check_target(target, targets_file=None, trust_new_host: bool = False) -> dic
     with connect(tgt, trust_new_host) as tr:
         lines = tr.run(["sh", "-c", _PROBE_SHELL, "sh", tgt.workdir], timeout_s=60).stdout.splitlines()
         lines += [""] * (5 - len(lines))
-        py = tr.run([tgt.python, "-c", _PROBE_PY, json.dumps(runtime_modules())], timeout_s=120, check=False)
+        py = tr.run([tgt.python, "-c", _PROBE_PY, json.dumps(runtime_modules()),
+                     f"{tgt.workdir.rstrip('/')}/{VENV_NAME}"], timeout_s=120, check=False)
     runtimes = _probe_runtimes(py.stdout) if py.exit_code == 0 else {}
+    # the interpreter's architecture is the one its runtimes are built for (an emulated device's
+    # shell reports the host's); the probe prints it on the line before the runtimes
+    py_lines = py.stdout.strip().splitlines() if py.exit_code == 0 else []
+    arch = py_lines[-2].strip() if len(py_lines) >= 2 and py_lines[-2].strip().isidentifier() else None
     num = lambda s: int(s) if s.strip().isdigit() else None  # noqa: E731
     limit = num(lines[4])
-    device = {"arch": lines[0].strip() or None, "cores": num(lines[1]),
+    device = {"arch": arch or lines[0].strip() or None, "cores": num(lines[1]),
               "ram_mb": num(lines[2]) // 1024 if num(lines[2]) else None,
               "free_disk_mb": num(lines[3]) // 1024 if num(lines[3]) else None,
               "memory_limit_mb": limit // (1 << 20) if limit and limit < (1 << 50) else None,

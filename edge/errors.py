@@ -13,7 +13,7 @@ Exit codes (documented in the README):
  4    export or conversion failed
  5    validation against the eager model failed
  6    no plan satisfies the constraints
- 7    device transport failure (connect, auth, host key, timeout)
+ 7    device transport failure (connect, auth, host key, timeout), or provisioning a device failed
  8    on-device runner failure
  9    results store or report failure
 10    partial success (some backends of a compare failed)
@@ -96,6 +96,10 @@ class DeviceBusyError(TransportError):
     """Another bench holds the device's bench lock and did not let go within the wait."""
 
 
+class ProvisionError(TransportError):
+    """A device could not be provisioned: no wheels for its platform, an installer that failed."""
+
+
 class RunnerError(EdgeError):
     """The on-device runner failed or printed something unparseable."""
 
@@ -116,6 +120,12 @@ class PartialFailure(EdgeError):
     """Some, not all, of the requested work failed (e.g. one backend of a compare)."""
 
     exit_code = 10
+
+
+class CalibrationNoiseError(EdgeError):
+    """A calibration's repeated probe timings disagree too much to write as numbers."""
+
+    exit_code = 11
 
 
 def first_line(error: BaseException | str | None, limit: int = 300, with_type: bool = False) -> str:

@@ -51,7 +51,8 @@ CPUINFO_FLAGS = {
 }
 AUTO = "auto"
 AUTO_FIELDS = ("cpu.model", "cpu.cores", "cpu.isa", "memory.total_mb", "memory.model_budget_mb",
-               "storage.budget_mb")
+               "storage.budget_mb", "cpu.max_clock_ghz", "memory.bandwidth_gbs", "compute.fp32_gflops", "compute.fp16_gflops",
+               "compute.int8_gops")  # clock and peaks: edge.host_peaks
 AUTO_BUDGET_SHARE = 0.5  # model_budget_mb: auto = this share of total RAM
 
 Check = Callable[[Any, str, str], Any]  # (value, field path, source file) -> value
@@ -116,6 +117,12 @@ def _mapping(value: Any, where: str, source: str) -> dict[str, Any] | None:
     if value is None or isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return None if value is None else dict(value)
     raise _fail(source, where, value, "a mapping with string keys, or null")
+
+
+def _flag(value: Any, where: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _fail(source, where, value, "true or false")
 
 
 def _f(check: Check | type, default: Any = MISSING, **kwargs: Any) -> Any:
@@ -185,6 +192,7 @@ class DeviceProfile:
     sources: tuple[str, ...] = _f(_texts(), ())
     notes: str = _f(_text(), "")
     calibration: dict[str, Any] | None = _f(_mapping, None, hash=False)
+    emulated: bool = _f(_flag, False)  # runs under an emulator (qemu-user): timings are not the CPU's
     path: Path | None = field(default=None, compare=False)  # the file it came from
 
     def __post_init__(self) -> None:
@@ -286,10 +294,12 @@ def probe_host(arch: str) -> dict[str, Any]:
                   if line.lower().startswith("model name")), "")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    from .host_peaks import probe_host_peaks
+
     return {"cpu.model": model or platform.processor() or platform.machine(), "cpu.cores": cores,
             "cpu.isa": list(isa_from_cpuinfo(cpuinfo, arch)), "memory.total_mb": total_mb,
             "memory.model_budget_mb": int(total_mb * AUTO_BUDGET_SHARE),
-            "storage.budget_mb": total_mb}
+            "storage.budget_mb": total_mb, **probe_host_peaks(arch, cores or 1)}
 
 
 def _resolve_auto(data: dict, source: str, host: Mapping[str, Any] | None) -> dict:
@@ -307,6 +317,9 @@ def _resolve_auto(data: dict, source: str, host: Mapping[str, Any] | None) -> di
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for dotted in wanted:
         section, key = dotted.split(".")
+        if dotted not in values:  # a given host that does not say: unknown
+            values[dotted] = None if section in ("cpu", "memory") else {
+                "value": None, "kind": None, "note": "not derived: the host values given had none"}
         out[section][key] = values[dotted]
     log.debug("%s: probed %s", source, ", ".join(wanted))
     return out

@@ -4,6 +4,12 @@
 end. It yields a :class:`Lab` with ``targets_file`` (pass it as ``targets_file=`` or
 ``--targets-file``) and ``names`` (the target names, e.g. ``["lab0"]``).
 
+``adb_server`` (session): a private adb server for the whole session on a free port, named
+by ``ANDROID_ADB_SERVER_PORT`` (so the suite never touches the user's server on 5037); killed
+at the end, by pid when ``adb kill-server`` does not answer. ``adblab`` (session, root only):
+two adbd devices (``adb0``, ``adb1``), each in its own network namespace, connected to that
+server; a :class:`Lab` like ``devicelab``'s, stopped (adb disconnect, adbd, netns) at the end.
+
 ``tiny_artifacts`` (session): {backend: path of model.<suffix>} for torchscript,
 executorch and tflite: a 8 -> 16 -> 4 MLP, each with manifest.json and sample_inputs.npz,
 built once and cached in pytest's cache directory.
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +49,37 @@ def devicelab(tmp_path_factory) -> Lab:
     lab_dir = tmp_path_factory.mktemp("devicelab")
     state = lab.start(devices=1, lab_dir=lab_dir)
     try:
+        yield Lab(dir=lab_dir, targets_file=state["targets_file"],
+                  names=[d["name"] for d in state["devices"]], state=state)
+    finally:
+        lab.stop(lab_dir)
+
+
+@pytest.fixture(scope="session")
+def adb_server() -> int:
+    """A private adb server (its port) that every adb call of the session uses."""
+    if shutil.which("adb") is None:
+        pytest.skip("no adb client (scripts/setup-system installs it)")
+    adb = load_devicelab().adblab
+    port = adb.free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+        try:
+            adb.start_server(port)
+            yield port
+        finally:
+            adb.kill_server(port)
+
+
+@pytest.fixture(scope="session")
+def adblab(adb_server, tmp_path_factory) -> Lab:
+    """Two running adbd devices in their own network namespaces; stopped after the session."""
+    lab = load_devicelab()
+    if why := lab.adblab.why_no_adb():
+        pytest.skip(f"no adb lab devices: {why}")
+    lab_dir = tmp_path_factory.mktemp("adblab")
+    try:
+        state = lab.start(devices=0, adb_devices=2, lab_dir=lab_dir)
         yield Lab(dir=lab_dir, targets_file=state["targets_file"],
                   names=[d["name"] for d in state["devices"]], state=state)
     finally:

@@ -51,7 +51,8 @@ def env(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def calibration(env):
-    return calibrate("local", backends=BACKENDS, probes=SMALL_PROBES)
+    # two repeats exercise the rounds; the spread is recorded, never refused (a shared host's noise)
+    return calibrate("local", backends=BACKENDS, probes=SMALL_PROBES, repeats=2, max_spread=None)
 
 
 def test_calibration_has_positive_numbers_per_backend(calibration):
@@ -79,12 +80,15 @@ def test_provenance_names_target_date_versions_and_raw_p50s(calibration):
     assert datetime.datetime.fromisoformat(prov["measured_at"]).tzinfo is not None
     assert prov["runtime_versions"]["executorch"].startswith("executorch 1.")
     assert "torch" in prov["runtime_versions"]["torchscript"]
-    assert "threads" in prov and prov["statistic"] == "p50"
+    assert "threads" in prov and prov["statistic"] == "median over repeats of p50"
+    assert calibration.block["repeats"] == 2 and set(calibration.block["spread"]) == set(BACKENDS)
+    assert all(calibration.block["probe_error"][b] >= 0 for b in BACKENDS)
     for backend in BACKENDS:
         assert set(prov["probes"][backend]) == set(PROBE_NAMES) - {
             "dispatch", "matmul_int8_small", "elementwise_small", "conv_small"}
         for record in prov["probes"][backend].values():
             assert record["p50_ms"] > 0 and record["samples"] > 0 and len(record["artifact_sha256"]) == 64
+            assert len(record["p50s_ms"]) == 2 and record["spread"] >= 0 and record["predicted_ms"] > 0
         assert prov["probes"][backend]["matmul_int8"]["recipe"] == ["int8_dynamic"]
 
 
@@ -186,7 +190,8 @@ def test_cache_size_is_the_largest_sysfs_cache():
 def test_tflite_skips_the_bandwidth_probe_only_beside_another_backend():
     both = probes_by_backend(["executorch", "tflite"])
     assert [p.name for p in both["executorch"]] == [p.name for p in default_probes()]
-    assert [p.name for p in both["tflite"]] == ["overhead", "matmul_fp32", "matmul_int8"]
+    assert "bandwidth" not in [p.name for p in both["tflite"]]
+    assert {"dispatch", "matmul_fp32_wide", "activation"} <= {p.name for p in both["tflite"]}
     assert "bandwidth" in [p.name for p in probes_by_backend(["tflite"])["tflite"]]
     with pytest.raises(ConfigError, match="including 'overhead'"):
         probes_by_backend(["executorch"], SMALL_PROBES[1:])
@@ -221,14 +226,16 @@ def test_cli_errors_exit_2_with_the_reason(env, capsys):
 def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
     out = tmp_path / "local.yaml"
     assert main(["profiles", "calibrate", "--target", "local", "--backends", "torchscript",
-                 "-o", str(out)]) == 0
+                 "--repeats", "1", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "before" in text and "measured" in text and f"wrote {out}" in text
+    assert "spread of 1 repeats" in text and "cost model error on the probes" in text
     profile = load_profile(out)
     assert profile.calibration["matmul_gops"]["torchscript"]["fp32"] > 0
     assert list(profile.calibration["overhead_ms"]) == ["torchscript"]
     assert profile.calibration["per_op_overhead_ms"]["torchscript"] >= 0
     assert profile.calibration["memory_gbs"]["torchscript"] > 0
+    assert len(profile.calibration["matmul_curve"]["torchscript"]["fp32"]) == 3
     assert profile.calibration["conv_fixed_ms"]["torchscript"] >= 0
     assert set(profile.calibration["fixed_cost_from"]) == {"matmul_flops", "conv_flops"}
     probes = profile.calibration["provenance"]["probes"]["torchscript"]

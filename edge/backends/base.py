@@ -55,7 +55,9 @@ class CostTraits:
     ``efficiency``: share of the profile's peak matmul throughput its kernels reach;
     ``overhead_ms``: fixed cost per inference; ``per_op_overhead_ms``: dispatch per graph op;
     ``int8_weight_bytes`` / ``int8_row_bytes``: bytes per int8 weight and per output row where
-    the format stores more than one byte and a scale pair (None: 1 byte + 8 bytes per row).
+    the format stores more than one byte and a scale pair (None: 1 byte + 8 bytes per row);
+    ``kv_bytes_per_element`` / ``kv_context_multiple``: the KV cache's element size and the
+    multiple of positions the runtime rounds a context up to.
     """
 
     container_overhead_bytes: int
@@ -66,6 +68,10 @@ class CostTraits:
     per_op_overhead_ms: float
     int8_weight_bytes: float | None = None
     int8_row_bytes: float | None = None
+    # the KV cache the runtime allocates: bytes per element, and the multiple of positions it
+    # rounds the context up to
+    kv_bytes_per_element: float = 4.0
+    kv_context_multiple: int = 1
 
 
 class Backend(ABC):

@@ -61,7 +61,9 @@ class LlamaCppBackend(Backend):
     # per 32 weights (one fp16 scale per block) and no per-row extras
     traits = CostTraits(container_overhead_bytes=16 * 1024, weight_residency=1.0, runtime_memory_mb=20.0,
                         efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
-                        int8_weight_bytes=34 / 32, int8_row_bytes=0.0)
+                        int8_weight_bytes=34 / 32, int8_row_bytes=0.0,
+                        # llama.cpp's default KV cache is f16, its context padded to 256 positions
+                        kv_bytes_per_element=2.0, kv_context_multiple=256)
     ungrouped_quant_covers_embedding = True  # Q8_0/Q4_0 as a file type: token_embd too
     unsupported_techniques = {
         "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",
@@ -143,7 +145,8 @@ class LlamaCppBackend(Backend):
                 raise ExportError(f"llamacpp: quantizing to {quant} failed: {first_line(exc)}") from exc
             finally:
                 f32.unlink(missing_ok=True)
-        manifest["generation"] = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache")
+        manifest["generation"] = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache",
+                                                     cache_dtype="float16")
         manifest["llamacpp"] = {"file_type": "mixed" if types else quant or "F32",
                                 "tensor_types": tensor_types(path)}
         manifest["notes"].append(

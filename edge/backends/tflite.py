@@ -68,10 +68,9 @@ class TFLiteBackend(Backend):
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=30.0,
                         efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
     whole_model_quantization = True
-    # beside another backend, calibration skips these: a device property, or small here (XNNPACK runs
-    # the whole graph as one delegate node), and each onnx2tf conversion costs ~15 s (minutes at 64 MiB)
-    calibration_skipped_probes = ("dispatch", "bandwidth", "matmul_fp32_small", "matmul_int8_small", "elementwise",
-                                  "elementwise_small", "conv", "conv_small")
+    # beside another backend, calibration skips these: a device property measured there (a 64 MiB
+    # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once
+    calibration_skipped_probes = ("bandwidth", "elementwise", "elementwise_small")
     unsupported_techniques = {
         "int4_weight": "onnx2tf/TFLite conversion offers no int4 weight quantization",
         "embedding_quant": ("onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "

@@ -62,7 +62,7 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = calibrate(args.target, backends=backends, targets_file=args.targets_file,
-                       threads=args.threads)
+                       threads=args.threads, repeats=args.repeats, max_spread=args.max_spread)
     path = save_calibrated_profile(result.profile, result.block, args.output)
     rows = compare_figures(result.profile, result.block)
     data = {**result.to_dict(), "path": str(path), "figures": rows}
@@ -72,6 +72,10 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
     lines = [f"{result.profile.name} on target {result.target} ({', '.join(result.backends)}):",
              render_table(shown, ["backend", "figure", "unit", "before", "measured"]),
              f"bandwidth (device, median over backends): {result.block.get('bandwidth_gbs', '-')} GB/s",
+             f"spread of {result.block['repeats']} repeats (median over probes): "
+             + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["spread"].items())
+             + "; cost model error on the probes: "
+             + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["probe_error"].items()),
              *[f"note: {n}" for n in result.block["provenance"]["notes"]],
              f"wrote {path}"]
     lines += [f"{b} failed: {msg}" for b, msg in result.failures.items()]
@@ -91,5 +95,10 @@ def add_profiles(sub) -> None:
     cal.add_argument("--targets-file", help="read targets only from this YAML file")
     cal.add_argument("--backends", help="comma-separated backends (default: the profile's runtimes)")
     cal.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    cal.add_argument("--repeats", type=int, default=3, help="time every probe this many times; the median "
+                                                            "is kept, the spread recorded (default 3)")
+    cal.add_argument("--max-spread", type=float, default=0.25,
+                     help="refuse (exit 11, nothing written) when a backend's median probe spread "
+                          "exceeds this ratio (default 0.25)")
     cal.add_argument("-o", "--output", help="write the calibrated profile here "
                                             "(default: ~/.config/edge/profiles/<profile>.yaml)")

@@ -19,7 +19,14 @@ quantizes activations).
   (``memory_gbs``, else bandwidth)), a roofline; when they do not fit, flops / GOPS +
   bytes / bandwidth (every inference streams them from DRAM);
   attention matmuls at fp32; memory ops (elementwise, norms, softmax, pooling) by the bytes
-  they move / their throughput.
+  they move / their throughput;
+  where the calibration has a ``matmul_curve`` for the backend and dtype (ms per call measured
+  at a few FLOPs-per-call sizes), a matmul group's compute time is calls x the curve at its
+  mean FLOPs per call (log-log interpolation; beyond the largest size at its throughput, below
+  the smallest a proportional share), fixed cost included.
+
+Every prediction carries a relative uncertainty (:mod:`edge.planner.uncertainty`): from the
+calibration's spread and the model's error on its probes, or a factor of 2 uncalibrated.
 
 The per-backend constants are the backend's :class:`~edge.backends.base.CostTraits`; every
 other constant below is an assumption documented here; when ``profile.calibration`` holds
@@ -33,6 +40,7 @@ measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,6 +68,9 @@ CACHE_SHARE = 0.5
 # Depthwise/pointwise convs on small maps reach a fraction of the matmul throughput.
 CONV_EFFICIENCY = 0.25
 DEFAULT_BANDWIDTH_GBS = 2.0
+# fp32 peak of the core the backends' overhead traits describe: Cortex-A72 @ 1.8 GHz, one 128-bit
+# NEON FMA pipe = 1.8 x 4 lanes x 2 (device-facts.md 1.3 arithmetic)
+REFERENCE_CORE_GFLOPS = 14.4
 # int8 throughput relative to fp32 when the profile gives none: SDOT/SMMLA vs NEON widening.
 INT8_SPEEDUP_DOTPROD = 4.0
 INT8_SPEEDUP_NEON = 1.5
@@ -77,12 +88,25 @@ class Prediction:
     # language models: context, KV-cache MB, largest context that fits, TTFT, prefill/decode tok/s
     # (then latency_ms is one decode step, what a device measures per generated token)
     generation: dict | None = None
+    # relative half-width of the latency range: [latency / (1 + u), latency x (1 + u)]
+    latency_uncertainty: float | None = None
+
+    @property
+    def latency_range_ms(self) -> tuple[float, float] | None:
+        from .uncertainty import latency_range
+
+        u = self.latency_uncertainty
+        return None if u is None else latency_range(self.latency_ms, u)
 
     def to_dict(self) -> dict:
         out = {"size_bytes": int(self.size_bytes), "size_mb": round(self.size_bytes / MB, 3),
                "peak_memory_mb": round(self.peak_memory_mb, 2),
                "latency_ms": round(self.latency_ms, 3),
                "accuracy": None if self.accuracy is None else round(self.accuracy, 5)}
+        if self.latency_range_ms is not None:
+            low, high = self.latency_range_ms
+            out["latency_range_ms"] = {"low": round(low, 3), "high": round(high, 3)}
+            out["latency_uncertainty"] = round(self.latency_uncertainty, 3)
         if self.generation is not None:
             out["generation"] = dict(self.generation)
         return out
@@ -106,6 +130,15 @@ class DeviceRates:
     memory_gbs: float | None = None  # throughput of elementwise/norm/softmax ops (bytes in + out)
     cache_mb: float | None = None  # last-level cache; None: weights assumed cache-resident
     notes: tuple[str, ...] = ()
+    # compute dtype -> [[FLOPs per call, ms per call], ...] ascending (calibration's matmul_curve)
+    matmul_curve: dict[str, list] = field(default_factory=dict)
+
+    def curve_ms(self, dtype: str, calls: float, flops_per_call: float) -> float | None:
+        """ms for ``calls`` matmuls of ``flops_per_call`` each from the measured curve, or None."""
+        points = self.matmul_curve.get(dtype)
+        if not points or calls <= 0:
+            return None
+        return calls * interpolate_curve(points, flops_per_call)
 
     def call_ms(self, kind: str, calls: float, size_per_call: float) -> float:
         """Fixed cost of ``calls`` ops of ``kind`` ("matmul_fp32", "conv", "memory" ...)."""
@@ -121,6 +154,29 @@ class DeviceRates:
             conv = self.conv_gops or self.gops["fp32"] * CONV_EFFICIENCY
             return conv * self.gops[dtype] / self.gops["fp32"]
         return self.gops[dtype]
+
+
+def interpolate_curve(points: list, x: float) -> float:
+    """y at ``x`` on [[x, y], ...] (ascending x, y > 0): log-log between points, proportional
+    (y / x constant) beyond either end."""
+    (x0, y0), (xn, yn) = points[0], points[-1]
+    if x <= x0:
+        return y0 * x / x0
+    if x >= xn:
+        return yn * x / xn
+    for (xa, ya), (xb, yb) in zip(points, points[1:]):
+        if xa <= x <= xb:
+            t = math.log(x / xa) / math.log(xb / xa)
+            return math.exp(math.log(ya) + t * (math.log(yb) - math.log(ya)))
+    raise AssertionError("unreachable: x lies within the points")
+
+
+def core_speedup(profile: DeviceProfile, fp32_gflops: float) -> float:
+    """How much faster one core is than the core the backends' overhead traits assume (a
+    Cortex-A72 at 1.8 GHz: REFERENCE_CORE_GFLOPS), by fp32 peak per core; at least 1 (a slower
+    core keeps the traits, which are already conservative). Dispatch and per-inference overheads
+    are CPU work, so they shrink on a faster core."""
+    return max(1.0, fp32_gflops / max(profile.cpu.cores or 1, 1) / REFERENCE_CORE_GFLOPS)
 
 
 def _peak(profile: DeviceProfile, attr: str) -> float | None:
@@ -158,7 +214,10 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH_GBS
         notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
-    overhead = (cal.get("overhead_ms") or {}).get(backend, traits.overhead_ms)
+    speed = core_speedup(profile, fp32)
+    if speed > 1.0 and not cal.get("overhead_ms"):
+        notes.append(f"runtime overheads scaled by 1/{speed:.3g} (a core {speed:.3g}x a Cortex-A72's fp32 peak)")
+    overhead = (cal.get("overhead_ms") or {}).get(backend, traits.overhead_ms / speed)
     rss = (cal.get("runtime_memory_mb") or {}).get(backend, traits.runtime_memory_mb)
     per_op = _backend_value(cal, ("per_op_overhead_ms", "per_module_overhead_ms"), backend)
     matmul_fixed = (cal.get("matmul_fixed_ms") or {}).get(backend) or {}
@@ -168,11 +227,13 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
         if value is not None:
             fixed[kind] = value
     fixed_from = {k.split("_")[0]: float(v) for k, v in (cal.get("fixed_cost_from") or {}).items()}
+    curve = {dtype: [[float(x), float(y)] for x, y in pts]
+             for dtype, pts in ((cal.get("matmul_curve") or {}).get(backend) or {}).items() if len(pts) >= 2}
     return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss),
-                       traits.per_op_overhead_ms if per_op is None else per_op, fixed, fixed_from,
+                       traits.per_op_overhead_ms / speed if per_op is None else per_op, fixed, fixed_from,
                        _backend_value(cal, ("conv_gops",), backend),
                        _backend_value(cal, ("memory_gbs",), backend),
-                       float(cal["cache_mb"]) if cal.get("cache_mb") else None, tuple(notes))
+                       float(cal["cache_mb"]) if cal.get("cache_mb") else None, tuple(notes), curve)
 
 
 def _backend_value(cal: dict, keys: tuple[str, ...], backend: str) -> float | None:
@@ -216,10 +277,13 @@ def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: Devi
         if name == "embedding" or not g.modules:
             continue
         grouped += g.modules
-        kind = "conv" if name == "conv" else f"matmul_{PRECISIONS[assignment.get(name, 'fp32')][2]}"
+        dtype = PRECISIONS[assignment.get(name, 'fp32')][2]
+        if name != "conv" and dtype in rates.matmul_curve:
+            continue  # the measured curve includes the fixed cost per call
+        kind = "conv" if name == "conv" else f"matmul_{dtype}"
         ms += rates.call_ms(kind, g.modules, g.flops / g.modules)
     others = max(0, stats.matmul_ops - grouped)
-    if others:
+    if others and "fp32" not in rates.matmul_curve:
         ms += rates.call_ms("matmul_fp32", others, stats.other_flops / others)
     if stats.memory_ops:
         ms += rates.call_ms("memory", stats.memory_ops, stats.memory_bytes / stats.memory_ops)
@@ -235,7 +299,9 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     read_weights = {name: g.read_params / max(g.weight_params, 1) * weight_bytes[name]
                     for name, g in stats.groups.items()}
     streamed = rates.cache_mb is not None and sum(read_weights.values()) > CACHE_SHARE * rates.cache_mb * MB
-    latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9)
+    others = max(0, stats.matmul_ops - sum(g.modules for n, g in stats.groups.items() if n != "embedding"))
+    other_ms = rates.curve_ms("fp32", others, stats.other_flops / max(others, 1)) if stats.other_flops else 0.0
+    latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9) if other_ms is None else other_ms * 1e-3
     latency_s += stats.memory_bytes / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9)
     for name, g in stats.groups.items():
         precision = assignment.get(name, "fp32")
@@ -245,7 +311,8 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
             resident[name] = g.weight_params * 4.0
         act_scale = 0.25 if precision == "int8_static" else 1.0
         read = read_weights[name] + g.activation_bytes * act_scale
-        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9)
+        curve_ms = None if name in ("conv", "embedding") else rates.curve_ms(compute, g.modules, g.flops / max(g.modules, 1))
+        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9) if curve_ms is None else curve_ms * 1e-3
         if streamed:
             latency_s += flops_s + read / (rates.bandwidth_gbs * 1e9)
         else:  # cache-resident: read at the in-cache rate where calibrated
@@ -253,5 +320,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     latency_ms += latency_s * 1e3
     memory_mb = ((sum(resident.values()) + stats.other_params * 4) * _traits(backend).weight_residency
                  + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
+    from .uncertainty import relative_uncertainty
+
     return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,
-                      notes=list(rates.notes))
+                      notes=list(rates.notes), latency_uncertainty=relative_uncertainty(profile, backend))

@@ -3,7 +3,9 @@
 Pure arithmetic on the counted stats (:class:`~edge.planner.stats.ModelStats` of a P-token
 forward), the precision assignment and the device's rates (:func:`~edge.planner.cost.device_rates`):
 
-- KV cache = layers x 2 x KV heads x context x head dim x bytes per element (fp32: 4).
+- KV cache = layers x 2 x KV heads x context x head dim x bytes per element (fp32: 4; the
+  backend's own element size and context rounding, e.g. llama.cpp's f16 cache padded to 256
+  positions).
 - Decode, per token: every weight is read once (an embedding reads one row) and each layer's
   cache is read up to the current position; the time is the larger of bytes / bandwidth and
   FLOPs / throughput (a roofline), plus the backend's fixed overhead per call.
@@ -36,9 +38,13 @@ class GenerationPrediction:
     prefill_tok_s: float
     decode_tok_s: float
     decode_bytes_per_token: float
+    kv_positions: int = 0  # the positions the runtime allocates for ``context`` (its rounding)
+    kv_bytes_per_element: float = 4.0
 
     def to_dict(self) -> dict:
-        return {"context": self.context, "kv_cache_mb": round(self.kv_cache_mb, 3), "max_context": self.max_context,
+        return {"context": self.context, "kv_positions": self.kv_positions or self.context,
+                "kv_bytes_per_element": self.kv_bytes_per_element,
+                "kv_cache_mb": round(self.kv_cache_mb, 3), "max_context": self.max_context,
                 "ttft_ms": round(self.ttft_ms, 3), "prefill_tok_s": round(self.prefill_tok_s, 2),
                 "decode_tok_s": round(self.decode_tok_s, 2),
                 "decode_mb_per_token": round(self.decode_bytes_per_token / MB, 3)}
@@ -69,16 +75,22 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
             compute = "fp32"
         flops_s += g.flops / prompt_tokens / (rates.gops_for(name, compute) * 1e9)
     flops_s += stats.other_flops / prompt_tokens / (rates.gops["fp32"] * 1e9)
-    per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1)
+    from ..backends import get_backend
+
+    traits = get_backend(backend).traits
+    per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, traits.kv_bytes_per_element)
+    multiple = max(1, traits.kv_context_multiple)
+    positions = -(-context // multiple) * multiple  # the cache the runtime allocates
     kv_read = per_position * (prompt_tokens + context) / 2  # the cache read grows; its mean over a generation
     decode_s = max((read + kv_read) / (rates.bandwidth_gbs * 1e9), flops_s) + rates.overhead_ms / 1e3
     prefill_s = max(prompt_tokens * flops_s, read / (rates.bandwidth_gbs * 1e9))
     ttft_ms = prefill_s * 1e3 + rates.overhead_ms
-    kv_mb = per_position * context / MB
+    kv_mb = per_position * positions / MB
     budget = profile.memory.model_budget_mb
     max_context = None
     if budget is not None:
-        max_context = max(0, int((budget - weights_memory_mb) * MB // per_position))
+        max_context = max(0, int((budget - weights_memory_mb) * MB // per_position) // multiple * multiple)
     return GenerationPrediction(context=context, kv_cache_mb=kv_mb, max_context=max_context, ttft_ms=ttft_ms,
                                 prefill_tok_s=prompt_tokens / prefill_s, decode_tok_s=1.0 / decode_s,
-                                decode_bytes_per_token=read + kv_read)
+                                decode_bytes_per_token=read + kv_read, kv_positions=positions,
+                                kv_bytes_per_element=traits.kv_bytes_per_element)

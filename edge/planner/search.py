@@ -21,7 +21,7 @@ from .options import Option, Structure, group_options, structures, whole_model_o
 from .plan import Constraints, Plan
 from .sensitivity import DEFAULT_SAMPLES, measure
 from .stats import count_stats
-from .verdict import explain_infeasible, pareto_front, summarize_rejections, violations
+from .verdict import budget_checks, explain_infeasible, pareto_front, summarize_rejections, violations
 
 if TYPE_CHECKING:  # annotations only
     from ..models.base import ModelSpec
@@ -150,9 +150,13 @@ def generation_reasons(spec: ModelSpec, plan_pred: dict, profile: DeviceProfile)
     cfg, gen = spec.generation.config, plan_pred.get("generation") or {}
     if not gen:
         return []
-    per_position = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 4
+    elem = gen.get("kv_bytes_per_element", 4)
+    positions = gen.get("kv_positions", gen["context"])
+    per_position = round(2 * cfg.layers * cfg.kv_heads * cfg.head_dim * elem)
+    padded = f" (the runtime rounds {gen['context']} up)" if positions != gen["context"] else ""
     lines = [f"KV cache at context {gen['context']}: {cfg.layers} layers x 2 x {cfg.kv_heads} KV heads x "
-             f"{cfg.head_dim} head dim x {gen['context']} positions x 4 bytes = {gen['kv_cache_mb']:.1f} MB; "
+             f"{cfg.head_dim} head dim x {positions} positions{padded} x {elem:g} bytes = "
+             f"{gen['kv_cache_mb']:.1f} MB; "
              f"weights, activations and runtime {plan_pred['peak_memory_mb'] - gen['kv_cache_mb']:.1f} MB"]
     budget = profile.memory.model_budget_mb
     if budget is not None and gen.get("max_context") is not None:
@@ -210,6 +214,7 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         taken.append(f"{chosen.structure.label} taken: measured accuracy alone "
                      f"{chosen.structure.accuracy:.4f}")
     taken += [f"{group}: {precision} taken" for group, precision in chosen.groups.items()]
+    taken += budget_checks(profile, chosen.prediction)
     if spec.generation is not None:
         taken += generation_reasons(spec, chosen.prediction.to_dict(), profile)
     reasons[:0] = taken

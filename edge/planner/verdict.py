@@ -74,6 +74,33 @@ def summarize_rejections(candidates: Sequence[Any], constraints: Constraints, pr
     return lines
 
 
+# the device budgets a plan is checked against: (kind, profile field, what is compared, its value)
+_BUDGETS = (("memory", "memory.model_budget_mb", "peak memory", lambda p: p.peak_memory_mb),
+            ("storage", "storage.budget_mb", "artifact size", lambda p: p.size_bytes / MB))
+
+
+def budget_checks(profile: DeviceProfile, pred: Prediction | None = None) -> list[str]:
+    """One line per device budget: what ``pred`` was checked against, or, where the profile
+    gives no budget (null), that it was not checked and why, so a plan never looks checked
+    when it was not."""
+    limits = {"memory": profile.memory.model_budget_mb, "storage": profile.storage.budget_mb}
+    why = {"memory": profile.memory.budget_note, "storage": profile.storage.note}
+    lines = []
+    for kind, field_name, what, value in _BUDGETS:
+        limit = limits[kind]
+        if limit is not None:
+            if pred is not None:
+                lines.append(f"{kind} budget checked: {what} {value(pred):.1f} MB within {limit:g} MB "
+                             f"({field_name} of {profile.name})")
+            continue
+        note = " ".join(why[kind].split())
+        seen = f" (this plan's {what}: {value(pred):.1f} MB)" if pred is not None else ""
+        lines.append(f"{kind} budget NOT checked: profile {profile.name} has {field_name} null"
+                     + (f" ({note})" if note else "") + f"{seen}; set {field_name} in the profile "
+                     "to have it checked")
+    return lines
+
+
 def _dominates(a: Prediction, b: Prediction) -> bool:
     ka = (a.latency_ms, a.size_bytes, -(a.accuracy or 0.0))
     kb = (b.latency_ms, b.size_bytes, -(b.accuracy or 0.0))
@@ -114,6 +141,7 @@ def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Const
             line += f"; relaxing it to {relax:.4g}{_UNITS[kind]} alone would give a plan"
         lines.append(line)
     lines += _context_hint(candidates, constraints, profile)
+    lines += budget_checks(profile)  # the budgets that could not be checked at all
     lines.append("to get a plan: relax one of the limits above, allow more backends, or enable "
                  "distillation/structured pruning for a smaller model")
     return "\n".join(lines)

@@ -95,6 +95,15 @@ def predicted_latency_ms(row: RunRow) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def fmt_predicted(row: RunRow) -> str:
+    """The predicted latency with the plan's range when it has one: ``2.28 (1.90-2.74)``."""
+    value = predicted_latency_ms(row)
+    span = (row.predicted or {}).get("latency_range_ms")
+    if value is None or not isinstance(span, dict) or (row.predicted or {}).get("generation"):
+        return fmt_ms(value)
+    return f"{fmt_ms(value)} ({fmt_ms(span.get('low'))}-{fmt_ms(span.get('high'))})"
+
+
 def table_rows(run: Run) -> list[dict]:
     """One dict of display strings per row, keyed by :data:`TABLE_COLUMNS`."""
     out = []
@@ -105,7 +114,7 @@ def table_rows(run: Run) -> list[dict]:
             "backend": row.backend,
             "plan": row.plan_name,
             "size": fmt_bytes(row.size_bytes),
-            "pred p50": fmt_ms(predicted_latency_ms(row)),
+            "pred p50": fmt_predicted(row),
             "p50 ms": fmt_ms(lat.get("p50")),
             "p90 ms": fmt_ms(lat.get("p90")),
             "TTFT ms": fmt_num(gen.get("ttft_ms"), 1) if gen else "",

@@ -10,7 +10,7 @@ from html import escape
 from ..run_diff import thermal_flags
 from ..runs import Run
 from .format import (GENERATION_COLUMNS, TABLE_COLUMNS, delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms,
-                     fmt_num, predicted_latency_ms, table_rows)
+                     fmt_num, fmt_predicted, table_rows)
 from .plots import render_plots
 
 _CSS = """
@@ -84,7 +84,7 @@ def _predicted(run: Run) -> str:
     for r in run.rows:
         p = r.predicted or {}
         rows.append([r.backend, r.plan_name, fmt_bytes(p.get("size_bytes")), fmt_bytes(r.size_bytes),
-                     fmt_ms(predicted_latency_ms(r)), fmt_ms((r.latency_ms or {}).get("p50")),
+                     fmt_predicted(r), fmt_ms((r.latency_ms or {}).get("p50")),
                      fmt_num(p.get("peak_memory_mb"), 1), fmt_num(r.peak_rss_mb, 1),
                      fmt_num(p.get("accuracy"), 4), fmt_num(r.accuracy, 4), fmt_delegation(r.delegation)])
     return _table(headers, rows, table_id="predicted")

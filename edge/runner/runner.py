@@ -10,7 +10,8 @@ It prints exactly ONE JSON line on stdout (anything the runtime prints goes to s
 
     {"schema_version": 1, "runtime", "runtime_version", "backend", "artifact", "threads",
      "warmup", "iterations", "latencies_ms": [raw samples], "import_ms", "load_ms", "first_inference_ms",
-     "peak_rss_mb", "context": {"hostname", "kernel", "machine", "python", "cpu_count",
+     "peak_rss_mb", "baseline_rss_mb" (RSS after importing the runtime, before loading the model),
+     "context": {"hostname", "kernel", "machine", "python", "cpu_count",
      "cpu_governor", "cpu_freq_khz", "temp_c_before", "temp_c_after"}}
 
 Only the invoke call is timed (time.perf_counter_ns). On failure the line is
@@ -40,6 +41,21 @@ import time
 import traceback
 
 SCHEMA_VERSION = 1
+
+
+def _use_provisioned_venv():
+    """Put the packages `edge targets setup` installed (<workdir>/venv, beside this file) first on
+    the path, whichever interpreter runs the runner."""
+    site_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "venv", "lib",
+                            "python%d.%d" % sys.version_info[:2], "site-packages")
+    if os.path.isdir(site_dir) and site_dir not in sys.path:
+        import site
+        before = list(sys.path)
+        site.addsitedir(site_dir)  # also reads its .pth files
+        sys.path[:] = [p for p in sys.path if p not in before] + before
+
+
+_use_provisioned_venv()
 SUFFIX_BACKENDS = {".pte": "executorch", ".tflite": "tflite", ".ptl": "torchscript", ".pt": "torchscript",
                    ".gguf": "llamacpp"}
 
@@ -272,6 +288,7 @@ def measure(args):
     start = time.perf_counter_ns()
     import_runtime(args.backend)
     import_ms = (time.perf_counter_ns() - start) / 1e6
+    baseline_rss_mb = _rss_mb()  # the runtime alone: peak_rss_mb minus this is the model's share
     start = time.perf_counter_ns()
     runtime, version, invoke = LOADERS[args.backend](args.artifact, arrays, args.threads)
     load_ms = (time.perf_counter_ns() - start) / 1e6
@@ -291,7 +308,7 @@ def measure(args):
         "backend": args.backend, "artifact": args.artifact, "threads": args.threads,
         "warmup": args.warmup, "iterations": args.iterations, "latencies_ms": latencies_ms,
         "import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms, "peak_rss_mb": _peak_rss_mb(),
-        "context": context,
+        "baseline_rss_mb": baseline_rss_mb, "context": context,
     }
 
 

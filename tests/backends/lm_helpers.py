@@ -6,13 +6,14 @@ from edge.backends import get_backend
 from edge.models.llama import greedy
 
 
-def check_lm_artifact(art, spec, prefill_mode: str, cache: str) -> None:
+def check_lm_artifact(art, spec, prefill_mode: str, cache: str, kv_dtype: str = "float32") -> None:
     m = art.manifest
     cfg = spec.generation.config
     gen = m["generation"]
+    elem = np.dtype(kv_dtype).itemsize
     assert (gen["prefill_tokens"], gen["context"], gen["prefill_mode"], gen["cache"]) == (32, 128, prefill_mode, cache)
-    assert gen["kv_cache"]["bytes"] == cfg.kv_cache_bytes() == 2 * 2 * 2 * 128 * 24 * 4
-    assert gen["kv_cache"]["shape"] == [2, 2, 2, 128, 24] and gen["kv_cache"]["dtype"] == "float32"
+    assert gen["kv_cache"]["bytes"] == cfg.kv_cache_bytes(elem) == 2 * 2 * 2 * 128 * 24 * elem
+    assert gen["kv_cache"]["shape"] == [2, 2, 2, 128, 24] and gen["kv_cache"]["dtype"] == kv_dtype
     val = m["validation"]
     # fp32: greedy tokens identical to eager, logits per decode step equal, perplexity unchanged
     assert val["passed"] and val["precision"] == "fp32" and val["token_agreement"] == 1.0

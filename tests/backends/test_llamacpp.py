@@ -33,7 +33,7 @@ def test_tiny_llama_f32_gguf_generates_like_eager(f32, spec):
     from lm_helpers import check_lm_artifact
 
     # greedy tokens identical, every decode step's cosine > 0.9999, perplexity within 0.1 %
-    check_lm_artifact(f32, spec, prefill_mode="batched", cache="internal")
+    check_lm_artifact(f32, spec, prefill_mode="batched", cache="internal", kv_dtype="float16")  # llama.cpp's f16 cache
     m = f32.manifest
     assert f32.path.name == "model.gguf" and [e["name"] for e in m["inputs"]] == ["tokens"]
     assert m["llamacpp"]["file_type"] == "F32"
@@ -148,6 +148,19 @@ def test_a_cpu_without_avx2_is_a_clear_unsupported_error(spec, tmp_path, monkeyp
     with pytest.raises(UnsupportedError, match="llamacpp: .*needs AVX2"):
         export(spec, "llamacpp", tmp_path, use_cache=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_plan_counts_llama_cpp_s_f16_cache_padded_to_256_positions(spec):
+    from edge.planner.plan import Constraints
+    from edge.planner.search import make_plan
+    from edge.profiles import load_profile
+
+    plan = make_plan(spec, load_profile("raspberry-pi-5-8gb"), Constraints(min_accuracy=0.9, context=100),
+                     backends=["llamacpp"])
+    gen = plan.predicted["generation"]
+    assert (gen["context"], gen["kv_positions"], gen["kv_bytes_per_element"]) == (100, 256, 2.0)
+    assert abs(gen["kv_cache_mb"] - 2 * 2 * 2 * 24 * 256 * 2 / 2**20) < 1e-3
+    assert any("256 positions (the runtime rounds 100 up) x 2 bytes" in r for r in plan.reasons)
 
 
 def test_the_planner_gives_llamacpp_a_type_per_group_and_only_structures_gguf_can_hold(spec, export_dir,

@@ -1,14 +1,17 @@
-"""AdbTransport (argv construction, the real adb client with no device) and the parsers of
-the runtimes' own benchmark tools, on recorded real output (tests/fixtures)."""
+"""AdbTransport without a device (argv construction, the real adb client and the session's
+private adb server, a hung adb) and the parsers of the runtimes' own benchmark tools, on
+recorded real output (tests/fixtures). Against real adbd devices: test_adb_lab.py."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from edge.bench_native import native_bench_argv, parse_benchmark_model, parse_executor_runner
-from edge.errors import ConnectError, RunnerError, TransportError
+from edge.errors import CommandTimeoutError, ConnectError, RunnerError, TransportError
 from edge.targets import parse_target
+from edge.transports import adb as adb_module
 from edge.transports.adb import AdbTransport
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -31,38 +34,41 @@ def test_argv_for_usb_and_network_devices():
     assert shell[4].endswith("12 ls 'my dir'")  # one quoted command line; 10 s + 2 s grace
 
 
-def test_missing_device_is_a_connect_error():
+def test_missing_device_is_a_connect_error(adb_server):
     tr = _adb(serial="edge-test-no-such-device")
-    try:
-        with pytest.raises(ConnectError, match="edge-test-no-such-device"):
-            tr.open()
-    finally:
-        import subprocess
-        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+    with pytest.raises(ConnectError, match="edge-test-no-such-device.*missing"):
+        tr.open()
 
 
-def test_failed_push_and_pull_are_transport_errors_like_ssh(tmp_path):
+def test_push_and_pull_to_a_missing_device_are_connect_errors(adb_server, tmp_path):
     # The real adb client and no such device: the transfer itself fails (open() would stop
     # earlier, at `adb get-state`), so call the hooks put()/get() use.
     tr = _adb(serial="edge-test-no-such-device")
     local = tmp_path / "model.tflite"
     local.write_bytes(b"\0" * 16)
-    try:
-        with pytest.raises(TransportError) as push:
-            tr._upload(local, "/data/local/tmp/edge/model.tflite", timeout_s=30)
-        with pytest.raises(TransportError) as pull:
-            tr._download("/data/local/tmp/edge/out.json", tmp_path / "out.json", timeout_s=30)
-    finally:
-        import subprocess
-        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
-    for err, what in ((push, "adb push of"), (pull, "adb pull of")):
-        assert type(err.value) is TransportError  # what ssh.py raises for a failed transfer
+    with pytest.raises(ConnectError) as push:
+        tr._upload(local, "/data/local/tmp/edge/model.tflite", timeout_s=30)
+    with pytest.raises(ConnectError) as pull:
+        tr._download("/data/local/tmp/edge/out.json", tmp_path / "out.json", timeout_s=30)
+    for err, what in ((push, "pushing model.tflite"), (pull, "pulling /data/local/tmp/edge/out.json")):
+        assert isinstance(err.value, TransportError)  # what ssh.py raises for a lost device
         msg = str(err.value)
-        assert what in msg and "failed" in msg and "'phone'" in msg
-        assert "edge-test-no-such-device" in msg and "not found" in msg  # adb's own reason
-        assert "check that `adb devices` lists" in msg
-    assert str(local) in str(push.value) and "/data/local/tmp/edge" in str(push.value)
-    assert "/data/local/tmp/edge/out.json" in str(pull.value)
+        assert f"lost it while {what}" in msg and "'phone'" in msg
+        assert "edge-test-no-such-device" in msg and "missing" in msg
+        assert "not found" in msg  # adb's own reason
+
+
+def test_a_hung_adb_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    fake = tmp_path / "adb"  # an adb whose server never answers, with a child holding its output
+    fake.write_text("#!/bin/sh\nsleep 600 &\nexec sleep 600\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    tr = _adb(serial="R58M123ABC")
+    with pytest.raises(CommandTimeoutError, match=r"`ls /` still running after 0.5 s"):
+        tr._exec(["ls", "/"], timeout_s=0.5)
+    monkeypatch.setattr(adb_module, "ADB_TIMEOUT_S", 0.5)
+    with pytest.raises(ConnectError, match="no answer from the adb server.*adb kill-server"):
+        tr.open()
 
 
 def test_parse_benchmark_model_riscv():

@@ -1,0 +1,75 @@
+"""The calibration summary on fixed probe timings: medians of repeats, the spread recorded,
+a noisy calibration refused, the matmul curve; no timing is measured here."""
+from __future__ import annotations
+
+import pytest
+
+from edge.benchmark import BenchResult
+from edge.calibrate import ProbeResult, check_noise, derive_calibration
+from edge.calibrate_probes import default_probes
+from edge.errors import CalibrationNoiseError
+
+PROBES = {p.name: p for p in default_probes()}
+
+
+def result(name: str, *p50s: float, backend: str = "executorch") -> ProbeResult:
+    bench = BenchResult(backend, "dev", "0" * 64, 1, backend, "1", None, {"p50": p50s[0]},
+                        list(p50s), 1.0, 1.0, 300.0)
+    return ProbeResult(backend, PROBES[name], bench, tuple(p50s))
+
+
+def test_repeats_are_summarized_by_their_median_and_spread():
+    r = result("overhead", 0.10, 0.30, 0.11)
+    assert r.p50_ms == pytest.approx(0.11)  # an outlier repeat does not move the median
+    assert r.spread == pytest.approx((0.30 - 0.10) / 0.11)
+    assert result("overhead", 0.2).spread == 0.0  # one repeat: no spread
+
+
+def quiet(noise: float = 0.0) -> list[ProbeResult]:
+    """Probe timings of a device where one op costs 1 us and matmuls run at 100 GFLOPS,
+    each repeated three times with +-``noise`` around the true value."""
+    def timed(name: str, ms: float) -> ProbeResult:
+        return result(name, ms * (1 - noise), ms, ms * (1 + noise))
+
+    base = 0.05
+    out = [timed("overhead", base), timed("dispatch", base + 15 * 0.001)]
+    for name in ("matmul_fp32_small", "matmul_fp32", "matmul_fp32_wide"):
+        p = PROBES[name]
+        out.append(timed(name, base + p.ops * 0.001 + p.flops / 100e9 * 1e3))
+    act = PROBES["activation"]
+    out.append(timed("activation", base + act.ops * 0.001 + act.bytes_read / 20e9 * 1e3))
+    return out
+
+
+def test_the_spread_is_recorded_and_a_quiet_calibration_passes():
+    results = {"executorch": quiet(0.02)}
+    block = derive_calibration(results)
+    assert block["repeats"] == 3
+    assert block["spread"]["executorch"] == pytest.approx(0.04, rel=1e-2)
+    assert block["per_op_overhead_ms"]["executorch"] == pytest.approx(0.001, rel=1e-3)
+    assert block["matmul_gops"]["executorch"]["fp32"] == pytest.approx(100.0, rel=1e-2)
+    assert block["memory_gbs"]["executorch"] == pytest.approx(20.0, rel=1e-2)  # from the activation probe
+    curve = block["matmul_curve"]["executorch"]["fp32"]
+    assert [x for x, _ in curve] == sorted(x for x, _ in curve) and len(curve) == 3
+    for flops, ms in curve:  # ms per call = FLOPs at 100 GFLOPS (no fixed cost on this device)
+        assert ms == pytest.approx(flops / 100e9 * 1e3, rel=1e-2)
+    check_noise(results, block, max_spread=0.25)  # no error
+
+
+def test_a_noisy_calibration_is_refused_naming_the_probes():
+    results = {"executorch": quiet(0.2), "torchscript": [
+        result("overhead", 0.05, 0.05, 0.05, backend="torchscript")]}
+    block = derive_calibration(results)
+    assert block["spread"]["executorch"] == pytest.approx(0.4, rel=1e-2)
+    with pytest.raises(CalibrationNoiseError, match=r"too noisy.*executorch 40%.*at most 25%.*Nothing was written"):
+        check_noise(results, block, max_spread=0.25)
+    check_noise(results, block, max_spread=0.5)  # a looser limit accepts it
+    assert CalibrationNoiseError.exit_code == 11
+
+
+def test_a_bigger_call_measured_faster_is_clamped_not_extrapolated():
+    results = quiet()
+    wide = next(r for r in results if r.probe.name == "matmul_fp32_wide")
+    wide.p50s = (0.06,)  # noise: far faster than the big probe
+    curve = derive_calibration({"executorch": results})["matmul_curve"]["executorch"]["fp32"]
+    assert curve[2][1] == curve[1][1]  # never faster than the smaller call
