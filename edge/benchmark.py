@@ -18,7 +18,7 @@ from pathlib import Path
 from . import defaults
 from .artifact import MANIFEST_NAME, SAMPLE_INPUTS_NAME, Artifact, load_artifact
 from .device_lock import DEFAULT_DEVICE_WAIT_S, HOLD_MARGIN_S, DeviceLock, check_wait
-from .devices import device_context
+from .devices import device_context, device_facts
 from .errors import ConfigError, RunnerError
 from .targets import Target, get_target
 from .transports import connect
@@ -319,7 +319,9 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
             with lock:
                 res = tr.run(argv + gen_argv, timeout_s=timeout_s, check=False)
             raw = parse_runner_output(res.stdout, res.stderr, res.exit_code)
+        facts = device_facts(tr)
     result = make_result(raw, artifact, tgt.name)
+    result.context["device_facts"] = facts
     log.info("%s on %s: p50 %.3f ms over %d samples", artifact.path.name, tgt.name,
              result.latency_ms["p50"] or result.latency_ms["mean"], len(result.latencies_ms))
     return result

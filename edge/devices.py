@@ -8,12 +8,15 @@ is reached.
 from __future__ import annotations
 
 import json
+import logging
 
-from .errors import ConfigError
+from .errors import ConfigError, TransportError
 from .provision import VENV_NAME
 from .targets import Target, get_target
 from .transports import connect
 from .transports.base import Transport
+
+log = logging.getLogger(__name__)
 
 _CONTEXT_SCRIPT = (
     'uname -n; uname -r; uname -m; (nproc 2>/dev/null || echo); '
@@ -36,6 +39,41 @@ def device_context(tr: Transport) -> dict:
             "python": None, "cpu_count": num(out[3]), "cpu_governor": out[4] or None,
             "cpu_freq_khz": num(out[5]), "temp_c_before": temp / 1000 if temp else None,
             "temp_c_after": None}
+
+
+# What an Android user checks first, on any device that has it: model and SoC (getprop),
+# every thermal zone (type and millidegrees), the CPU governor. One "key=value" per line.
+_FACTS_SCRIPT = (
+    'if command -v getprop >/dev/null 2>&1; then echo "model=$(getprop ro.product.model)"; '
+    'echo "board=$(getprop ro.board.platform)"; echo "soc=$(getprop ro.soc.model)"; fi; '
+    'echo "governor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"; '
+    'for z in /sys/class/thermal/thermal_zone*; do [ -r "$z/temp" ] || continue; '
+    'echo "zone=$(cat "$z/type" 2>/dev/null | tr -d "= ")=$(cat "$z/temp" 2>/dev/null)"; done'
+)
+_FACT_KEYS = {"model": "product_model", "board": "board_platform", "soc": "soc_model",
+              "governor": "cpu_governor"}
+
+
+def device_facts(tr: Transport) -> dict:
+    """Device facts read through the transport: ``product_model``, ``board_platform``,
+    ``soc_model`` (Android's getprop), ``cpu_governor`` and ``thermal_c`` (zone type -> degrees C).
+    What the device does not have is None (an empty mapping for thermal zones)."""
+    try:
+        out = tr.run(["sh", "-c", _FACTS_SCRIPT], timeout_s=30, check=False).stdout
+    except TransportError as exc:  # facts are context: a device that cannot say is no failure
+        log.info("%s: no device facts: %s", tr.target.name, exc)
+        out = ""
+    facts: dict = {key: None for key in _FACT_KEYS.values()}
+    facts["thermal_c"] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key == "zone":
+            zone, _, milli = value.rpartition("=")
+            if milli.strip().lstrip("-").isdigit():
+                facts["thermal_c"][zone or f"zone{len(facts['thermal_c'])}"] = int(milli) / 1000
+        elif key in _FACT_KEYS and value.strip():
+            facts[_FACT_KEYS[key]] = value.strip()
+    return facts
 
 
 _PROBE_SHELL = (

@@ -135,11 +135,20 @@ def _plans(run: Run) -> str:
     return f'<h2 id="plans">Plans and reasons</h2>{"".join(parts)}'
 
 
+def _facts(facts: dict) -> list:
+    """Model, SoC and the hottest thermal zone a device reported (``-`` where it has none)."""
+    zones = facts.get("thermal_c") or {}
+    hottest = max(zones.items(), key=lambda kv: kv[1]) if zones else None
+    return [facts.get("product_model") or "-", facts.get("soc_model") or facts.get("board_platform") or "-",
+            f"{hottest[0]} {hottest[1]:.1f} °C" if hottest else "-"]
+
+
 def _context(run: Run) -> str:
     host = (run.context or {}).get("host", {})
     keys = ["hostname", "kernel", "machine", "python", "cpu_count", "cpu_governor", "cpu_freq_khz",
             "temp_c_before", "temp_c_after"]
-    device_rows = [[f"{r.backend}/{r.plan_name}", *[(r.context or {}).get(k, "-") for k in keys]]
+    device_rows = [[f"{r.backend}/{r.plan_name}", *[(r.context or {}).get(k, "-") for k in keys],
+                    *_facts((r.context or {}).get("device_facts") or {})]
                    for r in run.rows if r.context]
     flags = [f for r in run.rows for f in thermal_flags(r.context or {}, f"{r.backend}/{r.plan_name}")]
     flag_html = "".join(f'<li class="flag">{_e(f)}</li>' for f in flags)
@@ -148,7 +157,7 @@ def _context(run: Run) -> str:
     args_rows = [[k, json.dumps(v, default=str)] for k, v in sorted((run.args or {}).items())]
     return (f'<h2 id="context">Run context</h2>{f"<ul>{flag_html}</ul>" if flags else ""}'
             f"<h3>Device (per row, from the runner)</h3>"
-            f"{_table(['row', *keys], device_rows, table_id='device-context') if device_rows else '-'}"
+            f"{_table(['row', *keys, 'model', 'SoC', 'hottest zone'], device_rows, table_id='device-context') if device_rows else '-'}"
             f"<h3>Host</h3>{_table(['key', 'value'], host_rows, table_id='host-context')}"
             f"<h3>Arguments</h3>{_table(['argument', 'value'], args_rows, table_id='arguments')}")
 

@@ -44,6 +44,8 @@ def test_deploy_then_bench_over_adb(adb_target, tiny_artifacts, capsys):
     assert (out["backend"], out["target"]) == ("tflite", name) and len(out["latencies_ms"]) == 6
     assert out["artifact_sha256"] == load_artifact(art).sha256
     assert out["peak_rss_mb"] > 0 and out["context"]["hostname"]
+    facts = out["context"]["device_facts"]  # read through adb; this Linux device has no getprop
+    assert facts["product_model"] is None and isinstance(facts["thermal_c"], dict)
 
 
 def test_compare_tiny_cnn_all_backends_over_adb(adb_target, artifact_cache, tmp_path, capsys,
