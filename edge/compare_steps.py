@@ -69,6 +69,11 @@ class Candidate:
         row.baseline_rss_mb = measured.get("baseline_rss_mb")
 
 
+EMULATED_NOTE = ("target {target} runs under an emulator (profile {profile} says emulated): its latencies "
+                 "and memory are the emulator's, not representative of any device's CPU; use its rows to "
+                 "check that artifacts load and compute the same outputs")
+
+
 class Steps:
     """The pipeline steps for one model on one target; the model loads on first need."""
 
@@ -102,14 +107,19 @@ class Steps:
         """Caveats for the reader, e.g. predictions made for another device than the one measured."""
         from .targets import get_target
 
+        from .profiles import load_profile
+
         try:
             target_profile = get_target(self.target, self.targets_file).profile
+            emulated = load_profile(target_profile).emulated
         except EdgeError:
             return []
-        if target_profile == profile_name:
-            return []
-        return [f"predictions are for profile {profile_name}; measurements come from target {self.target} "
-                f"(profile {target_profile}), so predicted and measured latency differ by design"]
+        notes = [EMULATED_NOTE.format(target=self.target, profile=target_profile)] if emulated else []
+        if target_profile != profile_name:
+            notes.append(f"predictions are for profile {profile_name}; measurements come from target "
+                         f"{self.target} (profile {target_profile}), so predicted and measured latency differ "
+                         "by design")
+        return notes
 
     def profile_data(self) -> dict:
         """The profile's content, so an edited profile invalidates recorded plans."""

@@ -91,8 +91,11 @@ def test_setup_is_idempotent_then_compare_matches_the_host(armlab, tmp_path, cap
                       "--backends", "tflite", "-o", str(out), "--db", str(tmp_path / "r.db"),
                       "--warmup", "1", "--iterations", "3"])
     assert code == 0, capsys.readouterr().out[-2000:]
-    row = json.loads((out / "results.json").read_text())["rows"][0]
+    results = json.loads((out / "results.json").read_text())
+    row = results["rows"][0]
     assert not row.get("error") and row["context"]["machine"] == "aarch64", row
+    assert any("runs under an emulator" in n for n in results["extra"]["notes"])  # timings marked
+    assert "runs under an emulator" in (out / "report.html").read_text()
     assert row["runtime"] == "ai-edge-litert" and row["latencies_ms"]
     assert 0 < row["baseline_rss_mb"] <= row["peak_rss_mb"]  # the runtime alone, then with the model
 

@@ -81,7 +81,8 @@ def _compare(args: argparse.Namespace) -> Output:
             "rows": [summary_row(r) for r in run.rows], "report_html": result.paths["html"],
             "csv": result.paths["csv"], "json": result.paths["json"], "db": str(result.db_path),
             "steps": [vars(s) for s in result.steps]}
-    text = (f"{text_table(run)}\n\nreport: {result.paths['html']}\ncsv:    {result.paths['csv']}\n"
+    notes = "".join(f"\nnote: {n}" for n in run.extra.get("notes") or [])
+    text = (f"{text_table(run)}\n{notes}\nreport: {result.paths['html']}\ncsv:    {result.paths['csv']}\n"
             f"stored as run {run.run_id} in {result.db_path} (edge results show {run.run_id})")
     return Output(data, text, result.exit_code)
 

@@ -27,8 +27,9 @@ def _bench(args: argparse.Namespace) -> Output:
                    new_tokens=args.new_tokens, **given(args, "warmup", "iterations"),
                    **({"timeout_s": args.timeout} if args.timeout is not None else {}),
                    **({"device_wait_s": args.device_wait} if args.device_wait is not None else {}))
+    note = _emulated_note(args.target, args.targets_file)
     if result.generation:
-        return Output(result.to_dict(), _generation_lines(result))
+        return Output(result.to_dict(), _generation_lines(result) + note)
     lat = result.latency_ms
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if v >= 1 else f"{v:.3g}"  # noqa: E731
     ctx = result.context
@@ -38,10 +39,20 @@ def _bench(args: argparse.Namespace) -> Output:
              "latency ms: " + "  ".join(f"{k} {fmt(lat.get(k))}"
                                         for k in ("p50", "p90", "p99", "mean", "std", "min", "max")),
              f"load {fmt(result.load_ms)} ms, first inference {fmt(result.first_inference_ms)} ms, "
-             f"peak RSS {fmt(result.peak_rss_mb)} MB",
+             f"peak RSS {fmt(result.peak_rss_mb)} MB (runtime alone {fmt(result.baseline_rss_mb)} MB)",
              f"device: {ctx.get('hostname')} {ctx.get('machine')} governor {ctx.get('cpu_governor')} "
              f"temp {ctx.get('temp_c_before')} -> {ctx.get('temp_c_after')} C"]
-    return Output(result.to_dict(), "\n".join(lines))
+    return Output(result.to_dict(), "\n".join(lines) + note)
+
+
+def _emulated_note(target: str, targets_file) -> str:
+    """A line saying the latencies are an emulator's, for a target whose profile is emulated."""
+    from ..compare_steps import EMULATED_NOTE
+    from ..profiles import load_profile
+    from ..targets import get_target
+
+    profile = get_target(target, targets_file).profile
+    return "\nnote: " + EMULATED_NOTE.format(target=target, profile=profile) if load_profile(profile).emulated else ""
 
 
 def _generation_lines(result) -> str:
