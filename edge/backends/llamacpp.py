@@ -72,6 +72,11 @@ class LlamaCppBackend(Backend):
         "distill": "the GGUF header is written from the teacher's config; a smaller student is not carried",
     }
 
+    # sensitivity is measured on the eager model with its weights rounded through GGML's blocks
+    # (see _round_weights): the rounding the GGUF file holds, bit for bit
+    host_flavour = "llamacpp"
+    host_quantizer = "gguf (llama.cpp block formats)"
+
     def unsupported_reason(self, config: Any) -> str | None:
         if config.type_tag in ("int4_weight", "embedding_quant") and getattr(config, "bits", 4) == 4 \
                 and config.group_size != 32:
@@ -100,15 +105,14 @@ class LlamaCppBackend(Backend):
             return super().lower(model, config, ctx)
         if not groups:  # the whole file: llama.cpp's own quantizer
             self.record_conversion_option(ctx, "llamacpp_quant", value)
-            return model
+            return _round_weights(model, _TYPE_GROUPS, value, {})
         types = _parse_types(ctx.options.get("llamacpp_types"))
         for group in groups:
             if types.get(group, value) != value:
                 raise UnsupportedError(f"llamacpp: the plan gives layer group {group} both {types[group]} and "
                                        f"{value}; keep one precision per group")
-            types[group] = value
-        ctx.options["llamacpp_types"] = _format_types(types)
-        return model
+        ctx.options["llamacpp_types"] = _format_types({**types, **{g: value for g in groups}})
+        return _round_weights(model, groups, value, types)
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
@@ -180,6 +184,40 @@ def _parse_types(text: Any) -> dict[str, str]:
 
 def _format_types(types: dict[str, str]) -> str:
     return ";".join(f"{g}={types[g]}" for g in sorted(types))
+
+
+def _round_weights(model: torch.nn.Module, groups, qtype: str, typed: dict[str, str]) -> torch.nn.Module:
+    """Round the weights of ``groups`` through GGML ``qtype`` blocks in place (quantize, then
+    dequantize), so the eager model computes with the weights the GGUF will hold; writing the
+    GGUF quantizes them again to the same bytes (GGML's block quantizers are idempotent).
+    A weight tied between embedding and head follows the embedding's type once it has one."""
+    import gguf
+
+    if qtype == "F32" or not hasattr(model, "layers"):
+        return model
+    owners = {"embedding": [model.embed_tokens], "head": [model.lm_head],
+              "attention": [m for b in model.layers for m in (b.attn.q_proj, b.attn.k_proj, b.attn.v_proj,
+                                                               b.attn.o_proj)],
+              "ffn": [m for b in model.layers for m in (b.ffn.gate_proj, b.ffn.up_proj, b.ffn.down_proj)]}
+    tied = model.lm_head.weight is model.embed_tokens.weight
+    seen: set[int] = set()
+    for group in groups:
+        if group == "head" and tied and "embedding" in typed:
+            continue
+        for module in owners.get(group, []):
+            w = module.weight
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            with torch.no_grad():
+                x = w.detach().float().cpu().numpy()
+                if qtype == "F16":
+                    y = x.astype(np.float16).astype(np.float32)
+                else:
+                    kind = gguf.GGMLQuantizationType[qtype]
+                    y = gguf.quants.dequantize(gguf.quants.quantize(x, kind), kind).reshape(x.shape)
+                w.copy_(torch.from_numpy(np.ascontiguousarray(y)).to(w.dtype))
+    return model
 
 
 def _check_runtime() -> None:

@@ -90,11 +90,11 @@ def budget_checks(profile: DeviceProfile, pred: Prediction | None = None) -> lis
         limit = limits[kind]
         if limit is not None:
             if pred is not None:
-                lines.append(f"{kind} budget checked: {what} {value(pred):.1f} MB within {limit:g} MB "
+                lines.append(f"{kind} budget checked: {what} {value(pred):.4g} MB within {limit:g} MB "
                              f"({field_name} of {profile.name})")
             continue
         note = " ".join(why[kind].split())
-        seen = f" (this plan's {what}: {value(pred):.1f} MB)" if pred is not None else ""
+        seen = f" (this plan's {what}: {value(pred):.4g} MB)" if pred is not None else ""
         lines.append(f"{kind} budget NOT checked: profile {profile.name} has {field_name} null"
                      + (f" ({note})" if note else "") + f"{seen}; set {field_name} in the profile "
                      "to have it checked")

@@ -180,3 +180,22 @@ def test_the_planner_gives_llamacpp_a_type_per_group_and_only_structures_gguf_ca
     for group, precision in plan.groups.items():  # what the plan chose is what the file holds
         expected = {"int8": "Q8_0", "int4_g32": "Q4_0", "fp16": "F16", "fp32": "F32"}[precision]
         assert types.get(group, [expected]) == [expected] or group == "head"
+
+
+def test_the_planner_measures_llamacpp_with_the_weights_the_gguf_holds(spec, export_dir, artifact_cache):
+    from edge.compress import apply_plan
+
+    plan = [Int4WeightConfig(group_size=32, groups=("ffn", "attention"))]
+    art = export(spec, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache)
+    rounded, _ = apply_plan(spec.fresh_model(), plan, "llamacpp", spec)
+    gen = get_backend("llamacpp").load_generator(art, threads=1)
+    ids = spec.generation.prompt[0, :12].tolist()
+    gguf_logits = np.stack([np.asarray(gen.decode(tok, pos)) for pos, tok in enumerate(ids)])
+    import torch
+
+    with torch.no_grad():
+        as_rounded = rounded(spec.generation.prompt[:, :12])[0].numpy()
+        as_fp32 = spec.model.eval()(spec.generation.prompt[:, :12])[0].numpy()
+    # llama.cpp also quantizes activations inside its kernels, so not exact; but the rounded
+    # eager model is far closer to the file than the fp32 model is
+    assert np.abs(as_rounded - gguf_logits).max() < 0.25 * np.abs(as_fp32 - gguf_logits).max()
