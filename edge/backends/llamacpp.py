@@ -12,8 +12,11 @@ Quantization: a technique for the whole model (no groups named) is one llama.cpp
 (int8 -> ``Q8_0``, int4 g32 -> ``Q4_0``, fp16 -> ``F16``, every weight matrix, embedding and
 output included), written by llama.cpp's own ``llama_model_quantize`` (``llamacpp_quant``).
 A plan that names layer groups gets a GGML type per group (``llamacpp_types``, e.g.
-``attention=Q8_0;embedding=Q8_0;ffn=Q4_0``): those tensors are quantized while the GGUF is
-written, with gguf's reference quantizers (llama.cpp's block formats). With tied embeddings
+``attention=Q8_0;embedding=Q8_0;ffn=Q4_1``): those tensors are quantized while the GGUF is
+written, with gguf's reference quantizers (llama.cpp's block formats). Per group, int4 g32 is
+``Q4_1`` (a scale and a minimum per 32 weights: 0.625 bytes per weight, what the cost model
+counts for int4 g32 and what torchao's int4 keeps as scale and zero point); the whole-file
+int4 is llama.cpp's common ``Q4_0`` (a scale only). With tied embeddings
 the one ``token_embd`` tensor takes the embedding's type (else the head's).
 """
 from __future__ import annotations
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 
 # technique type tag -> llama.cpp file type written by llama_model_quantize
 _FILE_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_0", "fp16": "F16"}
-_PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4"}
+_PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4", "Q4_1": "int4"}
+_GROUP_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_1", "fp16": "F16"}  # per layer group
 # our Llama module names -> GGUF tensor names (per layer)
 _LAYER_TENSORS = {"attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
                   "attn.o_proj": "attn_output", "ffn.gate_proj": "ffn_gate", "ffn.up_proj": "ffn_up",
@@ -80,7 +84,7 @@ class LlamaCppBackend(Backend):
     def unsupported_reason(self, config: Any) -> str | None:
         if config.type_tag in ("int4_weight", "embedding_quant") and getattr(config, "bits", 4) == 4 \
                 and config.group_size != 32:
-            return f"llama.cpp's Q4_0 has blocks of 32 weights; int4 g{config.group_size} cannot be expressed"
+            return f"llama.cpp's 4-bit blocks hold 32 weights; int4 g{config.group_size} cannot be expressed"
         return super().unsupported_reason(config)
 
     def check_options(self, options: dict | None) -> dict:
@@ -92,15 +96,15 @@ class LlamaCppBackend(Backend):
 
     def option_precision(self, options: dict) -> str | None:
         used = set(_parse_types(options.get("llamacpp_types")).values()) | {options.get("llamacpp_quant")}
-        return next((_PRECISION[t] for t in ("Q4_0", "Q8_0", "F16") if t in used), None)
+        return next((_PRECISION[t] for t in ("Q4_0", "Q4_1", "Q8_0", "F16") if t in used), None)
 
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
         """llama.cpp quantizes while the GGUF is written: record the types, leave the model fp32."""
         tag, groups = config.type_tag, tuple(getattr(config, "groups", ()))
         if tag == "embedding_quant":
-            value, groups = ("Q8_0" if config.bits == 8 else "Q4_0"), ("embedding",)
+            value, groups = ("Q8_0" if config.bits == 8 else "Q4_1"), ("embedding",)
         else:
-            value = _FILE_TYPE.get(tag)
+            value = (_GROUP_TYPE if groups else _FILE_TYPE).get(tag)
         if value is None:
             return super().lower(model, config, ctx)
         if not groups:  # the whole file: llama.cpp's own quantizer
@@ -164,7 +168,7 @@ class LlamaCppBackend(Backend):
                                "(prefill/decode), not as one fixed-shape inference")
 
 
-_TYPES = ("F32", "F16", "Q8_0", "Q4_0")
+_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 _TYPE_GROUPS = ("attention", "ffn", "embedding", "head")
 
 

@@ -71,9 +71,9 @@ def test_a_type_per_layer_group_is_written_and_validated(f32, spec, export_dir, 
     info, val = art.manifest["llamacpp"], art.manifest["validation"]
     assert info["file_type"] == "mixed"
     assert {g: info["tensor_types"][g] for g in ("ffn", "attention", "embedding", "norm")} == {
-        "ffn": ["Q4_0"], "attention": ["Q8_0"], "embedding": ["Q8_0"], "norm": ["F32"]}
+        "ffn": ["Q4_1"], "attention": ["Q8_0"], "embedding": ["Q8_0"], "norm": ["F32"]}
     assert art.manifest["compression"]["options"] == {
-        "llamacpp_types": "attention=Q8_0;embedding=Q8_0;ffn=Q4_0;head=Q8_0"}
+        "llamacpp_types": "attention=Q8_0;embedding=Q8_0;ffn=Q4_1;head=Q8_0"}
     assert val["passed"] and val["precision"] == "int4"
     whole_q4 = export(spec, "llamacpp", export_dir, plan=[Int4WeightConfig(group_size=32)], cache_dir=artifact_cache)
     assert whole_q4.size_bytes < art.size_bytes < f32.size_bytes / 3
@@ -81,7 +81,7 @@ def test_a_type_per_layer_group_is_written_and_validated(f32, spec, export_dir, 
 
 def test_one_group_given_two_types_is_refused(spec, tmp_path, artifact_cache):
     plan = [Int4WeightConfig(group_size=32, groups=("ffn",)), Int8DynamicConfig(groups=("ffn",))]
-    with pytest.raises(UnsupportedError, match="layer group ffn both Q4_0 and Q8_0"):
+    with pytest.raises(UnsupportedError, match="layer group ffn both Q4_1 and Q8_0"):
         export(spec, "llamacpp", tmp_path, plan=plan, cache_dir=artifact_cache)
     assert list(tmp_path.iterdir()) == []
 
@@ -132,11 +132,11 @@ def test_non_language_models_are_refused(tmp_path, artifact_cache):
 
 def test_what_llamacpp_cannot_express_is_named():
     be = get_backend("llamacpp")
-    assert "blocks of 32" in be.unsupported_reason(Int4WeightConfig(group_size=64))
+    assert "hold 32 weights" in be.unsupported_reason(Int4WeightConfig(group_size=64))
     assert be.unsupported_reason(Int4WeightConfig(group_size=32)) is None
     assert "static int8" in be.unsupported_reason(Int8StaticConfig())
     assert be.unsupported_reason(Int8DynamicConfig(groups=("ffn",))) is None  # a type per group
-    assert "blocks of 32" in be.unsupported_reason(EmbeddingQuantConfig(bits=4, group_size=128))
+    assert "hold 32 weights" in be.unsupported_reason(EmbeddingQuantConfig(bits=4, group_size=128))
     with pytest.raises(UnsupportedError, match="language models"):
         be.load(None)
 
@@ -178,7 +178,7 @@ def test_the_planner_gives_llamacpp_a_type_per_group_and_only_structures_gguf_ca
     types = art.manifest["llamacpp"]["tensor_types"]
     assert art.manifest["validation"]["passed"]
     for group, precision in plan.groups.items():  # what the plan chose is what the file holds
-        expected = {"int8": "Q8_0", "int4_g32": "Q4_0", "fp16": "F16", "fp32": "F32"}[precision]
+        expected = {"int8": "Q8_0", "int4_g32": "Q4_1", "fp16": "F16", "fp32": "F32"}[precision]
         assert types.get(group, [expected]) == [expected] or group == "head"
 
 
