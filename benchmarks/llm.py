@@ -56,6 +56,9 @@ VARIANTS = [
     ("llamacpp", "fp32 (F32)", None),
     ("llamacpp", "Q8_0", [Int8DynamicConfig()]),
     ("llamacpp", "Q4_0", [Int4WeightConfig(group_size=32)]),
+    # what `edge plan smollm2-135m --backends llamacpp --max-ppl-increase 5` chooses
+    ("llamacpp", "planned: Q4_1 attention + FFN, Q8_0 embedding (tied head)",
+     [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8)]),
 ]
 # equal bits, side by side: (edge's artifact, llama.cpp's)
 YARDSTICK = [(("executorch", "int4 g32 linears, int8 emb + head"), ("llamacpp", "Q4_0")),

@@ -107,9 +107,9 @@ class LlamaCppBackend(Backend):
             value = (_GROUP_TYPE if groups else _FILE_TYPE).get(tag)
         if value is None:
             return super().lower(model, config, ctx)
-        if not groups:  # the whole file: llama.cpp's own quantizer
-            self.record_conversion_option(ctx, "llamacpp_quant", value)
-            return _round_weights(model, _TYPE_GROUPS, value, {})
+        if not groups:  # the whole file: llama.cpp's own quantizer, which picks its own types for
+            self.record_conversion_option(ctx, "llamacpp_quant", value)  # some tensors (the output: Q6_K)
+            return model
         types = _parse_types(ctx.options.get("llamacpp_types"))
         for group in groups:
             if types.get(group, value) != value:
