@@ -12,8 +12,6 @@ and prints MB/s for each and the ratios to scp (goal: put >= 0.9x scp).
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -28,14 +26,8 @@ sys.path.insert(0, str(REPO))
 from edge.targets import get_target  # noqa: E402
 from edge.transports import connect  # noqa: E402
 
-
-def load_devicelab():
-    path = str(REPO / "scripts" / "devicelab")
-    loader = importlib.machinery.SourceFileLoader("devicelab", path)
-    spec = importlib.util.spec_from_file_location("devicelab", path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+sys.path.insert(0, str(REPO / "tests"))
+from labtools import load_devicelab  # noqa: E402
 
 
 def timed(fn) -> float:
