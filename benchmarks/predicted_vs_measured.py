@@ -206,12 +206,13 @@ def main() -> int:
     shipped = load_profile(REPO / "device_profiles" / f"{LOCAL_PROFILE}.yaml")
     with tempfile.TemporaryDirectory(prefix="edge-pvm-") as tmp:
         args.out_dir = args.out_dir or tmp
-        runs = [one_run(args, i + 1, previous["runs"][i] if previous else None, shipped)
-                for i in range(len(previous["runs"]) if previous else args.runs)]
+        runs = []
+        for i in range(len(previous["runs"]) if previous else args.runs):
+            runs.append(one_run(args, i + 1, previous["runs"][i] if previous else None, shipped))
+            if args.json:  # after every run: a long benchmark that stops keeps what it measured
+                Path(args.json).write_text(json.dumps({"threads": args.threads, "runs": runs}, indent=2, default=str))
     result = {"threads": args.threads, "runs": runs}
     print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return 0
 
 

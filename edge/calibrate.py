@@ -5,7 +5,7 @@ exported with :mod:`edge.exporter` and timed on the target with :func:`edge.benc
 ``repeats`` times each in interleaved rounds; :mod:`edge.calibrate_derive` turns the median
 timings into rates, records their spread, and refuses a calibration too noisy to trust
 (:class:`~edge.errors.CalibrationNoiseError`, nothing written). The cost model then predicts
-every probe back; its median error there (``probe_error``) and the spread give the planner
+every probe back; its mean error there (``probe_error``) and the spread give the planner
 its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` block::
 
     schema_version: 1
@@ -24,7 +24,7 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime and a one-op model
     spread: {<backend>: ratio}           # median over probes of (max - min) / median of repeats
-    probe_error: {<backend>: ratio}      # median |predicted - measured| / measured over probes
+    probe_error: {<backend>: ratio}      # mean |predicted - measured| / measured over probes
     repeats: N                           # timings per probe (median taken)
     provenance: {target, transport, host, measured_at, edge_version, runtime_versions, threads,
                  ..., load_average, notes,
@@ -128,8 +128,8 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     if cache_mb:
         block["cache_mb"] = cache_mb
     predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
-    block["probe_error"] = {b: sig(statistics.median(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
-                                                     for r in rs), 3) for b, rs in results.items()}
+    block["probe_error"] = {b: sig(statistics.mean(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
+                                                   for r in rs), 3) for b, rs in results.items()}
     block["provenance"] = provenance(tgt, profile, results, threads, warmup, predicted)
     return Calibration(profile, tgt.name, list(results), block,
                        {b: str(e) for b, e in failures.items()})
@@ -238,7 +238,8 @@ def provenance(tgt: Any, profile: DeviceProfile, results: dict[str, list[ProbeRe
                              for b, rs in results.items()},
         "threads": threads, "cpu_count": ctx.get("cpu_count"), "cpu_governor": ctx.get("cpu_governor"),
         "warmup": warmup, "statistic": "median over repeats of p50",
-        "host_load_average": _load_average() if tgt.transport == "local" else None, "profile_source": str(profile.path) if profile.path else None,
+        "host_load_average": _load_average() if tgt.transport == "local" else None,
+        "profile_source": str(profile.path) if profile.path else None,
         "notes": notes,
         "probes": {b: {r.probe.name: {**_probe_record(r), "predicted_ms": _opt(
             (predicted or {}).get(b, {}).get(r.probe.name))} for r in rs} for b, rs in results.items()},

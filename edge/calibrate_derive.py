@@ -7,7 +7,8 @@ of them. A backend's spread is the median over its probes; :func:`check_noise` r
 calibration whose spread exceeds ``max_spread`` (the numbers would not hold up on a rerun).
 
 Fixed costs are subtracted first, so the cost model (:mod:`edge.planner.cost`) reproduces
-each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``; a matmul layer (conv, memory
+each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``, ``overhead = p50_overhead - per_op`` (its
+one op pays dispatch like any other); a matmul layer (conv, memory
 op) takes ``fixed + flops / GOPS`` (``bytes / GB/s``), solved from the big and the small probe
 (without the small one, ``fixed`` is 0). The small, big and wide matmul probes also give
 ``matmul_curve``: ms per call against FLOPs per call, which the cost model interpolates.
@@ -73,14 +74,18 @@ def sig(x: float, digits: int = 4) -> float:
 
 
 def _fit(big: ProbeResult, small: ProbeResult | None, amount: str, base_ms: float,
-         per_op_ms: float) -> tuple[float, float]:
+         per_op_ms: float, memory_gbs: float | None = None) -> tuple[float, float]:
     """(throughput in units of 1e9 per s, fixed ms per op) of one op class: an op of the probes
-    takes ``fixed + amount / throughput``, solved from two sizes (one size: fixed 0)."""
+    takes ``fixed + amount / throughput``, solved from two sizes (one size: fixed 0). The time
+    the cost model gives a probe's memory ops (``memory_bytes / memory_gbs``) is taken off first."""
+    def mem_ms(r: ProbeResult) -> float:
+        return r.probe.memory_bytes / (memory_gbs * 1e9) * 1e3 if memory_gbs else 0.0
+
     fixed = 0.0
     if small is not None:
         net, per_op = {}, {}
         for r in (big, small):
-            net[r.probe.name] = (r.p50_ms - base_ms - r.probe.ops * per_op_ms) / r.probe.ops
+            net[r.probe.name] = (r.p50_ms - base_ms - mem_ms(r) - r.probe.ops * per_op_ms) / r.probe.ops
             per_op[r.probe.name] = getattr(r.probe, amount) / r.probe.ops
         (net_big, net_small), (size_big, size_small) = net.values(), per_op.values()
         if net_big > net_small > 0 and size_big > size_small:
@@ -88,15 +93,16 @@ def _fit(big: ProbeResult, small: ProbeResult | None, amount: str, base_ms: floa
         else:
             log.warning("%s/%s: the small probe is not faster per op than the big one; no fixed cost "
                         "derived", big.backend, small.probe.name)
-    rate = _throughput(getattr(big.probe, amount), big, base_ms + big.probe.ops * (per_op_ms + fixed))
+    rate = _throughput(getattr(big.probe, amount), big,
+                       base_ms + mem_ms(big) + big.probe.ops * (per_op_ms + fixed))
     return rate, fixed
 
 
-OP_CLASSES = {  # calibration keys <- (big probe, small probe, amount)
+OP_CLASSES = {  # calibration keys <- (big probe, small probe, amount); memory first (convs use it)
+    ("memory_gbs", None): ("elementwise", "elementwise_small", "bytes_read"),
     ("matmul_gops", "fp32"): ("matmul_fp32", "matmul_fp32_small", "flops"),
     ("matmul_gops", "int8"): ("matmul_int8", "matmul_int8_small", "flops"),
     ("conv_gops", None): ("conv", "conv_small", "flops"),
-    ("memory_gbs", None): ("elementwise", "elementwise_small", "bytes_read"),
 }
 
 
@@ -119,11 +125,14 @@ def _curve(by_name: dict[str, ProbeResult], names: tuple[str, ...], base_ms: flo
 
 def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
     base = by_name["overhead"]
-    out: dict[str, Any] = {"overhead_ms": base.p50_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
     per_op_ms = 0.0
     if "dispatch" in by_name:
         extra = by_name["dispatch"].probe.ops - base.probe.ops
         per_op_ms = max(0.0, (by_name["dispatch"].p50_ms - base.p50_ms) / extra)
+    # the overhead probe's own op pays its dispatch, as every op of a model does in the cost model
+    base_ms = max(base.p50_ms - base.probe.ops * per_op_ms, MIN_NET_SHARE * base.p50_ms)
+    out: dict[str, Any] = {"overhead_ms": base_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
+    if "dispatch" in by_name:
         out["per_op_overhead_ms"] = per_op_ms
     if base.bench.peak_rss_mb:
         out["runtime_memory_mb"] = float(base.bench.peak_rss_mb)
@@ -131,7 +140,8 @@ def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
         if key == "memory_gbs" and "activation" in by_name:
             big, small = "activation", None
         if big in by_name:
-            rate, fixed = _fit(by_name[big], by_name.get(small), amount, base.p50_ms, per_op_ms)
+            rate, fixed = _fit(by_name[big], by_name.get(small), amount, base_ms, per_op_ms,
+                               out.get("memory_gbs"))
             if dtype:
                 out[key][dtype] = rate
                 if small in by_name:  # else the cost model falls back to the fp32 fixed cost
@@ -141,12 +151,12 @@ def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
             else:
                 out[key] = rate
     curves = {dtype: c for dtype, names in CURVE_PROBES.items()
-              if (c := _curve(by_name, names, base.p50_ms, per_op_ms))}
+              if (c := _curve(by_name, names, base_ms, per_op_ms))}
     if curves:
         out["matmul_curve"] = curves
     if "bandwidth" in by_name:
         r = by_name["bandwidth"]
-        fixed_ms = base.p50_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
+        fixed_ms = base_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
         out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
     if not out["matmul_fixed_ms"]:
         del out["matmul_fixed_ms"]

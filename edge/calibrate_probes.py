@@ -38,8 +38,10 @@ from .errors import ConfigError
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
                "matmul_int8_small", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
                "elementwise_small", "conv", "conv_small", "bandwidth")
-PROBE_KINDS = ("linear", "elementwise", "activation", "conv")
-ACTIVATION_OPS = 5  # per layer: layer_norm, gelu, softmax, mul, add (as edge.planner.stats counts them)
+PROBE_KINDS = ("linear", "elementwise", "activation", "conv", "convblock")
+# graph ops per activation layer, as edge.planner.stats counts them: layer_norm, gelu, softmax,
+# mul, add and the two selects of the per-layer scale and shift
+ACTIVATION_OPS = 7
 FP32_BYTES = 4
 INT8_ROW_BYTES = 8  # per-channel scale + zero point, as the cost model counts them
 
@@ -51,9 +53,11 @@ class Probe:
     ``kind`` "linear": a (rows, width_in) input through ``layers`` Linear layers alternating
     width_in -> width_out and back (``layers`` even when they differ); "activation": a (rows,
     width_in) input through ``layers`` of LayerNorm, GELU, softmax and ``x * scale + shift``
-    (five memory ops); "elementwise": a (rows, width_in) input through ``layers`` of
-    ``x * scale + shift`` (two ops, per-column vectors); "conv": a (1, width_in, rows, rows)
-    input through ``layers`` of a depthwise 3x3 and a pointwise 1x1 conv (two ops).
+    (five memory ops, seven graph ops); "convblock": a "conv" whose convs are each followed
+    by BatchNorm and ReLU (not a default probe: a runtime that fuses them, as XNNPACK does, spends
+    less than the cost model gives those memory ops, which the conv rate cannot absorb);
+    "elementwise": a (rows, width_in) input through ``layers`` of ``x * scale + shift`` (two
+    ops, per-column vectors); "conv": a (1, width_in, rows, rows) input through ``layers`` of a depthwise 3x3 and a pointwise 1x1 conv (two ops).
     ``recipe`` holds technique configs as dicts (empty = fp32).
     """
 
@@ -69,12 +73,21 @@ class Probe:
 
     @property
     def ops(self) -> int:
-        per_layer = {"linear": 1, "activation": ACTIVATION_OPS}.get(self.kind, 2)
+        per_layer = {"linear": 1, "activation": ACTIVATION_OPS, "convblock": 6}.get(self.kind, 2)
         return per_layer * self.layers
 
     @property
+    def memory_bytes(self) -> float:
+        """Bytes the memory ops between the matmuls read and write (a "convblock"'s BN and ReLU:
+        x in and out each, BN's four per-channel vectors), as edge.planner.stats counts them."""
+        if self.kind != "convblock":
+            return 0.0
+        n, c = self.width_in * self.rows ** 2, self.width_in
+        return float(self.layers * 2 * (4 * n + 4 * c) * FP32_BYTES)
+
+    @property
     def flops(self) -> float:
-        if self.kind == "conv":
+        if self.kind in ("conv", "convblock"):
             return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
         if self.kind in ("elementwise", "activation"):
             return 0.0
@@ -88,7 +101,7 @@ class Probe:
         if self.kind == "activation":  # each op reads and writes the activations; norm/affine params
             n, w = self.rows * self.width_in, self.width_in
             return float(self.layers * (10 * n + 4 * w + 2 * self.rows) * FP32_BYTES)
-        if self.kind == "conv":
+        if self.kind in ("conv", "convblock"):
             return float(self.layers * (self.width_in * (9 + self.width_in)
                                         + 4 * self.width_in * self.rows ** 2) * FP32_BYTES)
         params = self.width_in * self.width_out * self.layers
@@ -188,11 +201,17 @@ def _probe_module(probe: Probe, gen: Any):
     if probe.kind == "conv":
         layers = [m for _ in range(probe.layers) for m in (nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
                                                             nn.Conv2d(c, c, 1, bias=False))]
+    elif probe.kind == "convblock":
+        layers = [m for _ in range(probe.layers) for m in (
+            nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())]
     else:
         o = probe.width_out
         layers = [nn.Linear(c, o, bias=False) if i % 2 == 0 else nn.Linear(o, c, bias=False)
                   for i in range(probe.layers)]
     for layer in layers:
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
         fan_in = layer.weight[0].numel()
         layer.weight.data = torch.randn(layer.weight.shape, generator=gen) / fan_in ** 0.5
     return nn.Sequential(*layers)
@@ -204,7 +223,7 @@ def probe_spec(probe: Probe):
 
     from .models.loaders import spec_from_factory_result
 
-    conv = probe.kind == "conv"
+    conv = probe.kind in ("conv", "convblock")
     shape = (1, probe.width_in, probe.rows, probe.rows) if conv else (probe.rows, probe.width_in)
     with torch.no_grad():
         model = _probe_module(probe, torch.Generator().manual_seed(0)).eval()

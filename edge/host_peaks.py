@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Memory bandwidth is not in /proc/cpuinfo: what one core streams from DRAM, assumed per arch
-# (x86 DDR4/DDR5 desktops and servers: 10-20 GB/s per core; Arm boards: Pi 5 memcpy 4.8 GB/s, device-facts 1.2)
+# (x86 DDR4/DDR5 desktops and servers: 10-20 GB/s per core; Arm boards: Pi 5 memcpy 4.8 GB/s,
+# device-facts.md 1.2)
 ASSUMED_BANDWIDTH_GBS = {"x86_64": 10.0, "aarch64": 4.8, "armv7l": 2.0}
 CPUINFO = Path("/proc/cpuinfo")
 MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz

@@ -6,10 +6,11 @@ import pytest
 
 from edge.benchmark import BenchResult
 from edge.calibrate import ProbeResult, check_noise, derive_calibration
-from edge.calibrate_probes import default_probes
+from edge.calibrate_probes import Probe, default_probes
 from edge.errors import CalibrationNoiseError
 
 PROBES = {p.name: p for p in default_probes()}
+CONV_BLOCK = Probe("conv", rows=16, width_in=32, width_out=32, layers=4, iterations=1, kind="convblock")
 
 
 def result(name: str, *p50s: float, backend: str = "executorch") -> ProbeResult:
@@ -31,8 +32,8 @@ def quiet(noise: float = 0.0) -> list[ProbeResult]:
     def timed(name: str, ms: float) -> ProbeResult:
         return result(name, ms * (1 - noise), ms, ms * (1 + noise))
 
-    base = 0.05
-    out = [timed("overhead", base), timed("dispatch", base + 15 * 0.001)]
+    base = 0.05  # fixed per inference; the one-op overhead probe adds one op's 1 us
+    out = [timed("overhead", base + 0.001), timed("dispatch", base + 16 * 0.001)]
     for name in ("matmul_fp32_small", "matmul_fp32", "matmul_fp32_wide"):
         p = PROBES[name]
         out.append(timed(name, base + p.ops * 0.001 + p.flops / 100e9 * 1e3))
@@ -73,3 +74,32 @@ def test_a_bigger_call_measured_faster_is_clamped_not_extrapolated():
     wide.p50s = (0.06,)  # noise: far faster than the big probe
     curve = derive_calibration({"executorch": results})["matmul_curve"]["executorch"]["fp32"]
     assert curve[2][1] == curve[1][1]  # never faster than the smaller call
+
+
+def test_probe_sizes_are_counted_as_the_cost_model_counts_a_model():
+    from edge.calibrate_probes import probe_spec
+    from edge.planner.stats import count_stats
+
+    for probe in (PROBES["activation"], PROBES["conv"], PROBES["matmul_fp32_wide"], CONV_BLOCK):
+        spec = probe_spec(probe)
+        stats = count_stats(spec.model.eval(), spec.example_inputs)
+        assert stats.ops == probe.ops
+        assert stats.total_flops == pytest.approx(probe.flops)
+        assert stats.memory_bytes == pytest.approx(probe.bytes_read if probe.kind == "activation"
+                                                   else probe.memory_bytes)
+
+
+def test_a_conv_block_rate_excludes_the_time_its_bn_and_relu_are_given():
+    def run(conv_extra_ms: float) -> float:
+        base = [result("overhead", 0.051), result("dispatch", 0.05 + 16 * 0.001)]
+        act = PROBES["activation"]
+        base.append(result("activation", 0.05 + act.ops * 0.001 + act.bytes_read / 20e9 * 1e3))
+        ms = 0.05 + CONV_BLOCK.ops * 0.001 + CONV_BLOCK.flops / 50e9 * 1e3 + conv_extra_ms
+        bench = BenchResult("executorch", "dev", "0" * 64, 1, "executorch", "1", None, {"p50": ms}, [ms],
+                            1.0, 1.0, 300.0)
+        base.append(ProbeResult("executorch", CONV_BLOCK, bench, (ms,)))
+        return derive_calibration({"executorch": base})["conv_gops"]["executorch"]
+
+    mem_ms = CONV_BLOCK.memory_bytes / 20e9 * 1e3
+    assert run(mem_ms) == pytest.approx(50.0, rel=1e-2)  # BN + ReLU ran at the memory rate: 50 GFLOPS
+    assert run(0.0) > 50.0  # a runtime that fuses them: the convs look faster, the block time holds

@@ -77,13 +77,20 @@ def add_export(sub) -> None:
 
 # --- plan -----------------------------------------------------------------------------
 
+def _range(pred: dict) -> str:
+    span = pred.get("latency_range_ms")
+    if not isinstance(span, dict) or pred.get("generation"):
+        return ""
+    return f" (range {span['low']}-{span['high']} ms)"
+
+
 def _render_plan(plan) -> str:
     pred = plan.predicted
     lines = [f"plan for {plan.model} on {plan.profile}: backend {plan.backend}",
              "recipe: " + (", ".join(c.label() for c in plan.recipe) or "none (fp32)"),
              "groups: " + ", ".join(f"{g}={p}" for g, p in plan.groups.items()),
              f"predicted: size {pred['size_mb']} MB, peak memory {pred['peak_memory_mb']} MB, "
-             f"latency {pred['latency_ms']} ms, accuracy {pred['accuracy']} ({plan.accuracy_basis})"]
+             f"latency {pred['latency_ms']} ms{_range(pred)}, accuracy {pred['accuracy']} ({plan.accuracy_basis})"]
     gen = pred.get("generation")
     if gen:
         lines.append(f"generation at context {gen['context']}: KV cache {gen['kv_cache_mb']} MB, time to first "

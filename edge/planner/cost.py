@@ -65,6 +65,9 @@ PRECISIONS: dict[str, tuple[float, float, str]] = {
 # fixed and per-op overheads, int8 storage) are the backend's own: ``get_backend(b).traits``.
 # Share of the last-level cache weights can keep (activations, the runtime, neighbours use the rest).
 CACHE_SHARE = 0.5
+# Largest weight matrix the calibration's matmul curve probes read per call (the wide probe's 384 x
+# 1536 fp32): a bigger one is bounded by the bandwidth, not by the curve.
+CURVE_WEIGHT_BYTES = 384 * 1536 * 4
 # Depthwise/pointwise convs on small maps reach a fraction of the matmul throughput.
 CONV_EFFICIENCY = 0.25
 DEFAULT_BANDWIDTH_GBS = 2.0
@@ -216,7 +219,8 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
         notes.append(f"memory bandwidth unknown; assumed {bandwidth:g} GB/s")
     speed = core_speedup(profile, fp32)
     if speed > 1.0 and not cal.get("overhead_ms"):
-        notes.append(f"runtime overheads scaled by 1/{speed:.3g} (a core {speed:.3g}x a Cortex-A72's fp32 peak)")
+        notes.append(f"runtime overheads scaled by 1/{speed:.3g} (a core {speed:.3g}x a "
+                     "Cortex-A72's fp32 peak)")
     overhead = (cal.get("overhead_ms") or {}).get(backend, traits.overhead_ms / speed)
     rss = (cal.get("runtime_memory_mb") or {}).get(backend, traits.runtime_memory_mb)
     per_op = _backend_value(cal, ("per_op_overhead_ms", "per_module_overhead_ms"), backend)
@@ -299,8 +303,11 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     read_weights = {name: g.read_params / max(g.weight_params, 1) * weight_bytes[name]
                     for name, g in stats.groups.items()}
     streamed = rates.cache_mb is not None and sum(read_weights.values()) > CACHE_SHARE * rates.cache_mb * MB
-    others = max(0, stats.matmul_ops - sum(g.modules for n, g in stats.groups.items() if n != "embedding"))
-    other_ms = rates.curve_ms("fp32", others, stats.other_flops / max(others, 1)) if stats.other_flops else 0.0
+    # attention matmuls (outside the groups) at fp32, from the curve where measured
+    others = max(0, stats.matmul_ops - sum(g.modules for n, g in stats.groups.items()
+                                           if n != "embedding"))
+    other_ms = rates.curve_ms("fp32", others, stats.other_flops / max(others, 1)) \
+        if stats.other_flops else 0.0
     latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9) if other_ms is None else other_ms * 1e-3
     latency_s += stats.memory_bytes / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9)
     for name, g in stats.groups.items():
@@ -311,10 +318,16 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
             resident[name] = g.weight_params * 4.0
         act_scale = 0.25 if precision == "int8_static" else 1.0
         read = read_weights[name] + g.activation_bytes * act_scale
-        curve_ms = None if name in ("conv", "embedding") else rates.curve_ms(compute, g.modules, g.flops / max(g.modules, 1))
-        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9) if curve_ms is None else curve_ms * 1e-3
+        curve_ms = None if name in ("conv", "embedding") else \
+            rates.curve_ms(compute, g.modules, g.flops / max(g.modules, 1))
+        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9) if curve_ms is None \
+            else curve_ms * 1e-3
         if streamed:
             latency_s += flops_s + read / (rates.bandwidth_gbs * 1e9)
+        elif curve_ms is not None:  # the curve holds the reads of weights up to its probes' size
+            per_call = read_weights[name] / max(g.modules, 1)
+            bound_s = read / (rates.bandwidth_gbs * 1e9) if per_call > CURVE_WEIGHT_BYTES else 0.0
+            latency_s += max(flops_s, bound_s)
         else:  # cache-resident: read at the in-cache rate where calibrated
             latency_s += max(flops_s, read / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9))
     latency_ms += latency_s * 1e3

@@ -3,7 +3,7 @@
 
 With a calibration for the backend, ``u = max(MIN_UNCERTAINTY, K x sqrt(spread^2 + error^2))``:
 ``spread`` is how much the calibration's repeated probe timings disagreed (median over its
-probes of (max - min) / median), ``error`` the cost model's own median error predicting those
+probes of (max - min) / median), ``error`` the cost model's own mean error predicting those
 probes back (:mod:`edge.calibrate`); K = 2 covers a model the probes did not shape (a model's
 op mix is never exactly a probe's) and the run-to-run noise of the measurement itself.
 Without one, the peaks are datasheet or derived numbers and the overheads the backend's
