@@ -261,14 +261,15 @@ class Transport(ABC):
         except (ConnectError, CommandTimeoutError, KeyboardInterrupt):
             raise  # resumable: the partial file stays for the next put
         except Exception as exc:
-            self._remove_quietly(partial)
-            if self._open:
-                try:
+            try:  # while the partial file still holds the space it took: did the disk fill up?
+                if self._open:
                     self._check_space(partial, local.stat().st_size - offset)
-                except DeviceFullError as full:
-                    raise full from exc
-                except TransportError:
-                    pass  # the upload's own error says more
+            except DeviceFullError as full:
+                raise full from exc
+            except TransportError:
+                pass  # the upload's own error says more
+            finally:
+                self._remove_quietly(partial)
             raise
         return local.stat().st_size - offset
 

@@ -247,3 +247,22 @@ def test_a_device_that_hangs_up_at_first_is_retried_with_backoff(target, tmp_pat
         assert proxy.seen == 2
     finally:
         proxy.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_disk_that_fills_up_during_the_upload_is_named_and_cleaned(tmp_path, monkeypatch):
+    full = tmp_path / "tiny-disk"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        src = tmp_path / "big.bin"
+        _blob(src, 3_000_000)
+        with connect(dataclasses.replace(local_target(), workdir=str(full))) as tr:
+            real = tr.free_bytes
+            answers = iter([10**9])  # the first look says plenty: someone else fills the disk later
+            monkeypatch.setattr(tr, "free_bytes", lambda d: next(answers, None) or real(d))
+            with pytest.raises(DeviceFullError, match=r"needs 3\.0 MB, 0\.0 MB are free"):
+                tr.put(src, str(full / "model.bin"))
+        assert os.listdir(full) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
