@@ -1,7 +1,7 @@
 """Compute peaks of a CPU from what it reports: cores, clock, SIMD width and FMA units.
 
-The arithmetic is the one in ``shared/reference/device-facts.md`` (section 1.3, the Pi 5's
-153.6 GFLOPS): ``fp32 GFLOPS = cores x GHz x fp32 lanes per vector x 2 (a fused multiply-add
+The arithmetic is the one in the Raspberry Pi 5 profile's note (its 153.6 GFLOPS,
+``device_profiles/raspberry-pi-5-8gb.yaml``): ``fp32 GFLOPS = cores x GHz x fp32 lanes per vector x 2 (a fused multiply-add
 is two FLOPs) x FMA units per core``. Every input comes from ``/proc/cpuinfo`` (and the sysfs
 maximum frequency where cpuinfo gives no clock):
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 # Memory bandwidth is not in /proc/cpuinfo: what one core streams from DRAM, assumed per arch
 # (x86 DDR4/DDR5 desktops and servers: 10-20 GB/s per core; Arm boards: Pi 5 memcpy 4.8 GB/s,
-# device-facts.md 1.2)
+# the raspberry-pi-5-8gb profile's bandwidth note)
 ASSUMED_BANDWIDTH_GBS = {"x86_64": 10.0, "aarch64": 4.8, "armv7l": 2.0}
 CPUINFO = Path("/proc/cpuinfo")
 MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz

@@ -30,7 +30,7 @@ def test_avx2_desktop_takes_the_model_name_clock_not_the_current_one():
 
 def test_pi5_matches_the_reference_arithmetic():
     p = derive_peaks(PI5, "aarch64", cores=4, max_freq_khz=2_400_000)
-    assert p.fp32_gflops == pytest.approx(153.6)  # device-facts.md 1.3
+    assert p.fp32_gflops == pytest.approx(153.6)  # the Pi 5 profile's fp32_gflops arithmetic
     assert p.fp16_gflops == pytest.approx(307.2) and p.int8_gops == pytest.approx(614.4)
     pi4 = derive_peaks(PI4, "aarch64", cores=4, max_freq_khz=1_800_000)
     assert pi4.fp32_gflops == pytest.approx(4 * 1.8 * 4 * 2 * 1) and pi4.fp16_gflops is None

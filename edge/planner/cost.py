@@ -72,7 +72,7 @@ CURVE_WEIGHT_BYTES = 384 * 1536 * 4
 CONV_EFFICIENCY = 0.25
 DEFAULT_BANDWIDTH_GBS = 2.0
 # fp32 peak of the core the backends' overhead traits describe: Cortex-A72 @ 1.8 GHz, one 128-bit
-# NEON FMA pipe = 1.8 x 4 lanes x 2 (device-facts.md 1.3 arithmetic)
+# NEON FMA pipe = 1.8 x 4 lanes x 2 (the arithmetic of the Pi profiles' fp32_gflops notes)
 REFERENCE_CORE_GFLOPS = 14.4
 # int8 throughput relative to fp32 when the profile gives none: SDOT/SMMLA vs NEON widening.
 INT8_SPEEDUP_DOTPROD = 4.0
