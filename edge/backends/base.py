@@ -72,6 +72,8 @@ class CostTraits:
     # rounds the context up to
     kv_bytes_per_element: float = 4.0
     kv_context_multiple: int = 1
+    # a weight tied between two layer groups (an LM head and its embedding) is stored once
+    tied_weights_stored_once: bool = False
 
 
 class Backend(ABC):

@@ -67,7 +67,8 @@ class LlamaCppBackend(Backend):
                         efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
                         int8_weight_bytes=34 / 32, int8_row_bytes=0.0,
                         # llama.cpp's default KV cache is f16, its context padded to 256 positions
-                        kv_bytes_per_element=2.0, kv_context_multiple=256)
+                        kv_bytes_per_element=2.0, kv_context_multiple=256,
+                        tied_weights_stored_once=True)  # a tied head reads token_embd
     ungrouped_quant_covers_embedding = True  # Q8_0/Q4_0 as a file type: token_embd too
     unsupported_techniques = {
         "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",

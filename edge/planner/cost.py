@@ -266,9 +266,17 @@ def _weight_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -
     return out
 
 
+def _stored_bytes(stats: ModelStats, weight_bytes: dict[str, float], backend: str) -> dict[str, float]:
+    """``weight_bytes`` less the tied share of a group, for a backend that stores a tied weight once."""
+    if not _traits(backend).tied_weights_stored_once:
+        return dict(weight_bytes)
+    return {name: b * (1 - stats.groups[name].shared_params / max(stats.groups[name].weight_params, 1))
+            for name, b in weight_bytes.items()}
+
+
 def predict_size_bytes(stats: ModelStats, assignment: dict[str, str], backend: str) -> int:
     """Artifact file size: weights at their precision + fp32 remainder + container overhead."""
-    weights = sum(_weight_bytes(stats, assignment, backend).values())
+    weights = sum(_stored_bytes(stats, _weight_bytes(stats, assignment, backend), backend).values())
     return int(weights + stats.other_params * 4 + _traits(backend).container_overhead_bytes)
 
 
@@ -298,7 +306,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     """Size, peak memory and latency of ``stats`` under ``assignment`` on ``profile``."""
     rates = device_rates(profile, backend)
     weight_bytes = _weight_bytes(stats, assignment, backend)
-    resident = dict(weight_bytes)
+    resident = _stored_bytes(stats, weight_bytes, backend)
     latency_ms = _fixed_latency_ms(stats, assignment, rates)
     read_weights = {name: g.read_params / max(g.weight_params, 1) * weight_bytes[name]
                     for name, g in stats.groups.items()}
@@ -315,7 +323,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
         compute = PRECISIONS[precision][2]
         if compute == "fp16" and not rates.has_fp16:
             compute = "fp32"  # no fp16 arithmetic: weights are widened at load time
-            resident[name] = g.weight_params * 4.0
+            resident[name] = _stored_bytes(stats, {name: g.weight_params * 4.0}, backend)[name]
         act_scale = 0.25 if precision == "int8_static" else 1.0
         read = read_weights[name] + g.activation_bytes * act_scale
         curve_ms = None if name in ("conv", "embedding") else \

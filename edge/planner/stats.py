@@ -43,6 +43,7 @@ class GroupStats:
     activation_bytes: float = 0.0  # fp32 inputs + outputs of its modules
     modules: int = 0
     min_in_features: int = 1 << 30  # smallest Linear input width (int4 group sizes must divide it)
+    shared_params: int = 0  # of weight_params, those tied to an earlier group's (an LM head tied to its embedding)
 
 
 @dataclass
@@ -161,6 +162,8 @@ def count_stats(model: nn.Module, example_inputs: tuple) -> ModelStats:
         if group is None:
             continue
         g = stats.groups.setdefault(group, GroupStats())
+        if id(module.weight) in grouped_params:
+            g.shared_params += module.weight.numel()
         g.weight_params += module.weight.numel()
         g.rows += module.weight.shape[0]
         g.modules += 1

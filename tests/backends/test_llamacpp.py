@@ -199,3 +199,18 @@ def test_the_planner_measures_llamacpp_with_the_weights_the_gguf_holds(spec, exp
     # llama.cpp also quantizes activations inside its kernels, so not exact; but the rounded
     # eager model is far closer to the file than the fp32 model is
     assert np.abs(as_rounded - gguf_logits).max() < 0.25 * np.abs(as_fp32 - gguf_logits).max()
+
+
+def test_a_tied_head_is_counted_once_in_a_gguf_s_size():
+    from edge.models import load_model
+    from edge.planner.cost import predict_size_bytes
+    from edge.planner.stats import count_stats
+
+    spec = load_model("smollm2-135m")  # ties its head to the embedding
+    stats = count_stats(spec.model.eval(), spec.example_inputs)
+    assert stats.groups["head"].shared_params == stats.groups["head"].weight_params
+    assignment = {"embedding": "int8", "head": "int8", "attention": "int4_g32", "ffn": "int4_g32"}
+    gguf_mb = predict_size_bytes(stats, assignment, "llamacpp") / 1e6
+    pte_mb = predict_size_bytes(stats, assignment, "executorch") / 1e6  # XNNPACK packs the head apart
+    assert 95 < gguf_mb < 100  # the planned file measured 96.6 MB
+    assert pte_mb - gguf_mb > 25  # the head's 28.3M weights once more
