@@ -131,8 +131,7 @@ def test_a_dropped_connection_while_a_command_runs_names_the_device(lab, target)
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        _wait(lambda: any("sleep 97.5" in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()),
-              "the command to start on the device")
+        _wait(lambda: _running("sleep 97.5"), "the command to start on the device")
     finally:
         dl.kill_sessions(lab_dir, name)
         thread.join()
@@ -156,14 +155,18 @@ def test_a_link_that_goes_silent_while_a_command_runs_fails_after_the_stall_time
         thread = threading.Thread(target=run)
         thread.start()
         try:
-            _wait(lambda: any("sleep 98.5" in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()),
-                  "the command to start on the device")
+            _wait(lambda: _running("sleep 98.5"), "the command to start on the device")
             dl.cut(lab_dir, name)
             thread.join(timeout=300)  # keepalives go unanswered: the link is declared dead
         finally:
             dl.restore(lab_dir, name)
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), ConnectError), outcome
+
+
+def _running(text: str) -> bool:
+    """Whether a process whose command line contains ``text`` runs (the lab's devices are local)."""
+    return any(text in _cmdline(p) for p in os.listdir("/proc") if p.isdigit())
 
 
 def _cmdline(pid: str) -> str:
