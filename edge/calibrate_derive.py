@@ -123,6 +123,61 @@ def _curve(by_name: dict[str, ProbeResult], names: tuple[str, ...], base_ms: flo
     return out if len(out) >= 2 else []
 
 
+_STATS: dict[tuple, Any] = {}
+
+
+def probe_stats(probe: Probe):
+    """The probe counted as edge.planner.stats counts a real model (cached per shape)."""
+    key = (probe.kind, probe.rows, probe.width_in, probe.width_out, probe.layers, bool(probe.recipe))
+    if key not in _STATS:
+        from .calibrate_probes import probe_spec
+        from .planner.stats import count_stats
+
+        spec = probe_spec(probe)
+        _STATS[key] = count_stats(spec.model.eval(), spec.example_inputs)
+    return _STATS[key]
+
+
+def _net_ms(r: ProbeResult, base_ms: float, per_op_ms: float, other_ms: float = 0.0) -> float:
+    """p50 less the overhead, dispatch and ``other_ms``, at least MIN_NET_SHARE of p50."""
+    ops = probe_stats(r.probe).ops or r.probe.ops
+    return max(r.p50_ms - base_ms - ops * per_op_ms - other_ms, MIN_NET_SHARE * r.p50_ms)
+
+
+def _memory_rates(by_name: dict[str, ProbeResult], base_ms: float, per_op_ms: float,
+                  out: dict[str, Any]) -> None:
+    """``transcendental_gbs`` and ``pool_gbs`` from their probes (bytes as counted / net time),
+    and ``memory_gbs`` from the activation probe with its transcendentals' time taken off."""
+    if "transcendental" in by_name:
+        r = by_name["transcendental"]
+        out["transcendental_gbs"] = probe_stats(r.probe).transcendental_bytes / _net_ms(r, base_ms, per_op_ms) / 1e6
+    if "pool" in by_name:
+        r = by_name["pool"]
+        out["pool_gbs"] = probe_stats(r.probe).pool_bytes / _net_ms(r, base_ms, per_op_ms) / 1e6
+    if "activation" in by_name and "transcendental_gbs" in out:
+        r = by_name["activation"]
+        st = probe_stats(r.probe)
+        trans_ms = st.transcendental_bytes / (out["transcendental_gbs"] * 1e6)
+        out["memory_gbs"] = (st.memory_bytes - st.transcendental_bytes) / \
+            _net_ms(r, base_ms, per_op_ms, trans_ms) / 1e6
+
+
+def effective_cache_mb(r: ProbeResult, curve: list, base_ms: float, per_op_ms: float,
+                       bandwidth_gbs: float) -> float:
+    """MB of weights one inference keeps in cache, from the deep matmul probe: its time beyond
+    what the matmul curve gives its calls is the share of its weights streamed from DRAM at
+    ``bandwidth_gbs``; the rest stayed in cache (all of them when nothing was extra)."""
+    from .planner.cost import MB, interpolate_curve
+
+    st = probe_stats(r.probe)
+    weights = st.total_params * 4.0
+    calls = r.probe.layers
+    expected = calls * interpolate_curve(curve, r.probe.flops / calls)
+    extra_ms = r.p50_ms - base_ms - st.ops * per_op_ms - expected
+    streamed = max(0.0, extra_ms) * 1e-3 * bandwidth_gbs * 1e9
+    return max(0.0, weights - streamed) / MB
+
+
 def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
     base = by_name["overhead"]
     per_op_ms = 0.0
@@ -158,6 +213,10 @@ def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
         r = by_name["bandwidth"]
         fixed_ms = base_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
         out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
+    _memory_rates(by_name, base_ms, per_op_ms, out)
+    if "matmul_fp32_deep" in by_name and "fp32" in curves and "bandwidth_gbs" in out:
+        out["effective_cache_mb"] = effective_cache_mb(by_name["matmul_fp32_deep"], curves["fp32"],
+                                                       base_ms, per_op_ms, out["bandwidth_gbs"])
     if not out["matmul_fixed_ms"]:
         del out["matmul_fixed_ms"]
     out["spread"] = statistics.median(r.spread for r in by_name.values())
@@ -189,6 +248,9 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     if bandwidth:
         block["bandwidth_gbs"] = sig(statistics.median(bandwidth.values()))
         block["bandwidth_gbs_by_backend"] = bandwidth
+    caches = [d["effective_cache_mb"] for d in per.values() if "effective_cache_mb" in d]
+    if caches:  # a device property: the median over the backends that ran the deep probe
+        block["effective_cache_mb"] = sig(statistics.median(caches))
     fixed = {b: {k: sig(v) for k, v in d["matmul_fixed_ms"].items()} for b, d in per.items()
              if "matmul_fixed_ms" in d}
     if fixed:
@@ -201,7 +263,7 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     if sizes:
         block["fixed_cost_from"] = sizes
     for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
-                "memory_fixed_ms", "runtime_memory_mb"):
+                "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "runtime_memory_mb"):
         values = {b: sig(d[key]) for b, d in per.items() if key in d}
         if values:
             block[key] = values
@@ -230,18 +292,12 @@ def check_noise(results: dict[str, list[ProbeResult]], block: dict, max_spread: 
 def probe_errors(results: dict[str, list[ProbeResult]], profile: Any) -> dict[str, dict[str, float]]:
     """Per backend and probe: the cost model's prediction (ms) for the probe with ``profile``
     (which holds the new calibration), counted the way a real model is (edge.planner.stats)."""
-    from .calibrate_probes import probe_spec
     from .planner.cost import predict
-    from .planner.stats import count_stats
 
-    stats = {}
     out: dict[str, dict[str, float]] = {}
     for backend, rs in results.items():
         for r in rs:
-            if r.probe.name not in stats:
-                spec = probe_spec(r.probe)
-                stats[r.probe.name] = count_stats(spec.model.eval(), spec.example_inputs)
-            st = stats[r.probe.name]
+            st = probe_stats(r.probe)
             assignment = {g: "int8" for g in st.groups} if r.probe.recipe else {}
             out.setdefault(backend, {})[r.probe.name] = predict(st, assignment, backend, profile).latency_ms
     return out

@@ -17,6 +17,10 @@ probe                 model (fp32 unless noted)                   gives
 ``elementwise``       16 x (x * scale + shift) on (64, 512)       ``memory_gbs`` (optional;
                                                                   without ``activation``)
 ``elementwise_small`` the same on (4, 512) (optional)             ``memory_fixed_ms``
+``transcendental``    8 x (GELU, softmax) on (64, 384)            ``transcendental_gbs``
+``pool``              4 x MaxPool2d(3, 1, 1) on (1, 32, 32, 32)   ``pool_gbs``
+``matmul_fp32_deep``  16 x Linear 384->1536, 1536->384 on (64, ..) ``effective_cache_mb``
+                      (37.7 MB of weights: does the cache hold them?)
 ``conv``              4 x (depthwise 3x3 + 1x1) on (1, 32, 16, 16) ``conv_gops``
 ``conv_small``        the same on (1, 16, 8, 8)                   ``conv_fixed_ms``
 ``bandwidth``         Linear(4096, 4096) on (1, 4096): 64 MiB     ``bandwidth_gbs``
@@ -37,8 +41,9 @@ from .errors import ConfigError
 
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
                "matmul_int8_small", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
-               "elementwise_small", "conv", "conv_small", "bandwidth")
-PROBE_KINDS = ("linear", "elementwise", "activation", "conv", "convblock")
+               "elementwise_small", "transcendental", "pool", "matmul_fp32_deep", "conv", "conv_small",
+               "bandwidth")
+PROBE_KINDS = ("linear", "elementwise", "activation", "transcendental", "pool", "conv", "convblock")
 # graph ops per activation layer, as edge.planner.stats counts them: layer_norm, gelu, softmax,
 # mul, add and the two selects of the per-layer scale and shift
 ACTIVATION_OPS = 7
@@ -53,9 +58,11 @@ class Probe:
     ``kind`` "linear": a (rows, width_in) input through ``layers`` Linear layers alternating
     width_in -> width_out and back (``layers`` even when they differ); "activation": a (rows,
     width_in) input through ``layers`` of LayerNorm, GELU, softmax and ``x * scale + shift``
-    (five memory ops, seven graph ops); "convblock": a "conv" whose convs are each followed
-    by BatchNorm and ReLU (not a default probe: a runtime that fuses them, as XNNPACK does, spends
-    less than the cost model gives those memory ops, which the conv rate cannot absorb);
+    (five memory ops, seven graph ops); "transcendental": the same input through ``layers`` of
+    GELU and softmax (two ops); "pool": a (1, width_in, rows, rows) input through ``layers``
+    of a 3x3 max pool, stride 1; "convblock": a "conv" whose convs are each followed
+    by BatchNorm and ReLU (not a default probe: the cost model counts those as epilogues, which
+    XNNPACK and TFLite fold into the conv);
     "elementwise": a (rows, width_in) input through ``layers`` of ``x * scale + shift`` (two
     ops, per-column vectors); "conv": a (1, width_in, rows, rows) input through ``layers`` of a depthwise 3x3 and a pointwise 1x1 conv (two ops).
     ``recipe`` holds technique configs as dicts (empty = fp32).
@@ -73,7 +80,7 @@ class Probe:
 
     @property
     def ops(self) -> int:
-        per_layer = {"linear": 1, "activation": ACTIVATION_OPS, "convblock": 6}.get(self.kind, 2)
+        per_layer = {"linear": 1, "activation": ACTIVATION_OPS, "convblock": 6, "pool": 1}.get(self.kind, 2)
         return per_layer * self.layers
 
     @property
@@ -89,7 +96,7 @@ class Probe:
     def flops(self) -> float:
         if self.kind in ("conv", "convblock"):
             return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
-        if self.kind in ("elementwise", "activation"):
+        if self.kind in ("elementwise", "activation", "transcendental", "pool"):
             return 0.0
         return 2.0 * self.rows * self.width_in * self.width_out * self.layers
 
@@ -130,6 +137,10 @@ def default_probes() -> list[Probe]:
         Probe("matmul_int8_wide", rows=64, width_in=384, width_out=1536, layers=6, iterations=30, **int8),
         Probe("activation", rows=64, width_in=384, width_out=384, layers=8, iterations=100,
               kind="activation"),
+        Probe("transcendental", rows=64, width_in=384, width_out=384, layers=8, iterations=100,
+              kind="transcendental"),
+        Probe("pool", rows=32, width_in=32, width_out=32, layers=4, iterations=100, kind="pool"),
+        Probe("matmul_fp32_deep", rows=64, width_in=384, width_out=1536, layers=16, iterations=20),
         Probe("conv", rows=16, width_in=32, width_out=32, layers=4, iterations=200, kind="conv"),
         Probe("conv_small", rows=8, width_in=16, width_out=16, layers=4, iterations=200, kind="conv"),
         Probe("bandwidth", rows=1, width_in=4096, width_out=4096, layers=1, iterations=30),
@@ -193,8 +204,24 @@ def _probe_module(probe: Probe, gen: Any):
                 x = x * self.scale[i] + self.shift[i]
             return x
 
+    class Transcendental(nn.Module):
+        """``layers`` of GELU and softmax over the last dim."""
+
+        def __init__(self, layers: int):
+            super().__init__()
+            self.layers = layers
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(self.layers):
+                x = torch.softmax(nn.functional.gelu(x), dim=-1)
+            return x
+
     if probe.kind == "elementwise":
         return Elementwise(probe.width_in, probe.layers)
+    if probe.kind == "transcendental":
+        return Transcendental(probe.layers)
+    if probe.kind == "pool":
+        return nn.Sequential(*(nn.MaxPool2d(3, 1, 1) for _ in range(probe.layers)))
     if probe.kind == "activation":
         return Activation(probe.width_in, probe.layers)
     c = probe.width_in
@@ -223,7 +250,7 @@ def probe_spec(probe: Probe):
 
     from .models.loaders import spec_from_factory_result
 
-    conv = probe.kind in ("conv", "convblock")
+    conv = probe.kind in ("conv", "convblock", "pool")
     shape = (1, probe.width_in, probe.rows, probe.rows) if conv else (probe.rows, probe.width_in)
     with torch.no_grad():
         model = _probe_module(probe, torch.Generator().manual_seed(0)).eval()

@@ -74,6 +74,9 @@ class CostTraits:
     kv_context_multiple: int = 1
     # a weight tied between two layer groups (an LM head and its embedding) is stored once
     tied_weights_stored_once: bool = False
+    # BatchNorm, ReLU/clamp and bias adds on a conv's or matmul's output are folded into that
+    # kernel (XNNPACK, TFLite), so they cost nothing of their own
+    fuses_epilogues: bool = False
 
 
 class Backend(ABC):

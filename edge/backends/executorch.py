@@ -36,7 +36,8 @@ class ExecuTorchBackend(Backend):
     runner_loader = "executorch"
     # the loaded program plus XNNPACK's packed copy of the weights stay resident
     traits = CostTraits(container_overhead_bytes=64 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
-                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
+                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001,
+                        fuses_epilogues=True)
     # lower(): torchao source transforms and PT2E's XNNPACKQuantizer (the base class's eager lowering)
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

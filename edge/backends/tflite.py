@@ -66,11 +66,12 @@ class TFLiteBackend(Backend):
                        ("tensorflow", "tensorflow"))
     runner_loader = "tflite"
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=30.0,
-                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001)
+                        efficiency=0.35, overhead_ms=0.2, per_op_overhead_ms=0.001,
+                        fuses_epilogues=True)
     whole_model_quantization = True
-    # beside another backend, calibration skips these: a device property measured there (a 64 MiB
+    # beside another backend, calibration skips these: device properties measured there (a 64 MiB
     # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once
-    calibration_skipped_probes = ("bandwidth", "elementwise", "elementwise_small")
+    calibration_skipped_probes = ("bandwidth", "matmul_fp32_deep", "elementwise", "elementwise_small")
     unsupported_techniques = {
         "int4_weight": "onnx2tf/TFLite conversion offers no int4 weight quantization",
         "embedding_quant": ("onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "

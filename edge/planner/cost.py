@@ -9,21 +9,27 @@ quantizes activations).
   params (norms, biases) in fp32 + a fixed container overhead per backend.
 - peak_memory_mb = weights x the backend's weight residency (XNNPACK repacks weights next to
   the loaded program) + activation arena + the runner process's baseline RSS.
-- latency_ms = a fixed per-backend overhead
+- latency_ms = the sum of :data:`TERMS`, each in ms (a calibration's ``term_scale`` may
+  scale them per backend; a backend that fuses epilogues gets 0 for them uncalibrated):
+  a fixed per-backend overhead
   + ops x per-op dispatch (every op of the traced graph, views included)
   + per op class (matmul at its dtype, conv, memory ops): calls x (a fixed cost per call,
   in full from the calibration's small-probe size ``fixed_cost_from`` up, a proportional
   share below it) + work / throughput
-  + per group, when the weights one inference reads fit CACHE_SHARE of the last-level cache
-  (``cache_mb``; unknown: assumed to fit), max(flops / GOPS, bytes / in-cache throughput
-  (``memory_gbs``, else bandwidth)), a roofline; when they do not fit, flops / GOPS +
-  bytes / bandwidth (every inference streams them from DRAM);
-  attention matmuls at fp32; memory ops (elementwise, norms, softmax, pooling) by the bytes
-  they move / their throughput;
+  + per group, max(flops / GOPS, bytes / in-cache throughput (``memory_gbs``, else
+  bandwidth)), a roofline, over the share of the weights the cache holds; the weights one
+  inference reads beyond the cache (``effective_cache_mb`` as calibrated, else CACHE_SHARE
+  of the reported last-level ``cache_mb``; unknown: everything fits) stream from DRAM at the
+  bandwidth on every inference (the ``stream`` term);
+  attention matmuls at fp32; memory ops by the bytes they move / their throughput, with
+  transcendentals (GELU, softmax, SiLU ...: ``transcendental_gbs``) and pooling (``pool_gbs``)
+  at their own rates and epilogues (BatchNorm, ReLU, clamp, a bias on a conv's or matmul's
+  output) apart;
   where the calibration has a ``matmul_curve`` for the backend and dtype (ms per call measured
   at a few FLOPs-per-call sizes), a matmul group's compute time is calls x the curve at its
   mean FLOPs per call (log-log interpolation; beyond the largest size at its throughput, below
-  the smallest a proportional share), fixed cost included.
+  the smallest a proportional share), fixed cost included. A conv with int8 weights runs at
+  the fp32 conv rate (the runtimes' hybrid kernels widen them).
 
 Every prediction carries a relative uncertainty (:mod:`edge.planner.uncertainty`): from the
 calibration's spread and the model's error on its probes, or a factor of 2 uncalibrated.
@@ -35,7 +41,8 @@ measured numbers they win: ``bandwidth_gbs``; ``matmul_gops`` as ``{dtype: GOPS}
 ``{backend: value}`` (as written by :mod:`edge.calibrate`): ``overhead_ms``,
 ``per_op_overhead_ms`` (older calibrations: ``per_module_overhead_ms``),
 ``matmul_fixed_ms`` (``{backend: {dtype: ms}}``), ``conv_gops``, ``conv_fixed_ms``,
-``memory_gbs``, ``memory_fixed_ms`` and ``runtime_memory_mb``; ``cache_mb`` and
+``memory_gbs``, ``memory_fixed_ms``, ``transcendental_gbs``, ``pool_gbs``, ``term_scale``
+(``{backend: {term: factor}}``) and ``runtime_memory_mb``; ``cache_mb``, ``effective_cache_mb`` and
 ``fixed_cost_from`` (``{matmul_flops, conv_flops, memory_bytes}`` per op) are plain values.
 """
 from __future__ import annotations
@@ -77,6 +84,14 @@ REFERENCE_CORE_GFLOPS = 14.4
 # int8 throughput relative to fp32 when the profile gives none: SDOT/SMMLA vs NEON widening.
 INT8_SPEEDUP_DOTPROD = 4.0
 INT8_SPEEDUP_NEON = 1.5
+# The terms a latency prediction is the sum of (ms each; a calibration may scale each per backend):
+# the per-inference overhead, per-op dispatch, grouped matmuls (fixed cost per call + compute or
+# an in-cache roofline), convs, attention matmuls outside the groups, memory ops, epilogues
+# (BatchNorm, ReLU, clamp, bias applied to a matmul's or conv's output: dispatch, fixed cost and
+# bytes), transcendental memory ops (GELU, softmax, SiLU ...) and pooling at their own rates, and
+# the weights that do not fit the cache, streamed from DRAM.
+TERMS = ("overhead", "dispatch", "matmul", "conv", "attention", "memory", "transcendental", "pool",
+         "epilogue", "stream")
 
 
 @dataclass
@@ -93,6 +108,8 @@ class Prediction:
     generation: dict | None = None
     # relative half-width of the latency range: [latency / (1 + u), latency x (1 + u)]
     latency_uncertainty: float | None = None
+    # ms per latency term (TERMS), after the calibration's scales: where the time goes
+    latency_terms: dict[str, float] | None = None
 
     @property
     def latency_range_ms(self) -> tuple[float, float] | None:
@@ -131,10 +148,22 @@ class DeviceRates:
     fixed_from: dict[str, float] = field(default_factory=dict)
     conv_gops: float | None = None  # fp32 convolution throughput
     memory_gbs: float | None = None  # throughput of elementwise/norm/softmax ops (bytes in + out)
+    transcendental_gbs: float | None = None  # of GELU/softmax/SiLU ...; None: memory_gbs
+    pool_gbs: float | None = None  # of max/avg pooling; None: memory_gbs
     cache_mb: float | None = None  # last-level cache; None: weights assumed cache-resident
     notes: tuple[str, ...] = ()
     # compute dtype -> [[FLOPs per call, ms per call], ...] ascending (calibration's matmul_curve)
     matmul_curve: dict[str, list] = field(default_factory=dict)
+    # cache_mb is what the calibration measured weights to stay in (all of it usable), not the
+    # reported last-level cache (of which CACHE_SHARE is)
+    cache_is_effective: bool = False
+
+    @property
+    def cache_bytes(self) -> float | None:
+        """Weight bytes one inference can read from cache; None: unknown (everything fits)."""
+        if self.cache_mb is None:
+            return None
+        return self.cache_mb * MB * (1.0 if self.cache_is_effective else CACHE_SHARE)
 
     def curve_ms(self, dtype: str, calls: float, flops_per_call: float) -> float | None:
         """ms for ``calls`` matmuls of ``flops_per_call`` each from the measured curve, or None."""
@@ -153,9 +182,9 @@ class DeviceRates:
 
     def gops_for(self, group: str, dtype: str) -> float:
         """Throughput of ``group``'s multiplies at ``dtype`` (convs scale the conv rate)."""
-        if group == "conv":
+        if group == "conv":  # int8 weights on a conv run the fp32 kernel (dynamic/hybrid)
             conv = self.conv_gops or self.gops["fp32"] * CONV_EFFICIENCY
-            return conv * self.gops[dtype] / self.gops["fp32"]
+            return conv * self.gops[dtype] / self.gops["fp32"] if dtype == "fp16" else conv
         return self.gops[dtype]
 
 
@@ -233,11 +262,15 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
     fixed_from = {k.split("_")[0]: float(v) for k, v in (cal.get("fixed_cost_from") or {}).items()}
     curve = {dtype: [[float(x), float(y)] for x, y in pts]
              for dtype, pts in ((cal.get("matmul_curve") or {}).get(backend) or {}).items() if len(pts) >= 2}
+    cache = cal.get("effective_cache_mb") or cal.get("cache_mb")
     return DeviceRates(gops, float(bandwidth), has_fp16, float(overhead), float(rss),
                        traits.per_op_overhead_ms / speed if per_op is None else per_op, fixed, fixed_from,
                        _backend_value(cal, ("conv_gops",), backend),
                        _backend_value(cal, ("memory_gbs",), backend),
-                       float(cal["cache_mb"]) if cal.get("cache_mb") else None, tuple(notes), curve)
+                       _backend_value(cal, ("transcendental_gbs",), backend),
+                       _backend_value(cal, ("pool_gbs",), backend),
+                       float(cache) if cache else None, tuple(notes), curve,
+                       cache_is_effective=bool(cal.get("effective_cache_mb")))
 
 
 def _backend_value(cal: dict, keys: tuple[str, ...], backend: str) -> float | None:
@@ -280,10 +313,15 @@ def predict_size_bytes(stats: ModelStats, assignment: dict[str, str], backend: s
     return int(weights + stats.other_params * 4 + _traits(backend).container_overhead_bytes)
 
 
-def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: DeviceRates) -> float:
-    """Overhead + per-op dispatch + the fixed cost of each matmul, conv and memory op."""
-    ms = rates.overhead_ms + max(stats.ops, sum(g.modules for g in stats.groups.values())) \
-        * rates.per_op_overhead_ms
+def _fixed_terms(stats: ModelStats, assignment: dict[str, str], rates: DeviceRates,
+                 terms: dict[str, float]) -> None:
+    """Overhead, per-op dispatch and the fixed cost of each matmul, conv and memory op, into
+    ``terms`` (ms) by term: epilogue ops' dispatch and fixed cost go to ``epilogue``."""
+    terms["overhead"] += rates.overhead_ms
+    ops = max(stats.ops, sum(g.modules for g in stats.groups.values()))
+    epilogues = min(stats.epilogue_ops, ops)
+    terms["dispatch"] += (ops - epilogues) * rates.per_op_overhead_ms
+    terms["epilogue"] += epilogues * rates.per_op_overhead_ms
     grouped = 0
     for name, g in stats.groups.items():
         if name == "embedding" or not g.modules:
@@ -293,13 +331,16 @@ def _fixed_latency_ms(stats: ModelStats, assignment: dict[str, str], rates: Devi
         if name != "conv" and dtype in rates.matmul_curve:
             continue  # the measured curve includes the fixed cost per call
         kind = "conv" if name == "conv" else f"matmul_{dtype}"
-        ms += rates.call_ms(kind, g.modules, g.flops / g.modules)
+        terms["conv" if name == "conv" else "matmul"] += rates.call_ms(kind, g.modules, g.flops / g.modules)
     others = max(0, stats.matmul_ops - grouped)
     if others and "fp32" not in rates.matmul_curve:
-        ms += rates.call_ms("matmul_fp32", others, stats.other_flops / others)
+        terms["attention"] += rates.call_ms("matmul_fp32", others, stats.other_flops / others)
     if stats.memory_ops:
-        ms += rates.call_ms("memory", stats.memory_ops, stats.memory_bytes / stats.memory_ops)
-    return ms
+        per_op = stats.memory_bytes / stats.memory_ops
+        plain = stats.memory_ops - stats.epilogue_ops - stats.transcendental_ops - stats.pool_ops
+        for term, count in (("memory", plain), ("epilogue", stats.epilogue_ops),
+                            ("transcendental", stats.transcendental_ops), ("pool", stats.pool_ops)):
+            terms[term] += rates.call_ms("memory", count, per_op)
 
 
 def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile: DeviceProfile) -> Prediction:
@@ -307,17 +348,28 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     rates = device_rates(profile, backend)
     weight_bytes = _weight_bytes(stats, assignment, backend)
     resident = _stored_bytes(stats, weight_bytes, backend)
-    latency_ms = _fixed_latency_ms(stats, assignment, rates)
+    terms = dict.fromkeys(TERMS, 0.0)
+    _fixed_terms(stats, assignment, rates, terms)
     read_weights = {name: g.read_params / max(g.weight_params, 1) * weight_bytes[name]
                     for name, g in stats.groups.items()}
-    streamed = rates.cache_mb is not None and sum(read_weights.values()) > CACHE_SHARE * rates.cache_mb * MB
+    cache, total_read = rates.cache_bytes, sum(read_weights.values())
+    # the weights beyond what the cache holds come from DRAM on every inference (the "stream"
+    # term); the groups' own rooflines read the cached share
+    cached = 1.0 if cache is None or total_read <= cache else cache / total_read
+    terms["stream"] += (1.0 - cached) * total_read / (rates.bandwidth_gbs * 1e6)
     # attention matmuls (outside the groups) at fp32, from the curve where measured
     others = max(0, stats.matmul_ops - sum(g.modules for n, g in stats.groups.items()
                                            if n != "embedding"))
     other_ms = rates.curve_ms("fp32", others, stats.other_flops / max(others, 1)) \
         if stats.other_flops else 0.0
-    latency_s = stats.other_flops / (rates.gops["fp32"] * 1e9) if other_ms is None else other_ms * 1e-3
-    latency_s += stats.memory_bytes / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9)
+    terms["attention"] += stats.other_flops / (rates.gops["fp32"] * 1e6) if other_ms is None else other_ms
+    memory_rate = (rates.memory_gbs or rates.bandwidth_gbs) * 1e6  # bytes per ms
+    plain = stats.memory_bytes - stats.epilogue_bytes - stats.transcendental_bytes - stats.pool_bytes
+    terms["memory"] += plain / memory_rate
+    terms["epilogue"] += stats.epilogue_bytes / memory_rate
+    terms["transcendental"] += stats.transcendental_bytes / (
+        rates.transcendental_gbs * 1e6 if rates.transcendental_gbs else memory_rate)
+    terms["pool"] += stats.pool_bytes / (rates.pool_gbs * 1e6 if rates.pool_gbs else memory_rate)
     for name, g in stats.groups.items():
         precision = assignment.get(name, "fp32")
         compute = PRECISIONS[precision][2]
@@ -325,23 +377,32 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
             compute = "fp32"  # no fp16 arithmetic: weights are widened at load time
             resident[name] = _stored_bytes(stats, {name: g.weight_params * 4.0}, backend)[name]
         act_scale = 0.25 if precision == "int8_static" else 1.0
-        read = read_weights[name] + g.activation_bytes * act_scale
+        read = read_weights[name] * cached + g.activation_bytes * act_scale
         curve_ms = None if name in ("conv", "embedding") else \
             rates.curve_ms(compute, g.modules, g.flops / max(g.modules, 1))
-        flops_s = g.flops / (rates.gops_for(name, compute) * 1e9) if curve_ms is None \
-            else curve_ms * 1e-3
-        if streamed:
-            latency_s += flops_s + read / (rates.bandwidth_gbs * 1e9)
-        elif curve_ms is not None:  # the curve holds the reads of weights up to its probes' size
+        flops_ms = g.flops / (rates.gops_for(name, compute) * 1e6) if curve_ms is None else curve_ms
+        term = "conv" if name == "conv" else "matmul"
+        if curve_ms is not None:  # the curve holds the reads of weights up to its probes' size
             per_call = read_weights[name] / max(g.modules, 1)
-            bound_s = read / (rates.bandwidth_gbs * 1e9) if per_call > CURVE_WEIGHT_BYTES else 0.0
-            latency_s += max(flops_s, bound_s)
-        else:  # cache-resident: read at the in-cache rate where calibrated
-            latency_s += max(flops_s, read / ((rates.memory_gbs or rates.bandwidth_gbs) * 1e9))
-    latency_ms += latency_s * 1e3
+            bound_ms = read / (rates.bandwidth_gbs * 1e6) if per_call > CURVE_WEIGHT_BYTES else 0.0
+            terms[term] += max(flops_ms, bound_ms)
+        else:  # the cached share read at the in-cache rate where calibrated (the rest streams)
+            terms[term] += max(flops_ms, read / memory_rate)
+    scales = term_scales(profile, backend)
+    latency_ms = sum(scales.get(t, 1.0) * ms for t, ms in terms.items())
     memory_mb = ((sum(resident.values()) + stats.other_params * 4) * _traits(backend).weight_residency
                  + stats.peak_activation_bytes) / MB + rates.runtime_memory_mb
     from .uncertainty import relative_uncertainty
 
     return Prediction(predict_size_bytes(stats, assignment, backend), memory_mb, latency_ms,
-                      notes=list(rates.notes), latency_uncertainty=relative_uncertainty(profile, backend))
+                      notes=list(rates.notes), latency_uncertainty=relative_uncertainty(profile, backend),
+                      latency_terms={t: ms * scales.get(t, 1.0) for t, ms in terms.items() if ms})
+
+
+def term_scales(profile: DeviceProfile, backend: str) -> dict[str, float]:
+    """Multipliers of the latency terms: the calibration's fitted ``term_scale`` for the backend
+    where it has one, else the backend's traits (a runtime that fuses epilogues: 0 for them)."""
+    fitted = ((profile.calibration or {}).get("term_scale") or {}).get(backend)
+    if isinstance(fitted, dict):
+        return {t: float(v) for t, v in fitted.items() if isinstance(v, (int, float))}
+    return {"epilogue": 0.0} if _traits(backend).fuses_epilogues else {}

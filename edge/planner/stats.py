@@ -29,6 +29,20 @@ VIEW_OPS = frozenset({"view", "_unsafe_view", "reshape", "_reshape_alias", "t", 
                       "expand", "unsqueeze", "squeeze", "slice", "select", "alias", "detach",
                       "as_strided", "unbind", "split", "split_with_sizes", "chunk", "lift_fresh",
                       "_local_scalar_dense", "empty", "scalar_tensor", "arange", "zeros", "new_ones"})
+# producers whose output an epilogue can be folded into, and the epilogues XNNPACK and TFLite fold
+# (BatchNorm into the conv's weights, ReLU/ReLU6/clamp as the kernel's output range, a bias add)
+EPILOGUE_PRODUCERS = frozenset({"mm", "addmm", "bmm", "linear", "convolution", "_convolution",
+                                "conv2d", "conv1d"})
+# memory ops that cost more per byte than a stream through the cache: transcendentals (exp, erf,
+# tanh ... per element) and pooling windows; each class has its own calibrated rate
+TRANSCENDENTAL_OPS = frozenset({"gelu", "silu", "sigmoid", "tanh", "exp", "erf", "log", "_softmax",
+                                "softmax", "_log_softmax", "log_softmax", "rsqrt", "sqrt", "pow",
+                                "hardswish", "mish", "elu", "softplus", "cos", "sin"})
+POOL_OPS = frozenset({"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "max_pool1d",
+                      "avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d",
+                      "adaptive_max_pool2d", "max_pool3d_with_indices"})
+EPILOGUE_OPS = frozenset({"_native_batch_norm_legit_no_training", "native_batch_norm", "batch_norm",
+                          "relu", "relu_", "hardtanh", "hardtanh_", "clamp", "clamp_min", "add"})
 
 
 @dataclass
@@ -58,6 +72,15 @@ class ModelStats:
     matmul_ops: int = 0  # of which multiply (grouped modules' and attention matmuls)
     memory_ops: int = 0  # of which elementwise, norms, softmax, pooling, reductions
     memory_bytes: float = 0.0  # bytes read and written by the memory ops
+    # of the memory ops, those applied straight to a matmul's or conv's output (BatchNorm, ReLU,
+    # clamp, a bias add): a runtime that fuses epilogues folds them into the producing kernel
+    epilogue_ops: int = 0
+    epilogue_bytes: float = 0.0
+    # of the memory ops, transcendentals and pooling (their own rates); the rest are streams
+    transcendental_ops: int = 0
+    transcendental_bytes: float = 0.0
+    pool_ops: int = 0
+    pool_bytes: float = 0.0
 
     @property
     def total_params(self) -> int:
@@ -72,7 +95,10 @@ class ModelStats:
                 "other_params": self.other_params, "other_flops": self.other_flops,
                 "peak_activation_bytes": self.peak_activation_bytes, "ops": self.ops,
                 "matmul_ops": self.matmul_ops, "memory_ops": self.memory_ops,
-                "memory_bytes": self.memory_bytes,
+                "memory_bytes": self.memory_bytes, "epilogue_ops": self.epilogue_ops,
+                "epilogue_bytes": self.epilogue_bytes, "transcendental_ops": self.transcendental_ops,
+                "transcendental_bytes": self.transcendental_bytes, "pool_ops": self.pool_ops,
+                "pool_bytes": self.pool_bytes,
                 "groups": {k: vars(v) for k, v in self.groups.items()}}
 
 
@@ -92,23 +118,57 @@ class CallCounter(TorchFunctionMode):
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the ATen kernels dispatched inside it by kind (matmul, view, memory) and the
-    bytes the memory ops read and write."""
+    """Counts the ATen kernels dispatched inside it by kind (matmul, view, memory), the bytes
+    the memory ops read and write, and which memory ops are epilogues: an :data:`EPILOGUE_OPS`
+    op whose input is a matmul's or conv's output (through views, or another epilogue)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.matmul_ops = self.memory_ops = 0
-        self.memory_bytes = 0.0
+        self.matmul_ops = self.memory_ops = self.epilogue_ops = self.transcendental_ops = self.pool_ops = 0
+        self.memory_bytes = self.epilogue_bytes = self.transcendental_bytes = self.pool_bytes = 0.0
+        self._producers: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive: ids stay unique)
+
+    def _mark(self, out) -> None:
+        if isinstance(out, torch.Tensor):
+            self._producers[id(out)] = out
+        elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            self._producers[id(out[0])] = out[0]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
+        first = args[0] if args else None
+        from_producer = isinstance(first, torch.Tensor) and id(first) in self._producers
         if name in MATMUL_OPS:
             self.matmul_ops += name != "embedding"
-        elif name not in VIEW_OPS:
+            if name in EPILOGUE_PRODUCERS:
+                self._mark(out)
+        elif name in VIEW_OPS:
+            if from_producer:
+                self._mark(out)
+        else:
+            moved = _tensor_bytes(args) + _tensor_bytes(kwargs or {}) + _tensor_bytes(out)
             self.memory_ops += 1
-            self.memory_bytes += _tensor_bytes(args) + _tensor_bytes(kwargs or {}) + _tensor_bytes(out)
+            self.memory_bytes += moved
+            if from_producer and name in EPILOGUE_OPS and _epilogue_operands(name, args):
+                self.epilogue_ops += 1
+                self.epilogue_bytes += moved
+                self._mark(out)
+            elif name in TRANSCENDENTAL_OPS:
+                self.transcendental_ops += 1
+                self.transcendental_bytes += moved
+            elif name in POOL_OPS:
+                self.pool_ops += 1
+                self.pool_bytes += moved
         return out
+
+
+def _epilogue_operands(name: str, args: tuple) -> bool:
+    """An ``add`` folds into its producer only as a bias (a scalar or a vector), not a residual."""
+    if name != "add":
+        return True
+    other = args[1] if len(args) > 1 else None
+    return not isinstance(other, torch.Tensor) or other.dim() <= 1
 
 
 def _tensor_bytes(x) -> int:
@@ -182,5 +242,8 @@ def count_stats(model: nn.Module, example_inputs: tuple) -> ModelStats:
     stats.other_flops = max(0.0, counter.get_total_flops() - sum(g.flops for g in stats.groups.values()))
     stats.ops, stats.matmul_ops = calls.ops, op_counter.matmul_ops
     stats.memory_ops, stats.memory_bytes = op_counter.memory_ops, op_counter.memory_bytes
+    for kind in ("epilogue", "transcendental", "pool"):
+        setattr(stats, f"{kind}_ops", getattr(op_counter, f"{kind}_ops"))
+        setattr(stats, f"{kind}_bytes", getattr(op_counter, f"{kind}_bytes"))
     stats.peak_activation_bytes = 2.0 * peak[0]  # the live input + output pair, times 2 for arena slack
     return stats

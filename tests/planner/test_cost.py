@@ -85,13 +85,25 @@ def test_every_calibrated_term_adds_its_share(lm_stats, tiny_mlp, pi_zero):
                                           "fixed_cost_from": {"matmul_flops": 1e12}})
     assert predict(lm_stats, FP32, "executorch", big_from).latency_ms < plain + 0.01
     slow_memory = with_calibration(pi_zero, {**base, "memory_gbs": {"executorch": 1e-3}})  # 1 byte/us
-    extra_ms = predict(lm_stats, FP32, "executorch", slow_memory).latency_ms - plain
+
+    def memory_ms(profile) -> float:  # the memory ops' terms (the groups read activations too)
+        terms = predict(lm_stats, FP32, "executorch", profile).latency_terms
+        return sum(terms.get(t, 0.0) for t in ("memory", "transcendental", "pool", "epilogue"))
+
+    extra_ms = memory_ms(slow_memory) - memory_ms(with_calibration(pi_zero, base))
     fast_memory = lm_stats.memory_bytes / 10e9 * 1e3  # the default: the device bandwidth
     assert extra_ms == pytest.approx(lm_stats.memory_bytes / 1e3 - fast_memory, rel=1e-6)
+    # transcendentals (softmax, SiLU) at their own rate when calibrated
+    slow_exp = with_calibration(pi_zero, {**base, "transcendental_gbs": {"executorch": 1e-3}})
+    assert lm_stats.transcendental_bytes > 0
+    assert predict(lm_stats, FP32, "executorch", slow_exp).latency_terms["transcendental"] == pytest.approx(
+        lm_stats.transcendental_bytes / 1e3, rel=1e-6)
     mlp = count_stats(tiny_mlp.model, tiny_mlp.example_inputs)
     dispatch = with_calibration(pi_zero, {**base, "per_op_overhead_ms": {"executorch": 1.0}})
     assert predict(mlp, FP32, "executorch", dispatch).latency_ms == pytest.approx(
-        predict(mlp, FP32, "executorch", with_calibration(pi_zero, base)).latency_ms + 5)  # 5 ops
+        predict(mlp, FP32, "executorch", with_calibration(pi_zero, base)).latency_ms + 3)
+    # 5 ops, of which the 2 ReLUs are epilogues XNNPACK folds into the linears: 3 dispatched
+    assert (mlp.ops, mlp.epilogue_ops) == (5, 2)
 
 
 def test_weights_larger_than_the_cache_stream_from_memory(lm_stats, pi_zero):
