@@ -162,20 +162,20 @@ def _memory_rates(by_name: dict[str, ProbeResult], base_ms: float, per_op_ms: fl
             _net_ms(r, base_ms, per_op_ms, trans_ms) / 1e6
 
 
-def effective_cache_mb(r: ProbeResult, curve: list, base_ms: float, per_op_ms: float,
-                       bandwidth_gbs: float) -> float:
-    """MB of weights one inference keeps in cache, from the deep matmul probe: its time beyond
-    what the matmul curve gives its calls is the share of its weights streamed from DRAM at
-    ``bandwidth_gbs``; the rest stayed in cache (all of them when nothing was extra)."""
+def cache_and_stream(deep: ProbeResult, wide: ProbeResult, curve: list, base_ms: float,
+                     per_op_ms: float) -> tuple[float, float | None]:
+    """(MB of weights one inference keeps in cache, GB/s at which the rest streams) from the deep
+    matmul probe: the matmul curve holds the wide probe's weights as they behaved, so time the deep
+    probe spends beyond the curve is its extra weights streamed; none: the cache held them all."""
     from .planner.cost import MB, interpolate_curve
 
-    st = probe_stats(r.probe)
-    weights = st.total_params * 4.0
-    calls = r.probe.layers
-    expected = calls * interpolate_curve(curve, r.probe.flops / calls)
-    extra_ms = r.p50_ms - base_ms - st.ops * per_op_ms - expected
-    streamed = max(0.0, extra_ms) * 1e-3 * bandwidth_gbs * 1e9
-    return max(0.0, weights - streamed) / MB
+    deep_bytes, wide_bytes = (probe_stats(r.probe).total_params * 4.0 for r in (deep, wide))
+    calls = deep.probe.layers
+    expected = calls * interpolate_curve(curve, deep.probe.flops / calls)
+    extra_ms = deep.p50_ms - base_ms - probe_stats(deep.probe).ops * per_op_ms - expected
+    if extra_ms <= MIN_NET_SHARE * deep.p50_ms or deep_bytes <= wide_bytes:
+        return deep_bytes / MB, None
+    return wide_bytes / MB, (deep_bytes - wide_bytes) / (extra_ms * 1e-3) / 1e9
 
 
 def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
@@ -189,8 +189,8 @@ def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
     out: dict[str, Any] = {"overhead_ms": base_ms, "matmul_gops": {}, "matmul_fixed_ms": {}}
     if "dispatch" in by_name:
         out["per_op_overhead_ms"] = per_op_ms
-    if base.bench.peak_rss_mb:
-        out["runtime_memory_mb"] = float(base.bench.peak_rss_mb)
+    if base.bench.peak_rss_mb:  # the runtime alone (imported, no model loaded); else with the one-op model
+        out["runtime_memory_mb"] = float(base.bench.baseline_rss_mb or base.bench.peak_rss_mb)
     for (key, dtype), (big, small, amount) in OP_CLASSES.items():
         if key == "memory_gbs" and "activation" in by_name:
             big, small = "activation", None
@@ -214,9 +214,12 @@ def _derive_backend(by_name: dict[str, ProbeResult]) -> dict[str, Any]:
         fixed_ms = base_ms + r.probe.ops * (per_op_ms + out["matmul_fixed_ms"].get("fp32", 0.0))
         out["bandwidth_gbs"] = _throughput(r.probe.bytes_read, r, fixed_ms)
     _memory_rates(by_name, base_ms, per_op_ms, out)
-    if "matmul_fp32_deep" in by_name and "fp32" in curves and "bandwidth_gbs" in out:
-        out["effective_cache_mb"] = effective_cache_mb(by_name["matmul_fp32_deep"], curves["fp32"],
-                                                       base_ms, per_op_ms, out["bandwidth_gbs"])
+    if "matmul_fp32_deep" in by_name and "matmul_fp32_wide" in by_name and "fp32" in curves:
+        cache, stream = cache_and_stream(by_name["matmul_fp32_deep"], by_name["matmul_fp32_wide"],
+                                         curves["fp32"], base_ms, per_op_ms)
+        out["effective_cache_mb"] = cache
+        if stream is not None:
+            out["stream_gbs"] = stream
     if not out["matmul_fixed_ms"]:
         del out["matmul_fixed_ms"]
     out["spread"] = statistics.median(r.spread for r in by_name.values())
@@ -263,7 +266,7 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     if sizes:
         block["fixed_cost_from"] = sizes
     for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
-                "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "runtime_memory_mb"):
+                "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "stream_gbs", "runtime_memory_mb"):
         values = {b: sig(d[key]) for b, d in per.items() if key in d}
         if values:
             block[key] = values

@@ -103,3 +103,44 @@ def test_a_conv_block_rate_excludes_the_time_its_bn_and_relu_are_given():
     mem_ms = CONV_BLOCK.memory_bytes / 20e9 * 1e3
     assert run(mem_ms) == pytest.approx(50.0, rel=1e-2)  # BN + ReLU ran at the memory rate: 50 GFLOPS
     assert run(0.0) > 50.0  # a runtime that fuses them: the convs look faster, the block time holds
+
+
+def test_transcendentals_and_pooling_get_their_own_rates():
+    from edge.calibrate_derive import probe_stats
+
+    per_op, base = 0.001, 0.05
+    trans, pool, act = PROBES["transcendental"], PROBES["pool"], PROBES["activation"]
+    t_st, p_st, a_st = probe_stats(trans), probe_stats(pool), probe_stats(act)
+    assert t_st.transcendental_ops == 2 * trans.layers and p_st.pool_ops == pool.layers
+    # a device where GELU/softmax move 5 GB/s, pooling 2 GB/s and the other memory ops 20 GB/s
+    a_ms = base + act.ops * per_op + a_st.transcendental_bytes / 5e9 * 1e3 \
+        + (a_st.memory_bytes - a_st.transcendental_bytes) / 20e9 * 1e3
+    results = [result("overhead", base + per_op), result("dispatch", base + 16 * per_op),
+               result("transcendental", base + trans.ops * per_op + t_st.transcendental_bytes / 5e9 * 1e3),
+               result("pool", base + pool.ops * per_op + p_st.pool_bytes / 2e9 * 1e3),
+               result("activation", a_ms)]
+    block = derive_calibration({"executorch": results})
+    assert block["transcendental_gbs"]["executorch"] == pytest.approx(5.0, rel=1e-2)
+    assert block["pool_gbs"]["executorch"] == pytest.approx(2.0, rel=1e-2)
+    assert block["memory_gbs"]["executorch"] == pytest.approx(20.0, rel=1e-2)  # GELU/softmax time taken off
+
+
+def test_the_deep_probe_measures_how_much_of_its_weights_the_cache_holds():
+    from edge.calibrate_derive import probe_stats
+    from edge.planner.cost import MB
+
+    deep, wide = PROBES["matmul_fp32_deep"], PROBES["matmul_fp32_wide"]
+    deep_bytes, wide_bytes = (probe_stats(p).total_params * 4.0 for p in (deep, wide))
+    assert deep_bytes / MB == pytest.approx(36.0, rel=1e-2)  # 16 x 384 x 1536 fp32
+
+    def calibrated(streamed_ms: float) -> dict:
+        results = quiet()  # 1 us per op, 100 GFLOPS, no fixed cost per call
+        ms = 0.05 + deep.ops * 0.001 + deep.flops / 100e9 * 1e3 + streamed_ms
+        return derive_calibration({"executorch": results + [result("matmul_fp32_deep", ms)]})
+
+    held = calibrated(0.0)  # no time beyond the curve: the cache held all of it
+    assert held["effective_cache_mb"] == pytest.approx(36.0, rel=1e-2) and "stream_gbs" not in held
+    # 2 ms beyond the curve: what the wide probe held stayed cached, the rest came at (36 - 13.5) MB / 2 ms
+    streamed = calibrated(2.0)
+    assert streamed["effective_cache_mb"] == pytest.approx(wide_bytes / MB, rel=1e-2)
+    assert streamed["stream_gbs"]["executorch"] == pytest.approx((deep_bytes - wide_bytes) / 2e-3 / 1e9, rel=1e-2)

@@ -56,8 +56,8 @@ class CostTraits:
     ``overhead_ms``: fixed cost per inference; ``per_op_overhead_ms``: dispatch per graph op;
     ``int8_weight_bytes`` / ``int8_row_bytes``: bytes per int8 weight and per output row where
     the format stores more than one byte and a scale pair (None: 1 byte + 8 bytes per row);
-    ``kv_bytes_per_element`` / ``kv_context_multiple``: the KV cache's element size and the
-    multiple of positions the runtime rounds a context up to.
+    ``kv_context_multiple``: the multiple of positions the runtime rounds a KV cache's context
+    up to (the cache's element type is a plan option: ``Backend.kv_cache_dtypes``).
     """
 
     container_overhead_bytes: int
@@ -68,9 +68,7 @@ class CostTraits:
     per_op_overhead_ms: float
     int8_weight_bytes: float | None = None
     int8_row_bytes: float | None = None
-    # the KV cache the runtime allocates: bytes per element, and the multiple of positions it
-    # rounds the context up to
-    kv_bytes_per_element: float = 4.0
+    # the multiple of positions the runtime rounds a KV cache's context up to
     kv_context_multiple: int = 1
     # a weight tied between two layer groups (an LM head and its embedding) is stored once
     tied_weights_stored_once: bool = False
@@ -115,6 +113,9 @@ class Backend(ABC):
     runner_files: tuple[str, ...] = ()
     # the backend converts language models only (export of any other model raises UnsupportedError)
     language_models_only: bool = False
+    # the KV cache element types a language-model artifact can hold (KvCacheConfig); the first is
+    # what it holds when the plan names none
+    kv_cache_dtypes: tuple[str, ...] = ("fp32",)
 
     @abstractmethod
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
@@ -137,9 +138,15 @@ class Backend(ABC):
         reason = self.unsupported_techniques.get(config.type_tag)
         if reason:
             return reason
+        if config.type_tag == "kv_cache" and config.dtype not in self.kv_cache_dtypes:
+            return f"{self.name} artifacts hold the KV cache as {' or '.join(self.kv_cache_dtypes)} only"
         if self.whole_model_quantization and getattr(config, "groups", ()):
             return (f"{self.name} quantizes every layer during conversion; per-group choices "
                     f"({','.join(config.groups)}) cannot be expressed")
+        return None
+
+    def kv_cache_problem(self, dtype: str, cfg: Any) -> str | None:
+        """Why this model's KV cache (``cfg``: its LlamaConfig) cannot be ``dtype`` here, or None."""
         return None
 
     def native_bench_argv(self, binary: str, artifact: str, warmup: int, iterations: int,

@@ -4,16 +4,18 @@
   groups, fp32 / int8 / int4 g32 for embedding tables; convolutions stay fp32 here;
 - whole-model precisions: fp16 (every backend), int8 dynamic range (tflite), int8 static
   (convolutional models on executorch and tflite);
-- structures: none, head/FFN/channel pruning, low-rank factorization, distillation (opt-in).
+- structures: none, head/FFN/channel pruning, low-rank factorization, distillation (opt-in);
+- language models: the KV cache's element type (fp32, fp16, q8_0: what the backend can hold).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..compress import (ChannelPruneConfig, DistillConfig, EmbeddingQuantConfig, FfnPruneConfig,
                         Fp16Config, HeadPruneConfig, Int4WeightConfig, Int8DynamicConfig,
-                        Int8StaticConfig, LowRankConfig, TechniqueConfig, unsupported_reason)
+                        Int8StaticConfig, KvCacheConfig, LowRankConfig, TechniqueConfig, unsupported_reason)
+from ..compress.kv_cache import KV_CACHE_DTYPES
 from ..backends import get_backend
 from ..errors import ConfigError, UnsupportedError
 from .sensitivity import compress_and_score, measure
@@ -21,6 +23,8 @@ from .stats import ModelStats, count_stats
 
 if TYPE_CHECKING:  # annotations only
     from ..models.base import ModelSpec
+    from ..profiles import DeviceProfile
+    from .plan import Constraints
 
 LINEAR_GROUPS = ("attention", "ffn", "head", "linear")
 LINEAR_PRECISIONS = ("int8", "int4_g32", "int4_g64", "int4_g128")
@@ -155,3 +159,60 @@ def structures(spec: ModelSpec, base: ModelStats, min_accuracy: float, reasons: 
             continue
         out.append(Structure(config.label(), config, stats, accuracy))
     return out
+
+
+def kv_cache_options(spec: ModelSpec, backend: str, min_accuracy: float, reasons: list[str],
+                     samples: int) -> list[Option]:
+    """A language model's KV cache types on ``backend``, each with its accuracy measured alone.
+
+    A type below the accuracy floor is kept (and said so): its candidates are infeasible on
+    accuracy, yet the nothing-fits explanation can still say that it would hold the context.
+    The backend's default type needs no recipe step; every type but fp32 (exact) is measured,
+    and re-measured within each verified combination, with the host's keys and values rounded.
+    """
+    be = get_backend(backend)
+    out, unsupported = [], {}
+    for dtype in KV_CACHE_DTYPES:
+        config = KvCacheConfig(dtype)
+        what = f"kv cache {dtype} ({backend})"
+        reason = unsupported_reason(config, backend) or be.kv_cache_problem(dtype, spec.generation.config)
+        if reason:
+            unsupported.setdefault(reason, []).append(dtype)
+            continue
+        accuracy = 1.0 if dtype == "fp32" else measure(spec, [config], backend, samples)
+        if accuracy < min_accuracy:
+            reasons.append(f"{what}: measured accuracy {accuracy:.4f} alone < {min_accuracy:g}; every "
+                           "combination with it breaks the accuracy floor")
+        recipe = [] if dtype == be.kv_cache_dtypes[0] else [config]
+        out.append(Option(dtype, accuracy, recipe, [] if dtype == "fp32" else [config]))
+    reasons += [f"kv cache {', '.join(d)} ({backend}) rejected: {r}" for r, d in unsupported.items()]
+    default = be.kv_cache_dtypes[0]
+    return sorted(out, key=lambda o: o.precision != default)  # the default first
+
+
+def kv_cache_reasons(chosen: Any, candidates: Sequence[Any], constraints: Constraints,
+                     profile: DeviceProfile) -> list[str]:
+    """Why the chosen plan's KV cache type: its figures, then each other type with the same recipe."""
+    from .verdict import violations
+
+    kv, gen = chosen.kv, chosen.prediction.generation or {}
+    lines = [f"kv cache: {kv.precision} taken: {gen.get('kv_cache_mb', 0):.1f} MB at context "
+             f"{gen.get('context')}, {gen.get('kv_bytes_per_element', 0):g} bytes a value, measured accuracy "
+             f"{kv.accuracy:.4f} alone"]
+    for alt in candidates:
+        if alt.kv is None or alt.kv.precision == kv.precision or (alt.backend, alt.structure.label, alt.groups) != (
+                chosen.backend, chosen.structure.label, chosen.groups):
+            continue
+        what, pred = f"kv cache {alt.kv.precision}", alt.prediction
+        broken = violations(pred, constraints, profile)
+        if "memory" in broken:
+            lines.append(f"{what} rejected with this recipe: peak memory {pred.peak_memory_mb:.1f} MB over the "
+                         f"{profile.memory.model_budget_mb:g} MB budget at context {gen.get('context')}")
+        elif broken:
+            lines.append(f"{what} rejected with this recipe: breaks {', '.join(broken)} (accuracy "
+                         f"{'measured' if alt.verified else 'estimated'} {pred.accuracy or 0:.4f})")
+        else:
+            lines.append(f"{what} not taken: predicted {pred.latency_ms:.2f} ms per token, peak memory "
+                         f"{pred.peak_memory_mb:.1f} MB, accuracy {pred.accuracy or 0:.4f} (chosen: "
+                         f"{chosen.prediction.latency_ms:.2f} ms, {chosen.prediction.peak_memory_mb:.1f} MB)")
+    return lines

@@ -5,7 +5,8 @@ max_latency_ms, max_size_mb, memory_budget_mb, storage_budget_mb}, ``backend``, 
 (technique configs in the order they are applied, each with its ``type`` tag), ``groups``
 (layer group -> chosen precision), ``structure`` (structural technique or null),
 ``tag`` (a short name derived from groups and structure, used in artifact folder names),
-``predicted`` {size_bytes, size_mb, peak_memory_mb, latency_ms, accuracy},
+``predicted`` {size_bytes, size_mb, peak_memory_mb = runtime_memory_mb (the runtime's own RSS) +
+model_memory_mb (what the model adds; plans written before the split lack both), latency_ms, accuracy},
 ``accuracy_basis`` (how the accuracy was obtained), ``pareto`` (alternatives, each with
 backend, groups, structure, recipe labels and predictions), ``reasons`` (one line per
 option taken or rejected), ``notes`` (cost-model assumptions in force).

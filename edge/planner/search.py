@@ -17,7 +17,8 @@ from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfi
 from ..errors import NoFeasiblePlanError
 from .cost import MB, Prediction, predict
 from .llm_cost import predict_generation
-from .options import Option, Structure, group_options, structures, whole_model_options
+from .options import (Option, Structure, group_options, kv_cache_options, kv_cache_reasons, structures,
+                      whole_model_options)
 from .plan import Constraints, Plan
 from .sensitivity import DEFAULT_SAMPLES, measure
 from .stats import count_stats
@@ -43,18 +44,22 @@ class Candidate:
     measure_recipe: list[TechniqueConfig]
     prediction: Prediction
     verified: bool = False
+    kv: Option | None = None  # a language model's KV cache type
+
 
     def summary(self) -> dict:
         return {"backend": self.backend, "structure": self.structure.label,
                 "groups": dict(self.groups), "recipe": [c.label() for c in self.recipe],
                 "recipe_configs": [c.to_dict() for c in self.recipe],
                 "predicted": self.prediction.to_dict(),
+                **({"kv_cache": self.kv.precision} if self.kv else {}),
                 "accuracy_basis": "measured" if self.verified else "estimated"}
 
     def describe(self) -> str:
         quant = ", ".join(f"{g}={p}" for g, p in self.groups.items() if p != "fp32") or "fp32"
         struct = "" if self.structure.config is None else f"{self.structure.label} + "
-        return f"{self.backend}: {struct}{quant}"
+        kv = f", kv cache {self.kv.precision}" if self.kv else ""
+        return f"{self.backend}: {struct}{quant}{kv}"
 
 
 def merge_recipe(options: dict[str, Option]) -> list[TechniqueConfig]:
@@ -108,6 +113,8 @@ def _candidates(spec, profile, backend, structs, constraints, reasons, samples) 
         reasons.append(f"{backend}: per-group precisions not expressible (it quantizes the whole "
                        "model during conversion); whole-model options only")
     whole = whole_model_options(spec, base, backend, constraints.min_accuracy, reasons, samples)
+    kv_options: list[Option | None] = [None] if spec.generation is None else kv_cache_options(
+        spec, backend, constraints.min_accuracy, reasons, samples)
     for struct in structs:
         reason = unsupported_reason(struct.config, backend) if struct.config is not None else None
         if reason:
@@ -124,23 +131,25 @@ def _candidates(spec, profile, backend, structs, constraints, reasons, samples) 
             recipe = list(whole_option.recipe) if whole_option else merge_recipe(combo)
             measure_recipe = prefix + (list(whole_option.emulation) if whole_option else recipe)
             assignment = {g: o.precision for g, o in combo.items()}
-            pred = predict(struct.stats, assignment, backend, profile)
-            if spec.generation is not None:
-                _with_generation(pred, spec, struct.stats, assignment, backend, profile, constraints)
-            loss = whole_option.loss if whole_option else sum(o.loss for o in combo.values())
-            pred.accuracy = max(0.0, 1.0 - struct.loss - loss)
-            out.append(Candidate(backend, struct, assignment, prefix + recipe, measure_recipe, pred))
+            loss = struct.loss + (whole_option.loss if whole_option else sum(o.loss for o in combo.values()))
+            for kv in kv_options:
+                pred = predict(struct.stats, assignment, backend, profile)
+                if kv is not None:
+                    _with_generation(pred, spec, struct.stats, assignment, backend, profile, constraints, kv.precision)
+                pred.accuracy = max(0.0, 1.0 - loss - (kv.loss if kv else 0.0))
+                out.append(Candidate(backend, struct, assignment, prefix + recipe + (kv.recipe if kv else []),
+                                     measure_recipe + (kv.emulation if kv else []), pred, kv=kv))
     return out
 
 
 def _with_generation(pred, spec: ModelSpec, stats, assignment, backend: str, profile: DeviceProfile,
-                     constraints: Constraints) -> None:
-    """A language model's prediction: the KV cache in memory, one decode step as the latency."""
+                     constraints: Constraints, kv_cache: str | None = None) -> None:
+    """A language model's prediction: the KV cache (of type ``kv_cache``) in memory, one decode step as the latency."""
     cfg = spec.generation.config
     context = constraints.context or cfg.context
     gen = predict_generation(stats, assignment, backend, profile, cfg, int(spec.example_inputs[0].shape[1]),
-                             context, pred.peak_memory_mb)
-    pred.peak_memory_mb += gen.kv_cache_mb
+                             context, pred.peak_memory_mb, kv_cache)
+    pred.add_model_memory(gen.kv_cache_mb)  # the model's share and the peak alike
     pred.latency_ms = 1e3 / gen.decode_tok_s
     pred.generation = gen.to_dict()
 
@@ -155,7 +164,8 @@ def generation_reasons(spec: ModelSpec, plan_pred: dict, profile: DeviceProfile)
     per_position = round(2 * cfg.layers * cfg.kv_heads * cfg.head_dim * elem)
     padded = f" (the runtime rounds {gen['context']} up)" if positions != gen["context"] else ""
     lines = [f"KV cache at context {gen['context']}: {cfg.layers} layers x 2 x {cfg.kv_heads} KV heads x "
-             f"{cfg.head_dim} head dim x {positions} positions{padded} x {elem:g} bytes = "
+             f"{cfg.head_dim} head dim x {positions} positions{padded} x {elem:g} bytes "
+             f"({gen.get('kv_cache', 'fp32')}) = "
              f"{gen['kv_cache_mb']:.1f} MB; "
              f"weights, activations and runtime {plan_pred['peak_memory_mb'] - gen['kv_cache_mb']:.1f} MB"]
     budget = profile.memory.model_budget_mb
@@ -214,6 +224,8 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         taken.append(f"{chosen.structure.label} taken: measured accuracy alone "
                      f"{chosen.structure.accuracy:.4f}")
     taken += [f"{group}: {precision} taken" for group, precision in chosen.groups.items()]
+    if chosen.kv is not None:
+        taken += kv_cache_reasons(chosen, everything, constraints, profile)
     taken += budget_checks(profile, chosen.prediction)
     if spec.generation is not None:
         taken += generation_reasons(spec, chosen.prediction.to_dict(), profile)

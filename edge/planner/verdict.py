@@ -148,17 +148,31 @@ def explain_infeasible(model: str, candidates: Sequence[Any], constraints: Const
 
 
 def _context_hint(candidates: Sequence[Any], constraints: Constraints, profile: DeviceProfile) -> list[str]:
-    """Language models: the context at which the smallest-memory candidate would fit the budget."""
+    """Language models: a smaller KV cache type that holds the asked context, then the context at
+    which the smallest-memory candidate would fit the budget."""
     gens = [(c, c.prediction.generation) for c in candidates if c.prediction.generation]
     if not gens or profile.memory.model_budget_mb is None:
         return []
+    budget = profile.memory.model_budget_mb
+    lines = []
+    # a smaller cache type that holds the asked context where the larger ones do not
+    fit = [cg for cg in gens if "memory" not in violations(cg[0].prediction, constraints, profile)]
+    too_big = sorted({g.get("kv_cache") for _, g in gens} - {g.get("kv_cache") for _, g in fit}, key=str)
+    if fit and too_big:
+        cand, gen = min(fit, key=lambda cg: (len(violations(cg[0].prediction, constraints, profile)),
+                                             cg[0].prediction.peak_memory_mb))
+        others = ", ".join(violations(cand.prediction, constraints, profile))
+        lines.append(f"a {gen.get('kv_cache')} KV cache holds the asked {gen['context']} tokens where "
+                     f"{' or '.join(too_big)} does not: {cand.describe()} needs "
+                     f"{cand.prediction.peak_memory_mb:.1f} of the {budget:g} MB"
+                     + (f", but breaks {others}" if others else ""))
     # prefer a candidate that only breaks the memory budget
     only_memory = [cg for cg in gens if set(violations(cg[0].prediction, constraints, profile)) <= {"memory"}]
     cand, gen = min(only_memory or gens, key=lambda cg: cg[0].prediction.peak_memory_mb)
     if not gen.get("max_context") or gen["max_context"] >= gen["context"]:
-        return []
+        return lines
     others = set(violations(cand.prediction, constraints, profile)) - {"memory"}
-    return [f"a shorter context would fit: {cand.describe()} holds {gen['max_context']} tokens in the "
-            f"{profile.memory.model_budget_mb:g} MB budget (asked: {gen['context']})"
-            + (f", though it also breaks {', '.join(sorted(others))}" if others else "")
-            + f"; pass --context {gen['max_context']} or less"]
+    return lines + [f"a shorter context would fit: {cand.describe()} holds {gen['max_context']} tokens in the "
+                    f"{budget:g} MB budget (asked: {gen['context']})"
+                    + (f", though it also breaks {', '.join(sorted(others))}" if others else "")
+                    + f"; pass --context {gen['max_context']} or less"]

@@ -112,6 +112,26 @@ def test_weights_larger_than_the_cache_stream_from_memory(lm_stats, pi_zero):
                     for mb in (0.01, 64.0))
     weights_ms = sum(g.read_params for g in lm_stats.groups.values()) * 4 / 1e9 * 1e3
     assert small.latency_ms > large.latency_ms + 0.8 * weights_ms
+    # a measured effective cache holding half the weights: the other half streams at 1 GB/s
+    read = sum(g.read_params for g in lm_stats.groups.values()) * 4
+    half = predict(lm_stats, FP32, "executorch", with_calibration(
+        pi_zero, {**base, "cache_mb": 64.0, "effective_cache_mb": read / 2 / MB}))
+    assert half.latency_terms["stream"] == pytest.approx(read / 2 / 1e9 * 1e3, rel=1e-6)
+    assert "stream" not in large.latency_terms  # 64 MB holds them all
+
+
+def test_runtimes_that_fuse_epilogues_spend_nothing_on_them(pi_zero):
+    from edge.models import load_model
+
+    cnn = load_model("tiny-cnn")
+    stats = count_stats(cnn.model, cnn.example_inputs)
+    assert stats.epilogue_ops >= 8  # BatchNorm and ReLU after each conv
+    fused, eager = (predict(stats, FP32, b, pi_zero).latency_terms.get("epilogue", 0.0)
+                    for b in ("executorch", "torchscript"))
+    assert fused == 0.0 and eager > 0.0
+    # a calibration's fitted scale wins over the backend's default
+    scaled = with_calibration(pi_zero, {"term_scale": {"executorch": {"epilogue": 1.0}}})
+    assert predict(stats, FP32, "executorch", scaled).latency_terms["epilogue"] > 0.0
 
 
 def test_convs_run_at_the_calibrated_conv_throughput(pi_zero):
