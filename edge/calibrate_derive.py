@@ -10,7 +10,7 @@ Fixed costs are subtracted first, so the cost model (:mod:`edge.planner.cost`) r
 each probe: ``per_op = (p50_dispatch - p50_overhead) / 15``, ``overhead = p50_overhead - per_op`` (its
 one op pays dispatch like any other); a matmul layer (conv, memory
 op) takes ``fixed + flops / GOPS`` (``bytes / GB/s``), solved from the big and the small probe
-(without the small one, ``fixed`` is 0). The small, big and wide matmul probes also give
+(without the small one, ``fixed`` is 0). The tiny, small, big and wide matmul probes also give
 ``matmul_curve``: ms per call against FLOPs per call, which the cost model interpolates.
 Memory ops are rated on the ``activation`` probe (norms, GELU, softmax, affine: what real
 models run), else on ``elementwise``.
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 CALIBRATION_SCHEMA_VERSION = 1
 MIN_NET_SHARE = 0.05  # p50 - fixed costs is taken as at least this share of p50
 DEFAULT_MAX_SPREAD = 0.25  # a backend's median probe spread above this: too noisy to write
-CURVE_PROBES = {"fp32": ("matmul_fp32_small", "matmul_fp32", "matmul_fp32_wide"),
-                "int8": ("matmul_int8_small", "matmul_int8", "matmul_int8_wide")}
+CURVE_PROBES = {"fp32": ("matmul_fp32_tiny", "matmul_fp32_small", "matmul_fp32", "matmul_fp32_wide"),
+                "int8": ("matmul_int8_tiny", "matmul_int8_small", "matmul_int8", "matmul_int8_wide")}
 
 
 @dataclass

@@ -10,6 +10,8 @@ probe                 model (fp32 unless noted)                   gives
 ``matmul_fp32_small`` 8 x Linear(128, 128) on (32, 128)           ``matmul_fixed_ms.fp32``
 ``matmul_int8``       the big one, int8 dynamic (edge.compress)   ``matmul_gops.int8``
 ``matmul_int8_small`` the small one, int8 dynamic                 ``matmul_fixed_ms.int8``
+``matmul_fp32_tiny``  8 x Linear(128, 128) on (1, 128)            ``matmul_curve.fp32``
+``matmul_int8_tiny``  the tiny one, int8 dynamic                  ``matmul_curve.int8``
 ``matmul_fp32_wide``  6 x Linear 384->1536, 1536->384 on (64, ..)  ``matmul_curve.fp32``
 ``matmul_int8_wide``  the wide one, int8 dynamic                  ``matmul_curve.int8``
 ``activation``        8 x (LayerNorm, GELU, softmax, x*s+b) on    ``memory_gbs``
@@ -26,7 +28,7 @@ probe                 model (fp32 unless noted)                   gives
 ``bandwidth``         Linear(4096, 4096) on (1, 4096): 64 MiB     ``bandwidth_gbs``
 ===================== ========================================== ===========================
 
-The small, big and wide matmuls (1, 34 and 75 MFLOP per call; the wide one's 2.4 MB weight
+The tiny, small, big and wide matmuls (0.03, 1, 34 and 75 MFLOP per call; the wide one's 2.4 MB weight
 matrices do not fit a core's L2, as a transformer's FFN does not) give the cost model a
 time-per-call curve over sizes (``matmul_curve``), per backend and dtype.
 
@@ -40,7 +42,7 @@ from typing import Any
 from .errors import ConfigError
 
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
-               "matmul_int8_small", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
+               "matmul_int8_small", "matmul_fp32_tiny", "matmul_int8_tiny", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
                "elementwise_small", "transcendental", "pool", "matmul_fp32_deep", "conv", "conv_small",
                "bandwidth")
 PROBE_KINDS = ("linear", "elementwise", "activation", "transcendental", "pool", "conv", "convblock")
@@ -133,6 +135,8 @@ def default_probes() -> list[Probe]:
         Probe("matmul_fp32_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200),
         Probe("matmul_int8", rows=64, width_in=512, width_out=512, layers=6, iterations=50, **int8),
         Probe("matmul_int8_small", rows=32, width_in=128, width_out=128, layers=8, iterations=200, **int8),
+        Probe("matmul_fp32_tiny", rows=1, width_in=128, width_out=128, layers=8, iterations=200),
+        Probe("matmul_int8_tiny", rows=1, width_in=128, width_out=128, layers=8, iterations=200, **int8),
         Probe("matmul_fp32_wide", rows=64, width_in=384, width_out=1536, layers=6, iterations=30),
         Probe("matmul_int8_wide", rows=64, width_in=384, width_out=1536, layers=6, iterations=30, **int8),
         Probe("activation", rows=64, width_in=384, width_out=384, layers=8, iterations=100,

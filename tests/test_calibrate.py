@@ -190,13 +190,13 @@ def test_cache_size_is_the_largest_sysfs_cache():
 def test_tflite_skips_the_bandwidth_probe_only_beside_another_backend():
     both = probes_by_backend(["executorch", "tflite"])
     assert [p.name for p in both["executorch"]] == [p.name for p in default_probes()]
-    assert "bandwidth" not in [p.name for p in both["tflite"]]
+    assert not {"bandwidth", "matmul_fp32_deep"} & {p.name for p in both["tflite"]}
     assert {"dispatch", "matmul_fp32_wide", "activation"} <= {p.name for p in both["tflite"]}
     assert "bandwidth" in [p.name for p in probes_by_backend(["tflite"])["tflite"]]
     with pytest.raises(ConfigError, match="including 'overhead'"):
         probes_by_backend(["executorch"], SMALL_PROBES[1:])
-    with pytest.raises(ConfigError, match="probe kinds from linear, elementwise, activation, conv"):
-        probes_by_backend(["executorch"], [SMALL_PROBES[0], Probe("conv", 1, 1, 1, 1, 1, kind="pool")])
+    with pytest.raises(ConfigError, match="probe kinds from linear, elementwise, activation, transcendental, pool"):
+        probes_by_backend(["executorch"], [SMALL_PROBES[0], Probe("conv", 1, 1, 1, 1, 1, kind="lstm")])
 
 
 def test_unknown_target_is_a_config_error(env):
@@ -235,7 +235,10 @@ def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
     assert list(profile.calibration["overhead_ms"]) == ["torchscript"]
     assert profile.calibration["per_op_overhead_ms"]["torchscript"] >= 0
     assert profile.calibration["memory_gbs"]["torchscript"] > 0
-    assert len(profile.calibration["matmul_curve"]["torchscript"]["fp32"]) == 3
+    assert len(profile.calibration["matmul_curve"]["torchscript"]["fp32"]) == 4  # tiny, small, big, wide
+    cal = profile.calibration
+    assert cal["transcendental_gbs"]["torchscript"] > 0 and cal["pool_gbs"]["torchscript"] > 0
+    assert cal["effective_cache_mb"] > 0  # from the deep matmul probe
     assert profile.calibration["conv_fixed_ms"]["torchscript"] >= 0
     assert set(profile.calibration["fixed_cost_from"]) == {"matmul_flops", "conv_flops"}
     probes = profile.calibration["provenance"]["probes"]["torchscript"]
