@@ -39,7 +39,7 @@ from edge.errors import (CommandTimeoutError, ConnectError, DeviceFullError,  # 
 from edge.targets import get_target  # noqa: E402
 from edge.transports import connect  # noqa: E402
 from edge.transports.base import _partial_key  # noqa: E402
-from labtools import load_devicelab  # noqa: E402
+from labtools import load_devicelab, process_running  # noqa: E402
 
 MEMORY_MB = 512
 
@@ -104,18 +104,11 @@ def command_drop(dl, lab_dir, name, target, tag: str) -> bool:
 
     thread = threading.Thread(target=run)
     thread.start()
-    _wait(lambda: any(f"sleep {tag}" in _cmdline(p) for p in os.listdir("/proc") if p.isdigit()))
+    _wait(lambda: process_running(f"sleep {tag}"))
     dl.kill_sessions(lab_dir, name)
     thread.join()
     err = outcome.get("error")
     return isinstance(err, ConnectError) and "connection lost" in str(err)
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def oom(target) -> bool:

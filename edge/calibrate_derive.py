@@ -252,8 +252,8 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
         block["bandwidth_gbs"] = sig(statistics.median(bandwidth.values()))
         block["bandwidth_gbs_by_backend"] = bandwidth
     caches = [d["effective_cache_mb"] for d in per.values() if "effective_cache_mb" in d]
-    if caches:  # a device property: the median over the backends that ran the deep probe
-        block["effective_cache_mb"] = sig(statistics.median(caches))
+    if caches:  # a device property: the least any backend that ran the deep probe kept cached
+        block["effective_cache_mb"] = sig(min(caches))
     fixed = {b: {k: sig(v) for k, v in d["matmul_fixed_ms"].items()} for b, d in per.items()
              if "matmul_fixed_ms" in d}
     if fixed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import types
 from pathlib import Path
 
@@ -18,3 +19,20 @@ def load_devicelab() -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def command_lines() -> list[str]:
+    """The command line of every process (the lab's devices are local processes)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip())
+            except OSError:
+                pass
+    return out
+
+
+def process_running(text: str, exact: bool = False) -> bool:
+    """Whether a process whose command line contains (or, ``exact``, is) ``text`` runs."""
+    return any(cmd == text if exact else text in cmd for cmd in command_lines())

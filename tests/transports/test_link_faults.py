@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools import load_devicelab
+from labtools import load_devicelab, process_running
 from edge.errors import (CommandTimeoutError, ConnectError, DeviceFullError, OutOfMemoryError,
                          TransportError)
 from edge.targets import get_target
@@ -166,14 +166,7 @@ def test_a_link_that_goes_silent_while_a_command_runs_fails_after_the_stall_time
 
 def _running(text: str) -> bool:
     """Whether a process whose command line contains ``text`` runs (the lab's devices are local)."""
-    return any(text in _cmdline(p) for p in os.listdir("/proc") if p.isdigit())
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return process_running(text)
 
 
 def test_a_runner_killed_by_the_memory_cgroup_is_reported_as_out_of_memory(target):
