@@ -125,7 +125,8 @@ _RAW_FIELDS = {"runtime": (str, None), "runtime_version": (str, None), "threads"
                "iterations": (int, 1), "load_ms": (float, 0), "first_inference_ms": (float, 0),
                "import_ms": (float, 0), "peak_rss_mb": (float, 0), "baseline_rss_mb": (float, 0)}
 _GEN_FIELDS = {"prompt_tokens": (int, 0), "new_tokens": (int, 0), "ttft_ms": (float, 0), "prefill_ms": (float, 0),
-               "prefill_tok_s": (float, 0), "decode_tok_s": (float, 0), "kv_cache_bytes": (int, 0)}
+               "prefill_tok_s": (float, 0), "decode_tok_s": (float, 0), "kv_cache_bytes": (int, 0),
+               "kv_cache_dtype": (str, None)}
 
 
 def _check_fields(values: dict, spec: dict, where: str) -> None:

@@ -22,7 +22,7 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     memory_fixed_ms: {<backend>: ms}     # per elementwise op
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
-    runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime and a one-op model
+    runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime imported, before a model loads
     spread: {<backend>: ratio}           # median over probes of (max - min) / median of repeats
     probe_error: {<backend>: ratio}      # mean |predicted - measured| / measured over probes
     repeats: N                           # timings per probe (median taken)

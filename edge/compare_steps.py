@@ -190,10 +190,10 @@ def _candidate_from_pareto(entry: dict, chosen: dict) -> Candidate | None:
         log.info("Pareto entry %s carries recipe labels, not configs; it cannot be exported", configs)
         return None
     structure = entry.get("structure")
-    name = plan_tag(structure if isinstance(structure, str) else None, entry.get("groups") or {})
-    plan = {**chosen, "recipe": configs, "groups": dict(entry.get("groups") or {}),
+    name = plan_tag(structure if isinstance(structure, str) else None, entry.get("groups") or {}, configs)
+    plan = {**chosen, "tag": name, "recipe": configs, "groups": dict(entry.get("groups") or {}),
             "structure": structure if structure not in ("none", "") else None,
             "predicted": dict(entry.get("predicted") or {}), "pareto": [],
             "reasons": [f"Pareto alternative to {chosen.get('backend')} plan "
-                        f"{plan_tag(chosen.get('structure'), chosen.get('groups') or {})}"]}
+                        f"{plan_tag(chosen.get('structure'), chosen.get('groups') or {}, chosen.get('recipe'))}"]}
     return Candidate(name=name, plan=plan, predicted=plan["predicted"], reasons=plan["reasons"])

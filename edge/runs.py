@@ -23,7 +23,8 @@ class RunRow:
     peak_rss_mb: float | None = None
     load_ms: float | None = None
     first_inference_ms: float | None = None
-    predicted: dict = field(default_factory=dict)  # size_bytes, peak_memory_mb, latency_ms, accuracy
+    # size_bytes, peak_memory_mb (= runtime_memory_mb + model_memory_mb), latency_ms, accuracy
+    predicted: dict = field(default_factory=dict)
     delegation: dict | None = None
     error: str | None = None
     error_type: str | None = None

@@ -66,6 +66,7 @@ def precision_of(manifest: dict) -> str:
     if compression.get("precision") in TOLERANCES:
         return compression["precision"]
     tags = {step.get("type"): step for step in compression.get("recipe", []) if isinstance(step, dict)}
+    kv_dtype = (tags.pop("kv_cache", None) or {}).get("dtype")  # the cache computes at its own type
     from .compress import structural_tags
 
     # what the backend's own export options imply (e.g. a quantized variant picked at conversion)
@@ -76,9 +77,9 @@ def precision_of(manifest: dict) -> str:
         return "lossy"
     if "int4_weight" in tags or tags.get("embedding_quant", {}).get("bits") == 4:
         return "int4"
-    if {"int8_dynamic", "int8_static", "embedding_quant"} & tags.keys() or quant == "int8":
+    if {"int8_dynamic", "int8_static", "embedding_quant"} & tags.keys() or quant == "int8" or kv_dtype == "q8_0":
         return "int8"
-    if "fp16" in tags or quant == "fp16":
+    if "fp16" in tags or quant == "fp16" or kv_dtype == "fp16":
         return "fp16"
     return "lossy" if tags else "fp32"
 

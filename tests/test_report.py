@@ -66,6 +66,31 @@ def test_csv_and_json(run):
     assert compact["rows"][3]["error"] and "error" not in compact["rows"][0]
 
 
+def test_memory_is_predicted_beside_measured_in_its_two_parts():
+    row = _row("executorch", 1.9, 0.996, 40_000, baseline_rss_mb=40.0)  # measured peak 61.9 MB
+    row.predicted.update(runtime_memory_mb=35.0, model_memory_mb=15.0)  # predicted peak 50 MB
+    before = _row("tflite", 2.4, 0.99, 45_000)  # a row stored before the split: no baseline, no parts
+    run = Run(model="tiny-cnn", target="local", rows=[row, before])
+    new, old = csv.DictReader(io.StringIO(to_csv(run)))
+    assert float(new["baseline_rss_mb"]) == 40.0 and float(new["predicted_runtime_memory_mb"]) == 35.0
+    assert float(new["model_rss_mb"]) == pytest.approx(21.9) and float(new["predicted_model_memory_mb"]) == 15.0
+    assert float(new["peak_rss_mb"]) == pytest.approx(61.9) and float(new["predicted_peak_memory_mb"]) == 50.0
+    assert [old[k] for k in ("baseline_rss_mb", "predicted_runtime_memory_mb", "model_rss_mb",
+                             "predicted_model_memory_mb")] == ["", "", "", ""]
+    assert float(old["predicted_peak_memory_mb"]) == 50.0
+    compact = summary(run)["rows"][0]
+    assert compact["baseline_rss_mb"] == 40.0 and compact["model_rss_mb"] == pytest.approx(21.9)
+    assert compact["predicted"]["runtime_memory_mb"] == 35.0
+    table = re.search(r'<table id="predicted">.*?</table>', render_html(run, images={}), re.S).group(0)
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    new_cells, old_cells = (dict(zip(headers, re.findall(r"<td[^>]*>(.*?)</td>", tr)))
+                            for tr in re.findall(r"<tbody>.*?</tbody>", table, re.S)[0].split("</tr>")[:2])
+    assert (new_cells["predicted runtime MB"], new_cells["measured runtime MB"]) == ("35.0", "40.0")
+    assert (new_cells["predicted model MB"], new_cells["measured model MB"]) == ("15.0", "21.9")
+    assert (new_cells["predicted peak MB"], new_cells["measured peak MB"]) == ("50.0", "61.9")
+    assert (old_cells["predicted model MB"], old_cells["measured model MB"]) == ("-", "-")
+
+
 def test_formatting_helpers():
     assert fmt_bytes(999) == "999 B" and fmt_bytes(1_500_000) == "1.50 MB" and fmt_bytes(None) == "-"
     assert delegation_coverage({"delegated_nodes": 3, "portable_nodes": 1, "coverage": 0.75}) == 0.75

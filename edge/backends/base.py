@@ -57,7 +57,10 @@ class CostTraits:
     ``int8_weight_bytes`` / ``int8_row_bytes``: bytes per int8 weight and per output row where
     the format stores more than one byte and a scale pair (None: 1 byte + 8 bytes per row);
     ``kv_context_multiple``: the multiple of positions the runtime rounds a KV cache's context
-    up to (the cache's element type is a plan option: ``Backend.kv_cache_dtypes``).
+    up to (the cache's element type is a plan option: ``Backend.kv_cache_dtypes``);
+    ``embedding_residency``: copies of an embedding table resident (None: ``weight_residency``);
+    ``load_memory_mb``: RSS that loading and running any model adds beyond its weights and
+    activations (runtime code and data first touched then, the interpreter's own structures).
     """
 
     container_overhead_bytes: int
@@ -75,6 +78,9 @@ class CostTraits:
     # BatchNorm, ReLU/clamp and bias adds on a conv's or matmul's output are folded into that
     # kernel (XNNPACK, TFLite), so they cost nothing of their own
     fuses_epilogues: bool = False
+    # a runtime that looks rows up in a mapped file in place holds only the rows it touched
+    embedding_residency: float | None = None
+    load_memory_mb: float = 0.0
 
 
 class Backend(ABC):

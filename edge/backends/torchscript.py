@@ -42,9 +42,13 @@ class TorchScriptBackend(Backend):
     # ~2 bytes per int8 weight (double scales, int64 zero points per channel)
     # overheads: measured on a 2-core x86_64 host by `edge profiles calibrate` (1 thread, 2026-12-01: per inference 3.5 us, per op 1.07 us)
     # and scaled to the reference Cortex-A72 by the cost model's own core speedup (fp32 per core, 11.6x)
+    # memory, measured by the runner on the same host (torch 2.13 CPU wheel): the weights load once
+    # (minilm fp32: +87 MB anonymous); a model's first inference pages in the kernels it calls (tiny-mlp
+    # +6 MB, convs or transformer blocks 14-17 MB). The runtime alone measured 220 MB there, nearly all
+    # of it `import torch` of the x86_64 wheel, so the 120 MB default is left for Arm devices to calibrate.
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=1.0, runtime_memory_mb=120.0,
                         efficiency=0.2, overhead_ms=0.04, per_op_overhead_ms=0.012, int8_weight_bytes=2.0,
-                        int8_row_bytes=16.0)
+                        int8_row_bytes=16.0, load_memory_mb=6.0)
     host_flavour = "torchscript"  # torch.ao's dynamic quantization loses more than torchao's
     host_quantizer = "torch.ao"
     unsupported_techniques = {

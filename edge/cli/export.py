@@ -84,21 +84,30 @@ def _range(pred: dict) -> str:
     return f" (range {span['low']}-{span['high']} ms)"
 
 
+def _memory_parts(pred: dict) -> str:
+    """`` (runtime R MB + model M MB)``: the peak's two parts, where the plan has them."""
+    if pred.get("runtime_memory_mb") is None or pred.get("model_memory_mb") is None:
+        return ""  # a plan from before the split
+    return f" (runtime {pred['runtime_memory_mb']} MB + model {pred['model_memory_mb']} MB)"
+
+
 def _render_plan(plan) -> str:
     pred = plan.predicted
     lines = [f"plan for {plan.model} on {plan.profile}: backend {plan.backend}",
              "recipe: " + (", ".join(c.label() for c in plan.recipe) or "none (fp32)"),
              "groups: " + ", ".join(f"{g}={p}" for g, p in plan.groups.items()),
-             f"predicted: size {pred['size_mb']} MB, peak memory {pred['peak_memory_mb']} MB, "
+             f"predicted: size {pred['size_mb']} MB, peak memory {pred['peak_memory_mb']} MB{_memory_parts(pred)}, "
              f"latency {pred['latency_ms']} ms{_range(pred)}, accuracy {pred['accuracy']} ({plan.accuracy_basis})"]
     gen = pred.get("generation")
     if gen:
-        lines.append(f"generation at context {gen['context']}: KV cache {gen['kv_cache_mb']} MB, time to first "
+        lines.append(f"generation at context {gen['context']}: KV cache {gen['kv_cache_mb']} MB "
+                     f"({gen.get('kv_cache', 'fp32')}), time to first "
                      f"token {gen['ttft_ms']} ms, prefill {gen['prefill_tok_s']} tok/s, decode "
                      f"{gen['decode_tok_s']} tok/s; largest context that fits: {gen['max_context']}")
     lines += ["", "Pareto front (feasible alternatives):"]
     rows = [{"backend": a["backend"], "structure": a["structure"],
-             "groups": " ".join(f"{g}={p}" for g, p in a["groups"].items() if p != "fp32") or "fp32",
+             "groups": (" ".join(f"{g}={p}" for g, p in a["groups"].items() if p != "fp32") or "fp32")
+             + (f" kv={a['kv_cache']}" if a.get("kv_cache") else ""),
              "size_mb": a["predicted"]["size_mb"], "memory_mb": a["predicted"]["peak_memory_mb"],
              "latency_ms": a["predicted"]["latency_ms"], "accuracy": a["predicted"]["accuracy"],
              "basis": a["accuracy_basis"]} for a in plan.pareto]

@@ -9,6 +9,8 @@ backend must honour:
 - ``executorch_quant_fusion``: True when quantized embeddings need
   ``ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True)`` and
   ``import executorch.kernels.quantized`` before ``to_executorch()``.
+- ``llamacpp_kv_cache``: the KV cache type llama.cpp creates its context with (``fp16``, its
+  default, ``q8_0`` or ``fp32``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..errors import UnsupportedError
 from .base import CompressContext, TechniqueConfig, config_from_dict
 from .capabilities import recipe_of, unsupported_in_recipe, unsupported_reason
 from .distill import DistillConfig
+from .kv_cache import KvCacheConfig
 from .lowrank import LowRankConfig
 from .prune import MagnitudePruneConfig
 from .prune_structured import ChannelPruneConfig, FfnPruneConfig, HeadPruneConfig
@@ -43,6 +46,7 @@ TECHNIQUES: dict[type, str] = {
     ChannelPruneConfig: "edge.compress.prune_structured:apply_channel_prune",
     LowRankConfig: "edge.compress.lowrank:apply_low_rank",
     DistillConfig: "edge.compress.distill:apply_distill",
+    KvCacheConfig: "edge.compress.kv_cache:apply_kv_cache",
 }
 
 
@@ -79,5 +83,5 @@ __all__ = [
     "unsupported_in_recipe", "unsupported_reason", "recipe_of",
     "Int8DynamicConfig", "Int8StaticConfig", "Int4WeightConfig", "Fp16Config", "EmbeddingQuantConfig",
     "MagnitudePruneConfig", "HeadPruneConfig", "FfnPruneConfig", "ChannelPruneConfig",
-    "LowRankConfig", "DistillConfig",
+    "LowRankConfig", "DistillConfig", "KvCacheConfig",
 ]

@@ -236,9 +236,13 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
             terms[term] += max(flops_ms, read / memory_rate)
     scales = term_scales(profile, backend)
     latency_ms = sum(scales.get(t, 1.0) * ms for t, ms in terms.items())
-    # what the model adds to the runtime's baseline RSS: its weights as resident, the activation arena
-    model_mb = ((sum(resident.values()) + stats.other_params * 4) * _traits(backend).weight_residency
-                + stats.peak_activation_bytes) / MB
+    # what the model adds to the runtime's baseline RSS: its weights as resident (an embedding table
+    # at its own residency), the activation arena and what loading any model adds
+    traits = _traits(backend)
+    table = resident.pop("embedding", 0.0)
+    table_residency = traits.weight_residency if traits.embedding_residency is None else traits.embedding_residency
+    model_mb = ((sum(resident.values()) + stats.other_params * 4) * traits.weight_residency
+                + table * table_residency + stats.peak_activation_bytes) / MB + traits.load_memory_mb
     from .uncertainty import relative_uncertainty
 
     return Prediction(predict_size_bytes(stats, assignment, backend), rates.runtime_memory_mb + model_mb,

@@ -196,9 +196,9 @@ def kv_cache_reasons(chosen: Any, candidates: Sequence[Any], constraints: Constr
     from .verdict import violations
 
     kv, gen = chosen.kv, chosen.prediction.generation or {}
+    exact = "exact" if kv.precision == "fp32" else f"measured accuracy {kv.accuracy:.4f} alone"
     lines = [f"kv cache: {kv.precision} taken: {gen.get('kv_cache_mb', 0):.1f} MB at context "
-             f"{gen.get('context')}, {gen.get('kv_bytes_per_element', 0):g} bytes a value, measured accuracy "
-             f"{kv.accuracy:.4f} alone"]
+             f"{gen.get('context')}, {gen.get('kv_bytes_per_element', 0):g} bytes a value, {exact}"]
     for alt in candidates:
         if alt.kv is None or alt.kv.precision == kv.precision or (alt.backend, alt.structure.label, alt.groups) != (
                 chosen.backend, chosen.structure.label, chosen.groups):
@@ -215,4 +215,6 @@ def kv_cache_reasons(chosen: Any, candidates: Sequence[Any], constraints: Constr
             lines.append(f"{what} not taken: predicted {pred.latency_ms:.2f} ms per token, peak memory "
                          f"{pred.peak_memory_mb:.1f} MB, accuracy {pred.accuracy or 0:.4f} (chosen: "
                          f"{chosen.prediction.latency_ms:.2f} ms, {chosen.prediction.peak_memory_mb:.1f} MB)")
+    if len(lines) == 1:
+        lines[0] += f" (the only type {chosen.backend} offers for this model)"
     return lines

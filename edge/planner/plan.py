@@ -4,7 +4,8 @@ Keys (schema_version 1): ``model``, ``profile``, ``constraints`` {min_accuracy,
 max_latency_ms, max_size_mb, memory_budget_mb, storage_budget_mb}, ``backend``, ``recipe``
 (technique configs in the order they are applied, each with its ``type`` tag), ``groups``
 (layer group -> chosen precision), ``structure`` (structural technique or null),
-``tag`` (a short name derived from groups and structure, used in artifact folder names),
+``tag`` (a short name derived from groups, structure and a KV cache type the recipe sets, used
+in artifact folder names),
 ``predicted`` {size_bytes, size_mb, peak_memory_mb = runtime_memory_mb (the runtime's own RSS) +
 model_memory_mb (what the model adds; plans written before the split lack both), latency_ms, accuracy},
 ``accuracy_basis`` (how the accuracy was obtained), ``pareto`` (alternatives, each with
@@ -26,10 +27,13 @@ _REQUIRED = ("model", "profile", "constraints", "backend", "recipe", "predicted"
 _OPTIONAL = ("schema_version", "tag", "groups", "structure", "accuracy_basis", "pareto", "reasons", "notes")
 
 
-def plan_tag(structure: str | None, groups: dict[str, str]) -> str:
-    """A plan's short name from its structural change and per-group precisions ("fp32" when none)."""
+def plan_tag(structure: str | None, groups: dict[str, str], recipe: list | None = None) -> str:
+    """A plan's short name from its structural change, per-group precisions and a KV cache type
+    its recipe sets (``kv:q8_0``); "fp32" when none. ``recipe``: configs or their dicts."""
     parts = [structure.replace(" ", "") if structure and structure != "none" else ""]
     parts += [f"{g}:{p}" for g, p in sorted(groups.items()) if p != "fp32"]
+    steps = [c if isinstance(c, dict) else c.to_dict() for c in recipe or []]
+    parts += [f"kv:{c.get('dtype')}" for c in steps if c.get("type") == "kv_cache"]
     return "-".join(p for p in parts if p) or "fp32"
 
 
@@ -79,7 +83,7 @@ class Plan:
     @property
     def tag(self) -> str:
         """Short name for folders and tables, e.g. ``channelprune25%-conv:fp16-head:int8``."""
-        return plan_tag(self.structure, self.groups)
+        return plan_tag(self.structure, self.groups, self.recipe)
 
     def to_dict(self) -> dict:
         return {

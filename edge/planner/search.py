@@ -58,7 +58,7 @@ class Candidate:
     def describe(self) -> str:
         quant = ", ".join(f"{g}={p}" for g, p in self.groups.items() if p != "fp32") or "fp32"
         struct = "" if self.structure.config is None else f"{self.structure.label} + "
-        kv = f", kv cache {self.kv.precision}" if self.kv else ""
+        kv = f", kv cache {self.kv.precision}" if self.kv and len(get_backend(self.backend).kv_cache_dtypes) > 1 else ""
         return f"{self.backend}: {struct}{quant}{kv}"
 
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from .files import report_paths, write_report_files
 from .format import (CSV_COLUMNS, GENERATION_COLUMNS, GENERATION_FIELDS, TABLE_COLUMNS, delegation_coverage,
-                     fmt_bytes, fmt_delegation, fmt_ms, fmt_num, generation_of, predicted_latency_ms, table_rows)
+                     fmt_bytes, fmt_delegation, fmt_ms, fmt_num, generation_of, model_rss_mb, predicted_latency_ms,
+                     table_rows)
 from .html import render_html
 from .plots import render_plots, write_plots
 from .tables import csv_record, render_table, summary, summary_row, text_table, to_csv, to_json
 
 __all__ = [
     "CSV_COLUMNS", "GENERATION_COLUMNS", "GENERATION_FIELDS", "TABLE_COLUMNS", "csv_record", "delegation_coverage",
-    "fmt_bytes", "fmt_delegation", "fmt_ms", "fmt_num", "generation_of", "predicted_latency_ms", "render_html",
-    "render_plots", "render_table", "report_paths", "summary", "summary_row", "table_rows", "text_table", "to_csv", "to_json",
-    "write_plots", "write_report_files",
+    "fmt_bytes", "fmt_delegation", "fmt_ms", "fmt_num", "generation_of", "model_rss_mb", "predicted_latency_ms",
+    "render_html", "render_plots", "render_table", "report_paths", "summary", "summary_row", "table_rows",
+    "text_table", "to_csv", "to_json", "write_plots", "write_report_files",
 ]

@@ -16,11 +16,13 @@ CSV_COLUMNS = [
     "predicted_size_bytes", "predicted_latency_ms", "latency_p50_ms", "latency_p90_ms",
     "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms",
     "samples", "load_ms", "first_inference_ms", "peak_rss_mb", "predicted_peak_memory_mb",
+    # the peak's two parts, measured beside predicted: the runtime alone (baseline RSS) and the model's share
+    "baseline_rss_mb", "predicted_runtime_memory_mb", "model_rss_mb", "predicted_model_memory_mb",
     "metric", "accuracy", "predicted_accuracy", "delegation", "runtime", "runtime_version",
     "threads", "artifact_sha256", "error",
     # language models (empty otherwise)
     "prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s", "kv_cache_bytes",
-    "baseline_rss_mb", "model_rss_mb", "token_agreement_eager", "perplexity", "perplexity_fp32",
+    "token_agreement_eager", "perplexity", "perplexity_fp32",
 ]
 
 # the text and HTML results table (see table_rows)
@@ -37,6 +39,13 @@ GENERATION_COLUMNS = ("TTFT ms", "prefill tok/s", "decode tok/s", "KV MB")
 def generation_of(row: RunRow) -> dict:
     """A language-model row's generation figures (empty for other models)."""
     return row.generation if isinstance(row.generation, dict) else {}
+
+
+def model_rss_mb(row: RunRow) -> float | None:
+    """What the model added to the runtime's RSS on the device: peak - baseline (None unless both are known)."""
+    if row.peak_rss_mb is None or row.baseline_rss_mb is None:
+        return None
+    return float(row.peak_rss_mb) - float(row.baseline_rss_mb)
 
 
 def fmt_bytes(size_bytes: int | float | None) -> str:

@@ -10,7 +10,7 @@ from html import escape
 from ..run_diff import thermal_flags
 from ..runs import Run
 from .format import (GENERATION_COLUMNS, TABLE_COLUMNS, delegation_coverage, fmt_bytes, fmt_delegation, fmt_ms,
-                     fmt_num, fmt_predicted, table_rows)
+                     fmt_num, fmt_predicted, model_rss_mb, table_rows)
 from .plots import render_plots
 
 _CSS = """
@@ -77,8 +77,11 @@ def _details(run: Run) -> str:
 
 
 def _predicted(run: Run) -> str:
+    # memory as the device sees it: the runtime alone (the runner's baseline RSS, before the model
+    # loads) and what the model adds (peak - baseline), each beside the planner's prediction
     headers = ["backend", "plan", "predicted size", "measured size", "predicted latency ms",
-               "measured p50 ms", "predicted peak MB", "measured peak MB", "predicted accuracy",
+               "measured p50 ms", "predicted peak MB", "measured peak MB", "predicted runtime MB",
+               "measured runtime MB", "predicted model MB", "measured model MB", "predicted accuracy",
                "measured accuracy", "delegated"]
     rows = []
     for r in run.rows:
@@ -86,6 +89,8 @@ def _predicted(run: Run) -> str:
         rows.append([r.backend, r.plan_name, fmt_bytes(p.get("size_bytes")), fmt_bytes(r.size_bytes),
                      fmt_predicted(r), fmt_ms((r.latency_ms or {}).get("p50")),
                      fmt_num(p.get("peak_memory_mb"), 1), fmt_num(r.peak_rss_mb, 1),
+                     fmt_num(p.get("runtime_memory_mb"), 1), fmt_num(r.baseline_rss_mb, 1),
+                     fmt_num(p.get("model_memory_mb"), 1), fmt_num(model_rss_mb(r), 1),
                      fmt_num(p.get("accuracy"), 4), fmt_num(r.accuracy, 4), fmt_delegation(r.delegation)])
     return _table(headers, rows, table_id="predicted")
 

@@ -9,7 +9,7 @@ import json
 
 from ..runs import Run, RunRow
 from .format import (CSV_COLUMNS, GENERATION_FIELDS, TABLE_COLUMNS, delegation_coverage, generation_of,
-                     predicted_latency_ms, table_rows)
+                     model_rss_mb, predicted_latency_ms, table_rows)
 
 
 def render_table(rows: list[dict], columns: list[str]) -> str:
@@ -44,7 +44,9 @@ def csv_record(run: Run, row: RunRow) -> dict:
         **{f"latency_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
         "samples": len(row.latencies_ms or []), "load_ms": row.load_ms,
         "first_inference_ms": row.first_inference_ms, "peak_rss_mb": row.peak_rss_mb,
-        "predicted_peak_memory_mb": pred.get("peak_memory_mb"), "metric": row.metric,
+        "predicted_peak_memory_mb": pred.get("peak_memory_mb"), "baseline_rss_mb": row.baseline_rss_mb,
+        "predicted_runtime_memory_mb": pred.get("runtime_memory_mb"), "model_rss_mb": model_rss_mb(row),
+        "predicted_model_memory_mb": pred.get("model_memory_mb"), "metric": row.metric,
         "accuracy": row.accuracy, "predicted_accuracy": pred.get("accuracy"),
         "delegation": "" if cov is None else round(cov, 4), "runtime": row.runtime,
         "runtime_version": row.runtime_version, "threads": row.threads,
@@ -58,8 +60,8 @@ def _generation_record(row: RunRow) -> dict:
     if not gen:
         return {}
     return {**{k: gen.get(k) for k in ("prompt_tokens", "new_tokens", "ttft_ms", "prefill_tok_s", "decode_tok_s",
-                                       "kv_cache_bytes", "model_rss_mb", "token_agreement_eager")},
-            "baseline_rss_mb": row.baseline_rss_mb, "perplexity": val.get("ppl_candidate"),
+                                       "kv_cache_bytes", "token_agreement_eager")},
+            "perplexity": val.get("ppl_candidate"),
             "perplexity_fp32": val.get("ppl_reference")}
 
 
@@ -98,6 +100,8 @@ def summary_row(row: RunRow) -> dict:
         "accuracy": row.accuracy,
         "metric": row.metric,
         "peak_rss_mb": row.peak_rss_mb,
+        "baseline_rss_mb": row.baseline_rss_mb,
+        "model_rss_mb": model_rss_mb(row),
         "predicted": row.predicted or {},
         "delegation": delegation_coverage(row.delegation),
     }

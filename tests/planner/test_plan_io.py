@@ -54,3 +54,19 @@ def test_constraints_are_validated():
         Constraints(min_accuracy=1.5)
     with pytest.raises(ConfigError, match="max_size_mb"):
         Constraints(max_size_mb=-1)
+
+
+def test_a_plan_s_kv_cache_type_is_in_its_tag_and_in_a_pareto_alternative_s():
+    from edge.compare_steps import _candidate_from_pareto
+    from edge.compress import Int8DynamicConfig, KvCacheConfig
+    from edge.planner.plan import plan_tag
+
+    recipe = [Int8DynamicConfig(groups=("ffn",)), KvCacheConfig("q8_0")]
+    assert plan_tag(None, {"ffn": "int8", "head": "fp32"}, recipe) == "ffn:int8-kv:q8_0"
+    assert plan_tag(None, {"ffn": "int8"}, [c.to_dict() for c in recipe[:1]]) == "ffn:int8"  # the default: none
+    chosen = {"backend": "llamacpp", "tag": "ffn:int8-kv:q8_0", "groups": {"ffn": "int8"}, "structure": None,
+              "recipe": [c.to_dict() for c in recipe]}
+    alt = _candidate_from_pareto({"groups": {"ffn": "int8"}, "structure": "none", "kv_cache": "fp16",
+                                  "recipe_configs": [recipe[0].to_dict()], "predicted": {}}, chosen)
+    assert alt.name == alt.plan["tag"] == "ffn:int8"  # its own folder, not the chosen plan's
+    assert alt.plan["reasons"] == ["Pareto alternative to llamacpp plan ffn:int8-kv:q8_0"]

@@ -69,3 +69,23 @@ def test_latency_limit_is_honoured(tiny_lm, pi_zero, lm_plan):
     with pytest.raises(NoFeasiblePlanError, match="best reachable latency"):
         make_plan(tiny_lm, pi_zero, Constraints(max_latency_ms=limit), samples=16)
     assert lm_plan.predicted["size_bytes"] / MB < 2
+
+
+def test_the_search_takes_a_q8_0_kv_cache_when_only_it_fits_and_says_why(tiny_llama_hd32, pi_zero):
+    from edge.compress import KvCacheConfig
+
+    # 700k positions of 2 layers x 2 x 2 KV heads x 32: fp16 needs 342 MB, q8_0 182 MB of the 256
+    plan = make_plan(tiny_llama_hd32, pi_zero, Constraints(min_accuracy=0.98, context=700_000),
+                     backends=["llamacpp"], samples=16)
+    gen = plan.predicted["generation"]
+    assert plan.recipe[-1] == KvCacheConfig("q8_0") and gen["kv_cache"] == "q8_0"
+    assert plan.tag.endswith("-kv:q8_0")  # the artifact's folder says so too
+    assert plan.predicted["peak_memory_mb"] <= 256 and gen["kv_bytes_per_element"] == 34 / 32
+    assert any(r.startswith("kv cache: q8_0 taken: ") for r in plan.reasons)
+    for other in ("fp16", "fp32"):
+        assert any(r.startswith(f"kv cache {other} rejected with this recipe: peak memory")
+                   and "over the 256 MB budget at context 700000" in r for r in plan.reasons)
+    assert any("x 1.0625 bytes (q8_0) =" in r for r in plan.reasons)
+    assert all(p["kv_cache"] == "q8_0" for p in plan.pareto)  # nothing else is feasible
+    _, options = apply_plan(tiny_llama_hd32.fresh_model(), plan, "llamacpp", tiny_llama_hd32)
+    assert options["llamacpp_kv_cache"] == "q8_0"  # what the export hands the runner
