@@ -12,7 +12,7 @@ per backend and over all cases the median absolute percentage error (APE) of eac
 median absolute error of the model's share in MB (small models add a few MB at most, where a
 percentage says little). Calibration and runs use one thread.
 
-    .venv/bin/python benchmarks/memory_predicted_vs_measured.py                  # ~20 min cold
+    .venv/bin/python benchmarks/memory_predicted_vs_measured.py                  # ~15 min (~30 cold)
     .venv/bin/python benchmarks/memory_predicted_vs_measured.py --profile cal.yaml --models tiny-mlp \
         --backends tflite --json out.json
     .venv/bin/python benchmarks/memory_predicted_vs_measured.py --measured out.json   # re-predict only
