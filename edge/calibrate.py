@@ -20,6 +20,10 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     conv_fixed_ms: {<backend>: ms}       # per conv call
     memory_gbs: {<backend>: GB/s}        # elementwise ops, bytes in + out
     memory_fixed_ms: {<backend>: ms}     # per elementwise op
+    transcendental_gbs: {<backend>: GB/s}  # GELU, softmax, SiLU ...: bytes in + out
+    pool_gbs: {<backend>: GB/s}          # max/avg pooling
+    effective_cache_mb: MB               # weights one inference keeps in cache (deep matmul probe)
+    stream_gbs: {<backend>: GB/s}        # the weights beyond it, streamed (where any streamed)
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime imported, before a model loads

@@ -23,8 +23,8 @@ always defined unless a file redefines it. Schema::
         connect_retries: 3        # retries of a refused/unanswered connection (backoff doubles)
         connect_backoff_s: 1.0    # first wait between connection attempts
         stall_timeout_s: 60       # a transfer or a silent link with no progress this long fails
-        # adb only: serial, benchmark_model, executor_runner (host paths of the runtimes'
-        # benchmark binaries, pushed once)
+        # adb only: serial; any target: benchmark_model, executor_runner (host paths of the
+        # runtimes' benchmark binaries, pushed once; bench runs them instead of the runner)
 
 Fields are type-checked here; what a transport needs (a host, a serial) and its defaults
 (``workdir``, ``python``) are the transport's own (``validate_fields`` in

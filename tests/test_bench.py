@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from edge.benchmark import (BenchResult, bench, deploy, latency_stats, make_resu
                         parse_runner_output)
 from edge.cli import main
 from edge.errors import RunnerError
+from edge.targets import load_targets
+from edge.transports import connect
 
 
 def test_latency_stats_match_numpy():
@@ -111,3 +114,31 @@ def test_cli_targets_list_and_check(devicelab, capsys):
 def test_bench_on_the_local_target(tiny_artifacts):
     res = bench(tiny_artifacts["tflite"], "local", warmup=1, iterations=4)
     assert res.target == "local" and len(res.latencies_ms) == 4 and res.runtime == "ai-edge-litert"
+
+
+def test_a_linux_target_naming_benchmark_model_is_measured_through_it(devicelab, tiny_artifacts, tmp_path):
+    """An SSH device that names the runtime's own benchmark tool is measured with it, as adb devices
+    are (no runner, no torch on the device). The tool is tests/fixtures/benchmark_model_standin.py:
+    the real LiteRT interpreter behind benchmark_model's flags and output, since the binary itself
+    cannot be built here."""
+    import sys
+
+    import yaml
+
+    tool = tmp_path / "benchmark_model"
+    source = Path(__file__).parent / "fixtures" / "benchmark_model_standin.py"
+    tool.write_text(f"#!{sys.executable}\n" + source.read_text())
+    name = devicelab.names[0]
+    raw = yaml.safe_load(Path(devicelab.targets_file).read_text())
+    entries = raw["targets"] if "targets" in raw else raw
+    entries[name]["benchmark_model"] = str(tool)
+    targets_file = tmp_path / "targets.yaml"
+    targets_file.write_text(yaml.safe_dump(raw))
+    res = bench(tiny_artifacts["tflite"], name, targets_file=str(targets_file), warmup=2, iterations=7)
+    assert res.runtime == "tflite-benchmark_model" and res.target == name
+    assert res.latencies_ms == [] and res.latency_ms["mean"] > 0  # the tool prints a summary only
+    assert res.iterations == 7 and res.load_ms > 0 and res.peak_rss_mb > 0
+    # the tool went into the device's workdir and ran there, over SSH
+    with connect(load_targets(targets_file)[name]) as tr:
+        listed = tr.run(["ls", f"{tr.target.workdir.rstrip('/')}/bin"], timeout_s=30).stdout
+    assert "benchmark_model" in listed.split()

@@ -9,8 +9,9 @@ quantizes activations).
   params (norms, biases) in fp32 + a fixed container overhead per backend.
 - peak_memory_mb = weights x the backend's weight residency (XNNPACK repacks weights next to
   the loaded program) + activation arena + the runner process's baseline RSS.
-- latency_ms = the sum of :data:`TERMS`, each in ms (a calibration's ``term_scale`` may
-  scale them per backend; a backend that fuses epilogues gets 0 for them uncalibrated):
+- latency_ms = the sum of :data:`TERMS`, each in ms, times a per-term factor (1, except 0 for
+  epilogues on a backend that fuses them; a profile's ``calibration.term_scale`` sets them per
+  backend, for a runtime that behaves otherwise: ``edge profiles calibrate`` does not write it):
   a fixed per-backend overhead
   + ops x per-op dispatch (every op of the traced graph, views included)
   + per op class (matmul at its dtype, conv, memory ops): calls x (a fixed cost per call,
@@ -253,7 +254,7 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
 
 
 def term_scales(profile: DeviceProfile, backend: str) -> dict[str, float]:
-    """Multipliers of the latency terms: the calibration's fitted ``term_scale`` for the backend
+    """Multipliers of the latency terms: the profile's ``calibration.term_scale`` for the backend
     where it has one, else the backend's traits (a runtime that fuses epilogues: 0 for them)."""
     fitted = ((profile.calibration or {}).get("term_scale") or {}).get(backend)
     if isinstance(fitted, dict):
