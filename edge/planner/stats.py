@@ -12,6 +12,7 @@ read and write. Numbers are for batch 1 at the model's fixed input shapes.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -126,19 +127,20 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.matmul_ops = self.memory_ops = self.epilogue_ops = self.transcendental_ops = self.pool_ops = 0
         self.memory_bytes = self.epilogue_bytes = self.transcendental_bytes = self.pool_bytes = 0.0
-        self._producers: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive: ids stay unique)
+        # id -> weak reference (a freed tensor's id may be reused: the reference must still be it)
+        self._producers: dict[int, weakref.ref] = {}
 
     def _mark(self, out) -> None:
-        if isinstance(out, torch.Tensor):
-            self._producers[id(out)] = out
-        elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            self._producers[id(out[0])] = out[0]
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        if isinstance(first, torch.Tensor):
+            self._producers[id(first)] = weakref.ref(first)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
         first = args[0] if args else None
-        from_producer = isinstance(first, torch.Tensor) and id(first) in self._producers
+        ref = self._producers.get(id(first)) if isinstance(first, torch.Tensor) else None
+        from_producer = ref is not None and ref() is first
         if name in MATMUL_OPS:
             self.matmul_ops += name != "embedding"
             if name in EPILOGUE_PRODUCERS:
