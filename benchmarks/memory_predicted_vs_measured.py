@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -34,10 +33,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from edge.benchmark import bench  # noqa: E402
 from edge.calibrate import calibrate, save_calibrated_profile  # noqa: E402
-from edge.compress import Int8DynamicConfig  # noqa: E402
 from edge.errors import EdgeError  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
@@ -46,29 +45,11 @@ from edge.planner.llm_cost import predict_generation  # noqa: E402
 from edge.planner.stats import count_stats  # noqa: E402
 from edge.profiles import load_profile  # noqa: E402
 from edge.targets import LOCAL_PROFILE  # noqa: E402
+from predicted_vs_measured import BACKENDS, assignment_for, load_average, recipe_for  # noqa: E402
 
 MODELS = ("tiny-mlp", "tiny-cnn", "tiny-lm", "minilm", "tiny-llama")
-BACKENDS = ("torchscript", "executorch", "tflite")
-LINEAR_GROUPS = ("attention", "ffn", "head", "linear")  # what int8 dynamic quantizes
 PARTS = ("runtime", "model", "peak")
 NEW_TOKENS = 16  # a language model generates this many tokens after its sample prompt
-
-
-def assignment_for(plan: str, backend: str, groups: list[str]) -> dict[str, str]:
-    """Per-group precision the cost model sees for ``plan`` (as the planner assigns it)."""
-    if plan == "fp32":
-        return {g: "fp32" for g in groups}
-    if backend == "tflite":  # dynamic-range quantization covers every weight
-        return {g: "int8" for g in groups}
-    return {g: "int8" if g in LINEAR_GROUPS else "fp32" for g in groups}
-
-
-def recipe_for(plan: str):
-    return None if plan == "fp32" else {"tag": "int8", "recipe": [Int8DynamicConfig().to_dict()]}
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def measure_case(spec, backend: str, plan: str, out_dir: Path, iterations: int) -> dict:

@@ -145,6 +145,10 @@ def test_convs_run_at_the_calibrated_conv_throughput(pi_zero):
               - predict(stats, FP32, "executorch", fast).latency_ms)
     conv_flops = stats.groups["conv"].flops
     assert gap_ms == pytest.approx(conv_flops / 1e9 * 1e3 - conv_flops / 100e9 * 1e3, rel=1e-3)
+    # int8 weights on a conv run the fp32 kernel (hybrid): no int8 speedup, unlike a matmul
+    rates = device_rates(slow, "executorch")
+    assert rates.gops_for("conv", "int8") == rates.gops_for("conv", "fp32") == 1.0
+    assert rates.gops_for("linear", "int8") == rates.gops["int8"] != rates.gops["fp32"]
 
 
 def test_predict_recipe_reads_the_recipe(tiny_lm, pi_zero):
