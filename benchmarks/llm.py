@@ -19,6 +19,13 @@ the eager fp32 model (host validation, and on the "device").
 llama.cpp (the ``llamacpp`` backend) is the yardstick: at equal bits (Q4_0 vs int4 g32 with
 8-bit embeddings and head; Q8_0 vs int8) the script prints edge's decode and prefill rates
 over llama.cpp's, measured in the same rounds.
+
+Predicted vs measured: ``--calibrate`` first runs ``edge profiles calibrate --target local --llm``
+(the overhead probe and the decoder probes of edge/calibrate_decode.py, one thread, 3 repeats;
+the profile is written beside the artifacts), or ``--profile PATH`` names a calibrated profile;
+each row then also shows the cost model's decode tok/s, TTFT and peak memory for that artifact
+(edge.planner: the recipe's precisions, the KV cache at the artifact's context) and the error
+against the measured median, and a summary counts the rows within +-15 %.
 """
 from __future__ import annotations
 
@@ -40,6 +47,11 @@ from edge.benchmark import bench  # noqa: E402
 from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
+from edge.planner.cost import predict  # noqa: E402
+from edge.planner.llm_cost import predict_generation  # noqa: E402
+from edge.planner.recipe_cost import assignment_of  # noqa: E402
+from edge.planner.stats import count_stats  # noqa: E402
+from edge.profiles import load_profile  # noqa: E402
 
 # (backend, label, recipe): fp32, and the int8/int4 forms each runtime executes natively
 VARIANTS = [
@@ -88,6 +100,38 @@ def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
     return rates
 
 
+def calibrate_local(backends: list[str], out: Path) -> Path:
+    """``edge profiles calibrate --target local --llm`` with the overhead probe, one thread."""
+    from edge.calibrate import calibrate, default_probes, save_calibrated_profile
+
+    t0 = time.perf_counter()
+    cal = calibrate("local", backends=backends, threads=1, llm=True, max_spread=None,
+                    probes=[p for p in default_probes() if p.name == "overhead"])
+    path = save_calibrated_profile(cal.profile, cal.block, out / "local-calibrated.yaml")
+    print(f"calibrated {', '.join(cal.backends)} in {time.perf_counter() - t0:.0f} s "
+          f"(failures: {cal.failures or 'none'}); decode GB/s {cal.block.get('decode_gbs')}; wrote {path}", flush=True)
+    return path
+
+
+def predicted(spec, stats, backend: str, recipe, profile, prompt: int, new: int) -> dict:
+    """The cost model's decode tok/s, TTFT and peak memory for one artifact of the table."""
+    cfg = spec.generation.config
+    assignment = assignment_of(recipe or [], stats, backend)
+    pred = predict(stats, assignment, backend, profile)
+    p = int(spec.example_inputs[0].shape[1])
+    # the artifact holds the model's context; the measured decode runs from position `prompt` to `prompt + new`
+    gen = predict_generation(stats, assignment, backend, profile, cfg, p, cfg.context, pred.peak_memory_mb,
+                             decode_position=prompt + new / 2)
+    return {"decode_tok_s": gen.decode_tok_s, "ttft_ms": gen.ttft_ms * prompt / p,
+            "peak_mb": pred.peak_memory_mb + gen.kv_cache_mb}
+
+
+def err(pred: float | None, meas: float | None) -> str:
+    if pred is None or not meas:
+        return "-"
+    return f"{pred:.1f} ({100 * (pred / meas - 1):+.0f} %)"
+
+
 def med(xs: list) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -102,6 +146,9 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated backends to keep")
+    ap.add_argument("--profile", help="a calibrated profile (edge profiles calibrate --llm) to predict each row from")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="calibrate `local` (overhead + decoder probes) first and predict from it")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -121,6 +168,13 @@ def main() -> int:
         print(f"{backend} {label}: exported in {time.perf_counter() - t0:.0f} s "
               f"(cache hit: {art.manifest.get('cache_hit')})", flush=True)
         arts.append((backend, label, art))
+    profile = None
+    if args.calibrate:
+        profile = load_profile(calibrate_local(sorted({b for b, _, _ in arts}), out))
+    elif args.profile:
+        profile = load_profile(args.profile)
+    recipes = {(b, lbl): r for b, lbl, r in variants}
+    stats = count_stats(spec.model.eval(), spec.example_inputs) if profile else None
     results = {id(a): [] for _, _, a in arts}
     for r in range(args.rounds):
         for backend, label, art in arts:
@@ -134,12 +188,21 @@ def main() -> int:
           f"(median [min-max]); fp32 weights {fp32_weight_bytes / 1e6:.1f} MB; load average "
           f"{os.getloadavg()[0]:.2f}")
     head = ("backend", "variant", "size MB", "x fp32", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MB",
-            "model RSS MB", "ppl (fp32)", "ppl +%", "tokens = eager")
+            "model RSS MB", "ppl (fp32)", "ppl +%", "tokens = eager") + (
+        ("pred decode tok/s (err)", "pred TTFT ms (err)", "pred peak MB (err)") if profile else ())
     print(" | ".join(head))
-    decode = {}
+    decode, errors = {}, []
     for backend, label, art in arts:
         runs = results[id(art)]
         gens = [r.generation for r in runs]
+        cols = []
+        if profile:
+            pr = predicted(spec, stats, backend, recipes[(backend, label)], profile, args.prompt, args.new)
+            meas = {"decode_tok_s": statistics.median(g["decode_tok_s"] for g in gens),
+                    "ttft_ms": statistics.median(g["ttft_ms"] for g in gens),
+                    "peak_mb": statistics.median(r.peak_rss_mb for r in runs)}
+            cols = [err(pr[k], meas[k]) for k in ("decode_tok_s", "ttft_ms", "peak_mb")]
+            errors.append({k: pr[k] / meas[k] - 1 for k in meas})
         val = art.manifest["validation"]
         decode[(backend, label)] = statistics.median(g["decode_tok_s"] for g in gens)
         agree = [g.get("token_agreement_eager") for g in gens if g.get("token_agreement_eager") is not None]
@@ -151,7 +214,12 @@ def main() -> int:
             f"{val['ppl_candidate']:.2f} ({val['ppl_reference']:.2f})",
             f"{100 * (val['ppl_candidate'] / val['ppl_reference'] - 1):+.1f}",
             f"host {val['token_agreement']:.0%}, device {min(agree):.0%}" if agree else f"host {val['token_agreement']:.0%}",
-        ]), flush=True)
+            *cols]), flush=True)
+    if errors:
+        for key, name in (("decode_tok_s", "decode tok/s"), ("peak_mb", "peak memory"), ("ttft_ms", "TTFT")):
+            e = [abs(x[key]) for x in errors]
+            print(f"predicted vs measured {name}: {sum(x <= 0.15 for x in e)}/{len(e)} rows within +-15 %, "
+                  f"median |error| {100 * statistics.median(e):.1f} %, worst {100 * max(e):.1f} %")
     prefill = {(b, lbl): statistics.median(r.generation["prefill_tok_s"] for r in results[id(a)])
                for b, lbl, a in arts}
     for ours, theirs in YARDSTICK:

@@ -24,6 +24,8 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     pool_gbs: {<backend>: GB/s}          # max/avg pooling
     effective_cache_mb: MB               # weights one inference keeps in cache (deep matmul probe)
     stream_gbs: {<backend>: GB/s}        # the weights beyond it, streamed (where any streamed)
+    decode_gbs: {<backend>: {fp32: GB/s, int8: GB/s, int4: GB/s}}  # --llm: a decode token's bytes / time
+    prefill_gops: {<backend>: {fp32: GOPS, ...}}                   # --llm: a prompt's FLOPs / TTFT
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime imported, before a model loads
@@ -102,7 +104,7 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
               threads: int | None = None, trust_new_host: bool = False,
               probes: list[Probe] | None = None, warmup: int = DEFAULT_WARMUP,
               cache_dir: str | Path | None = None, repeats: int = DEFAULT_REPEATS,
-              max_spread: float | None = DEFAULT_MAX_SPREAD) -> Calibration:
+              max_spread: float | None = DEFAULT_MAX_SPREAD, llm: bool = False) -> Calibration:
     """Measure ``target`` (a name or :class:`~edge.targets.Target`) and derive its calibration.
 
     Every backend in ``backends`` (default: the profile's runtimes) is probed with
@@ -111,6 +113,10 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     ``Calibration.failures``; when every backend fails, the first failure is raised. A
     backend whose median probe spread exceeds ``max_spread`` (None: never) raises
     :class:`~edge.errors.CalibrationNoiseError`. ``cache_dir`` is the exporter's artifact cache.
+    ``llm`` adds the decoder probes of :mod:`edge.calibrate_decode` (decode and prefill rates per
+    weight type, for language-model plans) on every backend that can run them; a backend of
+    language models only (llama.cpp) is calibrated by them alone, and skipped without ``llm``.
+    ``probes`` may hold decoder probes (kind "decoder") too: they then replace the default ones.
     """
     from .profiles import load_profile
     from .targets import Target, get_target
@@ -121,7 +127,7 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
         raise ConfigError(f"expected repeats >= 1 and max_spread > 0, found {repeats} and {max_spread}")
     tgt = target if isinstance(target, Target) else get_target(str(target), targets_file)
     profile = load_profile(tgt.profile)
-    plan = probes_by_backend(select_backends(profile, backends), probes)
+    plan = _probe_plan(select_backends(profile, backends), probes, llm)
     results, failures = _measure(plan, tgt, threads, trust_new_host, warmup, cache_dir, repeats)
     if not results:
         raise next(iter(failures.values()))
@@ -133,10 +139,40 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
         block["cache_mb"] = cache_mb
     predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
     block["probe_error"] = {b: sig(statistics.mean(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
-                                                   for r in rs), 3) for b, rs in results.items()}
+                                                   for r in rs if r.probe.name in predicted.get(b, {})), 3)
+                            for b, rs in results.items() if predicted.get(b)}
     block["provenance"] = provenance(tgt, profile, results, threads, warmup, predicted)
     return Calibration(profile, tgt.name, list(results), block,
                        {b: str(e) for b, e in failures.items()})
+
+
+def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool) -> dict[str, list[Probe]]:
+    """Probes per backend: the plain ones (:func:`probes_by_backend`) and, with ``llm`` or when
+    ``probes`` holds some, the decoder probes each backend can express."""
+    from .backends import get_backend
+    from .calibrate_decode import DECODE_PROBES, decoder_probes
+
+    given = [p for p in probes if p.kind == "decoder"] if probes is not None else []
+    plain = [p for p in probes if p.kind != "decoder"] if probes is not None else None
+    unknown = sorted({p.name for p in given} - set(DECODE_PROBES))
+    if unknown:
+        raise ConfigError(f"expected decoder probes named from {', '.join(DECODE_PROBES)}, found {unknown}")
+    plan = probes_by_backend(backends, plain) if plain or plain is None else {b: [] for b in backends}
+    for backend in backends:
+        be = get_backend(backend)
+        skipped = be.calibration_skipped_probes if len(backends) > 1 else ()
+        if given:
+            decoders = [p for p in given if not be.unsupported({"recipe": list(p.recipe)})]
+        else:
+            decoders = decoder_probes(backend) if llm else []
+        plan[backend] += [p for p in decoders if p.name not in skipped]
+        if not plan[backend]:
+            log.info("calibrate: nothing to run on %s (language models only: pass --llm)", backend)
+            del plan[backend]
+    if not plan:
+        raise ConfigError(f"expected a probe to run on {', '.join(backends)}, found none: "
+                          f"{', '.join(backends)} run language models only; pass --llm to time decoder probes")
+    return plan
 
 
 def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_new_host: bool,
@@ -164,11 +200,14 @@ def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_
                         result = bench(path, tgt, warmup=warmup, iterations=probe.iterations,
                                        threads=threads, trust_new_host=trust_new_host)
                         p50 = float(result.latency_ms["p50"] or result.latency_ms["mean"])
+                        ttft = ((result.generation or {}).get("ttft_ms"),) if result.generation else ()
                         if round_ == 0:
-                            timed.setdefault(backend, []).append(ProbeResult(backend, probe, result, (p50,)))
+                            timed.setdefault(backend, []).append(
+                                ProbeResult(backend, probe, result, (p50,), tuple(t for t in ttft if t)))
                         else:
                             r = timed[backend][i]
                             r.p50s = r.p50s + (p50,)
+                            r.ttfts = r.ttfts + tuple(t for t in ttft if t)
                 except EdgeError as exc:
                     log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
                     failures[backend] = exc
@@ -200,11 +239,13 @@ def read_cache_mb(tgt: Any, trust_new_host: bool = False) -> float | None:
 
 
 def _export_probe(probe: Probe, backend: str, out_dir: Path, cache_dir: str | Path | None):
+    from .calibrate_decode import decoder_spec
     from .exporter import export
 
     plan = {"tag": probe.tag, "recipe": list(probe.recipe)} if probe.recipe else None
     log.info("calibrate: exporting probe %s for %s", probe.name, backend)
-    return export(probe_spec(probe), backend, out_dir, plan=plan, cache_dir=cache_dir, validate=False)
+    spec = decoder_spec(probe) if probe.kind == "decoder" else probe_spec(probe)
+    return export(spec, backend, out_dir, plan=plan, cache_dir=cache_dir, validate=False)
 
 
 def _opt(x: Any) -> float | None:

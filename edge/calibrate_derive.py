@@ -43,6 +43,7 @@ class ProbeResult:
     probe: Probe
     bench: Any  # edge.benchmark.BenchResult
     p50s: tuple[float, ...] = ()
+    ttfts: tuple[float, ...] = ()  # decoder probes: every repeat's time to first token (ms)
 
     @property
     def p50_ms(self) -> float:
@@ -243,10 +244,22 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     """The calibration numbers from probe timings: see the module docstring and
     :mod:`edge.calibrate`. ``spread`` is each backend's median probe spread, ``repeats`` the
     fewest repeats any probe had."""
-    per = {b: _derive_backend({r.probe.name: r for r in rs}) for b, rs in results.items()}
+    per = {}
+    for b, rs in results.items():
+        plain = {r.probe.name: r for r in rs if r.probe.kind != "decoder"}
+        per[b] = _derive_backend(plain) if "overhead" in plain else {
+            "matmul_gops": {}, "spread": statistics.median(r.spread for r in rs)}
+        decoders = [r for r in rs if r.probe.kind == "decoder"]
+        if decoders:
+            from .calibrate_decode import derive_decode
+
+            per[b].update(derive_decode(decoders, per[b].get("overhead_ms", 0.0)))
+            if "overhead" in plain:  # the backend's spread covers its decoder probes too
+                per[b]["spread"] = statistics.median(r.spread for r in rs)
     block: dict[str, Any] = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
-        "matmul_gops": {b: {k: sig(v) for k, v in d["matmul_gops"].items()} for b, d in per.items()}}
+        "matmul_gops": {b: {k: sig(v) for k, v in d["matmul_gops"].items()} for b, d in per.items()
+                        if d["matmul_gops"]}}
     bandwidth = {b: sig(d["bandwidth_gbs"]) for b, d in per.items() if "bandwidth_gbs" in d}
     if bandwidth:
         block["bandwidth_gbs"] = sig(statistics.median(bandwidth.values()))
@@ -268,6 +281,10 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
                 "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "stream_gbs", "runtime_memory_mb"):
         values = {b: sig(d[key]) for b, d in per.items() if key in d}
+        if values:
+            block[key] = values
+    for key in ("decode_gbs", "prefill_gops"):
+        values = {b: {k: sig(v) for k, v in d[key].items()} for b, d in per.items() if d.get(key)}
         if values:
             block[key] = values
     block["spread"] = {b: sig(d["spread"], 3) for b, d in per.items()}
@@ -300,6 +317,8 @@ def probe_errors(results: dict[str, list[ProbeResult]], profile: Any) -> dict[st
     out: dict[str, dict[str, float]] = {}
     for backend, rs in results.items():
         for r in rs:
+            if r.probe.kind == "decoder":  # its rates are its own measurement (edge.calibrate_decode)
+                continue
             st = probe_stats(r.probe)
             assignment = {g: "int8" for g in st.groups} if r.probe.recipe else {}
             out.setdefault(backend, {})[r.probe.name] = predict(st, assignment, backend, profile).latency_ms

@@ -79,6 +79,7 @@ class Probe:
     recipe: tuple[dict, ...] = ()
     tag: str | None = None  # artifact folder suffix
     kind: str = "linear"
+    context: int | None = None  # "decoder" probes: the KV cache's positions (None: edge.calibrate_decode's)
 
     @property
     def ops(self) -> int:
@@ -156,7 +157,7 @@ def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) ->
 
     A backend whose conversion is slow skips its ``calibration_skipped_probes`` when another
     backend is calibrated with it (a device property measured there, or a term its runtime
-    makes small).
+    makes small); a backend of language models only gets none of these probes.
     """
     probes = list(probes) if probes is not None else default_probes()
     names = [p.name for p in probes]
@@ -171,8 +172,10 @@ def probes_by_backend(backends: list[str], probes: list[Probe] | None = None) ->
 
     out = {}
     for backend in backends:
-        skipped = get_backend(backend).calibration_skipped_probes if len(backends) > 1 else ()
-        out[backend] = [p for p in probes if p.name not in skipped]
+        be = get_backend(backend)
+        skipped = be.calibration_skipped_probes if len(backends) > 1 else ()
+        # a backend of language models only runs the decoder probes (edge.calibrate_decode)
+        out[backend] = [] if be.language_models_only else [p for p in probes if p.name not in skipped]
     return out
 
 

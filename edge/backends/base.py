@@ -60,7 +60,9 @@ class CostTraits:
     up to (the cache's element type is a plan option: ``Backend.kv_cache_dtypes``);
     ``embedding_residency``: copies of an embedding table resident (None: ``weight_residency``);
     ``load_memory_mb``: RSS that loading and running any model adds beyond its weights and
-    activations (runtime code and data first touched then, the interpreter's own structures).
+    activations (runtime code and data first touched then, the interpreter's own structures);
+    ``kv_reads_whole_cache``: a decode step attends over every allocated cache position (masked
+    static-cache attention) rather than only the positions filled so far.
     """
 
     container_overhead_bytes: int
@@ -81,6 +83,7 @@ class CostTraits:
     # a runtime that looks rows up in a mapped file in place holds only the rows it touched
     embedding_residency: float | None = None
     load_memory_mb: float = 0.0
+    kv_reads_whole_cache: bool = False
 
 
 class Backend(ABC):
@@ -108,6 +111,8 @@ class Backend(ABC):
     whole_model_quantization: bool = False
     # a weight technique naming no layer groups quantizes the embedding table too (one file type)
     ungrouped_quant_covers_embedding: bool = False
+    # the precision a whole-model int4 file type keeps the output (head) tensor at, None: int4 too
+    ungrouped_int4_head: str | None = None
     host_flavour: str = "eager"
     host_quantizer: str = "torchao"  # the library behind host_flavour, for the plan's accuracy basis
     unsupported_techniques: dict[str, str] = {}

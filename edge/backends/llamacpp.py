@@ -72,6 +72,9 @@ class LlamaCppBackend(Backend):
                         tied_weights_stored_once=True)  # a tied head reads token_embd
     kv_cache_dtypes = ("fp16", "q8_0", "fp32")  # f16 is llama.cpp's default
     ungrouped_quant_covers_embedding = True  # Q8_0/Q4_0 as a file type: token_embd too
+    # llama_model_quantize keeps the output tensor at Q6_K (Q8_0 where its rows are not a multiple
+    # of 256, as SmolLM2's 576 are); a tied token_embd is that tensor
+    ungrouped_int4_head = "int8"
     unsupported_techniques = {
         "int8_static": "llama.cpp quantizes activations itself at run time; it has no calibrated static int8",
         "low_rank": "a GGUF llama block has one matrix per projection; a factorized pair has no tensor name",

@@ -74,11 +74,14 @@ class TFLiteBackend(Backend):
     # resident (minilm's 45 MB table: none to speak of); loading a model adds 3.4 MB (tiny-mlp)
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
                         efficiency=0.35, overhead_ms=0.005, per_op_overhead_ms=0.0003,
-                        fuses_epilogues=True, embedding_residency=0.0, load_memory_mb=3.4)
+                        fuses_epilogues=True, embedding_residency=0.0, load_memory_mb=3.4,
+                        kv_reads_whole_cache=True)  # the converted step masks a static cache
     whole_model_quantization = True
     # beside another backend, calibration skips these: device properties measured there (a 64 MiB
-    # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once
-    calibration_skipped_probes = ("bandwidth", "matmul_fp32_deep", "elementwise", "elementwise_small")
+    # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once.
+    # The decoder probes of `--llm` (64 MB of weights each) would take onnx2tf several GB and minutes.
+    calibration_skipped_probes = ("bandwidth", "matmul_fp32_deep", "elementwise", "elementwise_small",
+                                  "decode_fp32", "decode_int8", "decode_int4")
     unsupported_techniques = {
         "int4_weight": "onnx2tf/TFLite conversion offers no int4 weight quantization",
         "embedding_quant": ("onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "

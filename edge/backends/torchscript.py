@@ -48,7 +48,8 @@ class TorchScriptBackend(Backend):
     # of it `import torch` of the x86_64 wheel, so the 120 MB default is left for Arm devices to calibrate.
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=1.0, runtime_memory_mb=120.0,
                         efficiency=0.2, overhead_ms=0.04, per_op_overhead_ms=0.012, int8_weight_bytes=2.0,
-                        int8_row_bytes=16.0, load_memory_mb=6.0)
+                        int8_row_bytes=16.0, load_memory_mb=6.0,
+                        kv_reads_whole_cache=True)  # the traced step masks a static cache
     host_flavour = "torchscript"  # torch.ao's dynamic quantization loses more than torchao's
     host_quantizer = "torch.ao"
     unsupported_techniques = {

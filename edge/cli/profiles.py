@@ -62,7 +62,7 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     result = calibrate(args.target, backends=backends, targets_file=args.targets_file,
-                       threads=args.threads, repeats=args.repeats, max_spread=args.max_spread)
+                       threads=args.threads, repeats=args.repeats, max_spread=args.max_spread, llm=args.llm)
     path = save_calibrated_profile(result.profile, result.block, args.output)
     rows = compare_figures(result.profile, result.block)
     data = {**result.to_dict(), "path": str(path), "figures": rows}
@@ -76,6 +76,10 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
              + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["spread"].items())
              + "; cost model error on the probes: "
              + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["probe_error"].items()),
+             *[f"decode (language models), {b}: " + ", ".join(
+                 f"{k} {v:.4g} GB/s" + (f" (prefill {result.block['prefill_gops'][b][k]:.4g} GOPS)"
+                                        if k in result.block.get("prefill_gops", {}).get(b, {}) else "")
+                 for k, v in rates.items()) for b, rates in result.block.get("decode_gbs", {}).items()],
              *[f"note: {n}" for n in result.block["provenance"]["notes"]],
              f"wrote {path}"]
     lines += [f"{b} failed: {msg}" for b, msg in result.failures.items()]
@@ -100,5 +104,9 @@ def add_profiles(sub) -> None:
     cal.add_argument("--max-spread", type=float, default=0.25,
                      help="refuse (exit 11, nothing written) when a backend's median probe spread "
                           "exceeds this ratio (default 0.25)")
+    cal.add_argument("--llm", action="store_true",
+                     help="also time a synthetic decoder per weight type (fp32, int8, int4) in generation "
+                          "mode: the decode and prefill rates language-model plans use; llama.cpp is "
+                          "calibrated by these alone (the first run exports them: minutes; cached after)")
     cal.add_argument("-o", "--output", help="write the calibrated profile here "
                                             "(default: ~/.config/edge/profiles/<profile>.yaml)")

@@ -10,9 +10,13 @@ forward), the precision assignment and the device's rates (:func:`~edge.planner.
 - Decode, per token: every weight is read once (an embedding reads one row) and each layer's
   cache is read up to the current position, at the cache type's element size; the time is the
   larger of bytes / bandwidth and FLOPs / throughput (a roofline), plus the backend's fixed
-  overhead per call.
-- Prefill of P tokens: P x the per-token FLOPs / throughput, or the weights read once /
-  bandwidth when that is larger; time to first token = prefill + one call's overhead.
+  overhead per call. After ``edge profiles calibrate --llm`` (:mod:`edge.calibrate_decode`)
+  each weight type's bytes are read at the rate a decoder probe of that type measured
+  (``decode_gbs``), which covers the matrix-vector kernels, dequantization and the small ops
+  between them.
+- Prefill of P tokens: P x the per-token FLOPs / throughput (calibrated: ``prefill_gops`` per
+  weight type), or the weights read once / bandwidth when that is larger (uncalibrated);
+  time to first token = prefill + one call's overhead.
 - Memory = the weights and activations :func:`~edge.planner.cost.predict` counts, plus the
   KV cache at the context; the largest context that fits is what the budget leaves for the
   cache divided by the cache bytes per position.
@@ -44,9 +48,10 @@ class GenerationPrediction:
     kv_positions: int = 0  # the positions the runtime allocates for ``context`` (its rounding)
     kv_bytes_per_element: float = 4.0
     kv_cache: str = "fp32"  # the cache's element type
+    basis: str = "roofline"  # "calibrated": decode and prefill rates from the profile's decoder probes
 
     def to_dict(self) -> dict:
-        return {"context": self.context, "kv_positions": self.kv_positions or self.context,
+        return {"context": self.context, "kv_positions": self.kv_positions or self.context, "basis": self.basis,
                 "kv_cache": self.kv_cache, "kv_bytes_per_element": self.kv_bytes_per_element,
                 "kv_cache_mb": round(self.kv_cache_mb, 3), "max_context": self.max_context,
                 "ttft_ms": round(self.ttft_ms, 3), "prefill_tok_s": round(self.prefill_tok_s, 2),
@@ -59,40 +64,94 @@ def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, byte
     return 2.0 * layers * kv_heads * head_dim * context * bytes_per_element
 
 
+def weight_kind(precision: str) -> str:
+    """The calibration's weight type of a precision key: fp32, fp16, int8 or int4."""
+    return "int4" if precision.startswith("int4") else "int8" if precision.startswith("int8") else precision
+
+
+def decode_reads(stats: ModelStats, assignment: dict[str, str], backend: str, config, position: float,
+                 kv_cache: str | None = None, positions: int | None = None) -> dict[str, float]:
+    """Bytes one decode token reads at ``position``, by weight type (:func:`weight_kind`): every
+    weight but the embedding's at its stored size, one embedding row, the fp32 remainder (norms),
+    and each layer's cache up to ``position`` at the cache type's size (all ``positions`` the
+    cache holds where the backend attends over the whole static cache), the cache as "kv"."""
+    from ..backends import get_backend
+
+    if positions is not None and get_backend(backend).traits.kv_reads_whole_cache:
+        position = positions
+    weight_bytes = _weight_bytes(stats, assignment, backend)
+    reads: dict[str, float] = {}
+
+    def add(kind: str, n: float) -> None:
+        reads[kind] = reads.get(kind, 0.0) + n
+
+    for name, b in weight_bytes.items():
+        add(weight_kind(assignment.get(name, "fp32")), b / max(config.vocab, 1) if name == "embedding" else b)
+    add("fp32", stats.other_params * 4)
+    kv_cache = kv_cache or get_backend(backend).kv_cache_dtypes[0]
+    per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, KV_BYTES_PER_ELEMENT[kv_cache])
+    add("kv", per_position * position)
+    return reads
+
+
+def decode_ms(reads: dict[str, float], decode_gbs: dict[str, float]) -> float | None:
+    """ms to read ``reads`` at the calibrated per-type decode rates (the cache at its own "kv"
+    rate where measured; a type not measured at the fp32 rate: its bytes already count its
+    size); None when the backend has no decode rates."""
+    fallback = decode_gbs.get("fp32") or (min(decode_gbs.values()) if decode_gbs else None)
+    if not fallback:
+        return None
+    return sum(b / ((decode_gbs.get(k) or fallback) * 1e6) for k, b in reads.items())
+
+
 def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: str, profile: DeviceProfile,
                        config, prompt_tokens: int, context: int, weights_memory_mb: float,
-                       kv_cache: str | None = None) -> GenerationPrediction:
+                       kv_cache: str | None = None, decode_position: float | None = None) -> GenerationPrediction:
     """Generation figures of a decoder (``config``: its LlamaConfig) on ``profile``.
 
     ``stats`` were counted on a ``prompt_tokens``-token forward; ``weights_memory_mb`` is the
     plan's memory without the KV cache (:func:`~edge.planner.cost.predict`'s peak memory);
-    ``kv_cache`` is the cache's element type (None: the backend's default).
+    ``kv_cache`` is the cache's element type (None: the backend's default); ``decode_position``
+    the mean position of the decoded tokens (None: a generation filling the context from the
+    prompt, (P + context) / 2). Where the profile's
+    calibration timed decoder probes for ``backend`` (``decode_gbs``, ``prefill_gops``), each
+    weight type's bytes are read at its measured decode rate and the prompt's FLOPs run at the
+    measured prefill rate; otherwise the roofline of the module docstring.
     """
-    rates = device_rates(profile, backend)
-    weight_bytes = _weight_bytes(stats, assignment, backend)
-    read = sum(b for g, b in weight_bytes.items() if g != "embedding")
-    if "embedding" in stats.groups:  # one row per token
-        read += weight_bytes["embedding"] / max(config.vocab, 1)
-    read += stats.other_params * 4
-    flops_s = 0.0  # seconds of multiply work per token, at each group's precision
-    for name, g in stats.groups.items():
-        compute = PRECISIONS[assignment.get(name, "fp32")][2]
-        if compute == "fp16" and not rates.has_fp16:
-            compute = "fp32"
-        flops_s += g.flops / prompt_tokens / (rates.gops_for(name, compute) * 1e9)
-    flops_s += stats.other_flops / prompt_tokens / (rates.gops["fp32"] * 1e9)
     from ..backends import get_backend
 
+    rates = device_rates(profile, backend)
     be = get_backend(backend)
     kv_cache = kv_cache or be.kv_cache_dtypes[0]
-    elem = KV_BYTES_PER_ELEMENT[kv_cache]
-    per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, elem)
     multiple = max(1, be.traits.kv_context_multiple)
     positions = -(-context // multiple) * multiple  # the cache the runtime allocates
-    kv_read = per_position * (prompt_tokens + context) / 2  # the cache read grows; its mean over a generation
-    decode_s = max((read + kv_read) / (rates.bandwidth_gbs * 1e9), flops_s) + rates.overhead_ms / 1e3
-    prefill_s = max(prompt_tokens * flops_s, read / (rates.bandwidth_gbs * 1e9))
-    ttft_ms = prefill_s * 1e3 + rates.overhead_ms
+    position = (prompt_tokens + context) / 2 if decode_position is None else decode_position
+    reads = decode_reads(stats, assignment, backend, config, position, kv_cache, positions)
+    read = sum(reads.values())  # the cache read grows; its mean over a generation
+    flops_s = 0.0  # seconds of multiply work per token, at each group's precision
+    prefill_gops = rates.prefill_gops
+    for name, g in stats.groups.items():
+        precision = assignment.get(name, "fp32")
+        compute = PRECISIONS[precision][2]
+        if compute == "fp16" and not rates.has_fp16:
+            compute = "fp32"
+        measured = prefill_gops.get(weight_kind(precision)) or prefill_gops.get("fp32")
+        flops_s += g.flops / prompt_tokens / ((measured or rates.gops_for(name, compute)) * 1e9)
+    flops_s += stats.other_flops / prompt_tokens / ((prefill_gops.get("fp32") or rates.gops["fp32"]) * 1e9)
+    measured_ms = decode_ms(reads, rates.decode_gbs)
+    overhead_ms = rates.overhead_ms
+    if measured_ms is not None:
+        if not rates.overhead_measured:  # calibrated by decoder probes alone: their rates hold it
+            overhead_ms = 0.0
+        decode_s = (measured_ms + overhead_ms) / 1e3
+        prefill_s = prompt_tokens * flops_s
+    else:
+        weights_read = sum(decode_reads(stats, assignment, backend, config, 0, kv_cache).values())
+        decode_s = max(read / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
+        prefill_s = max(prompt_tokens * flops_s, weights_read / (rates.bandwidth_gbs * 1e9))
+    ttft_ms = prefill_s * 1e3 + overhead_ms
+    elem = KV_BYTES_PER_ELEMENT[kv_cache]
+    per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, elem)
     kv_mb = per_position * positions / MB
     budget = profile.memory.model_budget_mb
     max_context = None
@@ -100,5 +159,6 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
         max_context = max(0, int((budget - weights_memory_mb) * MB // per_position) // multiple * multiple)
     return GenerationPrediction(context=context, kv_cache_mb=kv_mb, max_context=max_context, ttft_ms=ttft_ms,
                                 prefill_tok_s=prompt_tokens / prefill_s, decode_tok_s=1.0 / decode_s,
-                                decode_bytes_per_token=read + kv_read, kv_positions=positions,
-                                kv_bytes_per_element=elem, kv_cache=kv_cache)
+                                decode_bytes_per_token=read, kv_positions=positions,
+                                kv_bytes_per_element=elem, kv_cache=kv_cache,
+                                basis="roofline" if measured_ms is None else "calibrated")

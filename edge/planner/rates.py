@@ -55,6 +55,10 @@ class DeviceRates:
     # reported last-level cache (of which CACHE_SHARE is)
     cache_is_effective: bool = False
     stream_gbs: float | None = None  # weights beyond the cache, as measured; None: bandwidth_gbs
+    # language models, from decoder probes (edge.calibrate_decode): weight type -> decode GB/s, prefill GOPS
+    decode_gbs: dict[str, float] = field(default_factory=dict)
+    overhead_measured: bool = False  # overhead_ms from calibration, not the backend's trait
+    prefill_gops: dict[str, float] = field(default_factory=dict)
 
     @property
     def cache_bytes(self) -> float | None:
@@ -169,7 +173,19 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
                        _backend_value(cal, ("pool_gbs",), backend),
                        float(cache) if cache else None, tuple(notes), curve,
                        cache_is_effective=bool(cal.get("effective_cache_mb")),
-                       stream_gbs=_backend_value(cal, ("stream_gbs",), backend))
+                       stream_gbs=_backend_value(cal, ("stream_gbs",), backend),
+                       decode_gbs=_by_type(cal, "decode_gbs", backend),
+                       overhead_measured=backend in (cal.get("overhead_ms") or {}),
+                       prefill_gops=_by_type(cal, "prefill_gops", backend))
+
+
+def _by_type(cal: dict, key: str, backend: str) -> dict[str, float]:
+    """``cal[key][backend]`` as {weight type: positive number}, the rest dropped."""
+    values = (cal.get(key) or {}).get(backend)
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0}
 
 
 def _backend_value(cal: dict, keys: tuple[str, ...], backend: str) -> float | None:

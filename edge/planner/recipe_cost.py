@@ -31,8 +31,19 @@ def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend:
             covered = groups or (_LINEAR + ("embedding",) if get_backend(backend).ungrouped_quant_covers_embedding
                                  else _LINEAR)
             out.update({g: precision for g in present if g in covered})
+            head = get_backend(backend).ungrouped_int4_head
+            if tag == "int4_weight" and not groups and head and "head" in present:
+                out["head"] = head  # the file type's own rule for the output tensor
+                if "embedding" in present and stats.groups["head"].shared_params:
+                    out["embedding"] = head  # tied: one tensor
         elif tag == "embedding_quant" and "embedding" in present:
             out["embedding"] = "int8" if c.bits == 8 else f"int4_g{c.group_size}"
+    tied = "head" in present and "embedding" in present and stats.groups["head"].shared_params
+    if tied and get_backend(backend).traits.tied_weights_stored_once:  # one tensor: the embedding's type
+        if "embedding" in out:
+            out["head"] = out["embedding"]
+        elif "head" in out:
+            out["embedding"] = out["head"]
     return out
 
 

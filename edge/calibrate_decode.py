@@ -1,0 +1,171 @@
+"""Decoder probes: what a language model's prefill and decode reach on a device, per weight type.
+
+A decode step reads every weight once for one token. On a small core that is neither the
+matmul throughput nor the bandwidth probe's figure: a Llama block's matrices are small (a
+576-wide model's are 0.3-3.5 MB), each one a matrix-vector product with its own start-up,
+dequantization and the norms, RoPE and attention between them. So ``edge profiles calibrate
+--llm`` times the thing itself: a synthetic decoder (random weights, fixed seed) with a small
+language model's shape (SmolLM2-135M's block and vocabulary), exported with its KV cache by
+each backend at each weight type the backend expresses, and run in generation mode
+(:mod:`edge.runner.runner_generate`): a 32-token prompt, 64 new tokens.
+
+=============== ========================================================== =====================
+probe           decoder (dim 576, 9/3 heads of 64, FFN 1536, vocab 49152)   read per token
+=============== ========================================================== =====================
+``decode_fp32`` 2 layers, fp32                                              142 MB
+``decode_int8`` 12 layers, int8 linears and head (per channel), int8 emb    72 MB
+``decode_int4`` 16 layers, int4 g32 linears, int8 embedding and head        64 MB
+``decode_kv``   ``decode_fp32`` with a 2048-position cache (only backends   + the cache
+                whose step attends over the whole static cache)
+=============== ========================================================== =====================
+
+Each reads several times a phone's or a Pi's last-level cache per token, so every weight type
+is timed streaming its weights as a real model's are (the large vocabulary head, a fifth of a
+small model's weights, is part of it). A host with a very large cache keeps part of them
+cached; its rates come out somewhat high for models far larger than the probes. A backend
+that cannot express a type skips its probe (TorchScript: no int4); one that quantizes whole
+models only (TFLite) gets the ungrouped form of the type. Exports go through the artifact
+cache: minutes the first time (ExecuTorch lowers every quantized linear), seconds after.
+
+Derivation (:func:`derive_decode`), per backend: the bytes a token reads (weights at their
+stored size, one embedding row, the cache: up to the mean position, or every position where
+the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` counts them,
+against the median per-token decode p50 less the backend's overhead. ``decode_gbs.kv`` is
+the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16x the cache;
+TorchScript's masked attention costs far more per cached byte than a weight does); without
+it the cache is charged at the fp32 rate. Then fp32, int8, int4 in turn: a probe's bytes of a
+type already rated (the int4 probe's int8 head, the fp32 norms) are charged at that rate, the
+rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs /
+(the median time to first token - the overhead). A backend with no overhead probe (llama.cpp
+runs decoders only) has its per-token overhead inside the rates.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .calibrate_probes import Probe
+
+MIN_NET_SHARE = 0.05  # the time left for a probe's own bytes is taken as at least this share
+
+DECODER = {"dim": 576, "ffn": 1536, "vocab": 49152}
+HEAD_DIM = 64
+PROMPT_TOKENS, CONTEXT, KV_CONTEXT = 32, 128, 2048  # bench decodes min(64, context - prompt) new tokens
+DECODE_LAYERS = {"fp32": 2, "int8": 12, "int4": 16}
+DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv",)
+
+
+def _recipes(dtype: str) -> list[tuple]:
+    """Recipes for ``dtype`` as technique configs, the per-group form (what the planner writes)
+    first, the whole-model form for backends that quantize whole models only."""
+    from .compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig
+
+    if dtype == "int8":
+        return [(Int8DynamicConfig(groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)),
+                (Int8DynamicConfig(),)]
+    if dtype == "int4":
+        return [(Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
+                 Int8DynamicConfig(groups=("head",))), (Int4WeightConfig(group_size=32),)]
+    return [()]
+
+
+def decoder_probes(backend: str, layers: dict[str, int] | None = None) -> list[Probe]:
+    """The decoder probes ``backend`` can run (each weight type it can express, and ``decode_kv``
+    where its step attends over the whole cache)."""
+    from .backends import get_backend
+
+    be = get_backend(backend)
+    layers = layers or DECODE_LAYERS
+    out = []
+    for dtype, n in layers.items():
+        for recipe in _recipes(dtype):
+            if not recipe or not be.unsupported({"recipe": [c.to_dict() for c in recipe]}):
+                out.append(Probe(f"decode_{dtype}", rows=PROMPT_TOKENS, width_in=DECODER["dim"],
+                                 width_out=DECODER["ffn"], layers=n, iterations=1,
+                                 recipe=tuple(c.to_dict() for c in recipe), tag=dtype if recipe else None,
+                                 kind="decoder"))
+                break
+    if be.traits.kv_reads_whole_cache and "fp32" in layers:
+        out.append(Probe("decode_kv", rows=PROMPT_TOKENS, width_in=DECODER["dim"], width_out=DECODER["ffn"],
+                         layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT))
+    return out
+
+
+def decoder_config(probe: Probe):
+    from .models.llama import LlamaConfig
+
+    heads = max(1, probe.width_in // HEAD_DIM)  # 576: 9 heads of 64, 3 KV heads (SmolLM2's shape)
+    return LlamaConfig(vocab=DECODER["vocab"], dim=probe.width_in, layers=probe.layers, heads=heads,
+                       kv_heads=max(1, heads // 3), ffn=probe.width_out, rope_base=1e5,
+                       prefill_tokens=probe.rows, context=probe.context or CONTEXT)
+
+
+def decoder_spec(probe: Probe):
+    """The probe as a language-model ModelSpec (random weights from a fixed seed, byte tokens)."""
+    import torch
+
+    from .models.llama import Llama
+    from .models.lm import byte_encode, lm_spec
+
+    cfg = decoder_config(probe)
+
+    def build():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = Llama(cfg)
+            with torch.no_grad():  # small weights keep the activations finite through the blocks
+                for p in model.parameters():
+                    if p.dim() > 1:
+                        p.normal_(0.0, 0.02)
+        return model.eval()
+
+    return lm_spec(f"calibrate-{probe.name}-{probe.layers}x{cfg.dim}-v{cfg.vocab}-c{cfg.context}", build(), byte_encode,
+                   f"calibration decoder probe, {cfg.layers} layers", "edge.calibrate",
+                   {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
+
+
+def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float]:
+    """Bytes one decode token reads per weight type (and "kv"), and the prompt's multiply FLOPs."""
+    from .benchmark import DEFAULT_NEW_TOKENS
+    from .compress import config_from_dict
+    from .planner.llm_cost import decode_reads
+    from .planner.recipe_cost import assignment_of
+    from .planner.stats import count_stats
+
+    spec = decoder_spec(probe)
+    cfg = spec.generation.config
+    stats = count_stats(spec.model, spec.example_inputs)
+    assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
+    new = min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
+    reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)
+    return reads, sum(g.flops for g in stats.groups.values()) + stats.other_flops
+
+
+def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str, float]]:
+    """``decode_gbs`` (per weight type, and "kv") and ``prefill_gops`` (per weight type) from one
+    backend's decoder :class:`~edge.calibrate_derive.ProbeResult` s (see the module docstring)."""
+    by_name = {r.probe.name: r for r in results}
+    reads = {name: _read_and_flops(r.probe, r.backend) for name, r in by_name.items()}
+    net = {name: max(r.p50_ms - overhead_ms, MIN_NET_SHARE * r.p50_ms) for name, r in by_name.items()}
+    decode: dict[str, float] = {}
+    if "decode_kv" in by_name and "decode_fp32" in by_name:
+        extra_bytes = reads["decode_kv"][0].get("kv", 0.0) - reads["decode_fp32"][0].get("kv", 0.0)
+        extra_ms = net["decode_kv"] - net["decode_fp32"]
+        if extra_bytes > 0 and extra_ms > MIN_NET_SHARE * net["decode_kv"]:
+            decode["kv"] = extra_bytes / (extra_ms * 1e6)
+    prefill: dict[str, float] = {}
+    for name in DECODE_PROBES[:-1]:  # fp32, int8, int4 in turn
+        if name not in by_name:
+            continue
+        dtype = name.removeprefix("decode_")
+        own_reads, prompt_flops = reads[name]
+        if "kv" not in decode:  # the cache at the fp32 rate, as the cost model charges it then
+            own_reads = {**own_reads, "fp32": own_reads.get("fp32", 0.0) + own_reads.get("kv", 0.0), "kv": 0.0}
+        known_ms = sum(b / (decode[k] * 1e6) for k, b in own_reads.items() if k != dtype and k in decode)
+        own = sum(b for k, b in own_reads.items() if k == dtype or k not in decode)
+        decode[dtype] = own / (max(net[name] - known_ms, MIN_NET_SHARE * net[name]) * 1e6)
+        ttfts = by_name[name].ttfts
+        if ttfts:
+            ttft = statistics.median(ttfts)
+            prefill[dtype] = prompt_flops / (max(ttft - overhead_ms, MIN_NET_SHARE * ttft) * 1e6)
+    return {"decode_gbs": decode, "prefill_gops": prefill}

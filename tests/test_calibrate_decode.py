@@ -1,0 +1,144 @@
+"""Decoder probes (`edge profiles calibrate --llm`): decode and prefill rates per weight type,
+derived on fixed timings, used by the generation prediction, and measured for real on tiny
+decoders (ExecuTorch and llama.cpp on `local`)."""
+from __future__ import annotations
+
+import pytest
+
+from edge.benchmark import BenchResult
+from edge.calibrate import ProbeResult, calibrate, calibrated_profile_data
+from edge.calibrate_decode import DECODE_PROBES, decoder_probes, decoder_spec, derive_decode, _read_and_flops
+from edge.calibrate_derive import derive_calibration
+from edge.calibrate_probes import Probe
+from edge.compress import EmbeddingQuantConfig, Int8DynamicConfig, config_from_dict
+from edge.errors import ConfigError
+from edge.models.llama import LlamaConfig
+from edge.planner.llm_cost import decode_reads, predict_generation
+from edge.planner.stats import GroupStats, ModelStats, count_stats
+from edge.planner.recipe_cost import assignment_of
+from edge.profiles import DeviceProfile, load_profile
+
+from planner.planner_helpers import with_calibration
+
+INT8 = (Int8DynamicConfig(groups=("attention", "ffn", "head")).to_dict(), EmbeddingQuantConfig(bits=8).to_dict())
+TINY = [Probe("decode_fp32", rows=8, width_in=64, width_out=128, layers=1, iterations=1, kind="decoder"),
+        Probe("decode_int8", rows=8, width_in=64, width_out=128, layers=2, iterations=1, kind="decoder",
+              recipe=INT8, tag="int8")]
+
+
+def _result(probe: Probe, p50_ms: float, ttft_ms: float, backend: str = "executorch") -> ProbeResult:
+    bench = BenchResult(backend, "dev", "0" * 64, 1, backend, "1", None, {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0)
+    return ProbeResult(backend, probe, bench, (p50_ms,), (ttft_ms,))
+
+
+def test_each_weight_type_is_rated_on_its_own_bytes_after_the_types_already_rated():
+    fp32, int8 = TINY
+    r32, _ = _read_and_flops(fp32, "executorch")
+    r8, flops8 = _read_and_flops(int8, "executorch")
+    assert set(r32) == {"fp32", "kv"} and set(r8) == {"fp32", "int8", "kv"}  # norms stay fp32
+    # fp32: 2 ms less the 0.5 ms overhead; int8: 3 ms less the overhead and its fp32 bytes (and,
+    # with no cache probe, the cache) at the fp32 rate
+    rates = derive_decode([_result(int8, 3.0, 20.0), _result(fp32, 2.0, 10.0)], overhead_ms=0.5)
+    fp32_gbs = (r32["fp32"] + r32["kv"]) / 1.5e6
+    assert rates["decode_gbs"]["fp32"] == pytest.approx(fp32_gbs)
+    int8_ms = 2.5 - (r8["fp32"] + r8["kv"]) / (fp32_gbs * 1e6)
+    assert rates["decode_gbs"]["int8"] == pytest.approx(r8["int8"] / (int8_ms * 1e6))
+    assert rates["prefill_gops"]["int8"] == pytest.approx(flops8 / 19.5e6)  # TTFT less the overhead
+
+
+def test_a_whole_cache_backend_gets_the_cache_rate_from_the_long_context_probe():
+    fp32 = TINY[0]
+    kv = Probe("decode_kv", rows=8, width_in=64, width_out=128, layers=1, iterations=1, kind="decoder", context=2048)
+    r32, _ = _read_and_flops(fp32, "torchscript")
+    rkv, _ = _read_and_flops(kv, "torchscript")
+    assert rkv["kv"] == pytest.approx(r32["kv"] * 2048 / 128)  # TorchScript reads every cached position
+    assert _read_and_flops(kv, "executorch")[0]["kv"] == pytest.approx(_read_and_flops(fp32, "executorch")[0]["kv"])
+    rates = derive_decode([_result(fp32, 2.0, 10.0, "torchscript"), _result(kv, 6.0, 10.0, "torchscript")], 0.5)
+    kv_gbs = (rkv["kv"] - r32["kv"]) / 4e6  # the 4 ms the longer cache added
+    assert rates["decode_gbs"]["kv"] == pytest.approx(kv_gbs)
+    assert rates["decode_gbs"]["fp32"] == pytest.approx(r32["fp32"] / ((1.5 - r32["kv"] / (kv_gbs * 1e6)) * 1e6))
+
+
+def test_the_calibration_block_holds_decode_rates_and_a_decoder_only_backend_has_no_matmul_rates():
+    block = derive_calibration({"llamacpp": [_result(TINY[0], 2.0, 10.0, "llamacpp")]})
+    assert block["decode_gbs"]["llamacpp"]["fp32"] > 0 and block["prefill_gops"]["llamacpp"]["fp32"] > 0
+    assert "llamacpp" not in block["matmul_gops"] and "overhead_ms" not in block
+
+
+def test_calibrated_decode_reads_each_group_at_its_type_rate_on_fixed_numbers():
+    """Per token: 40 MB of int4 FFN at 8 GB/s, 10 MB of int8 attention at 10 GB/s, 1 MB of fp32 norms
+    and fp16 head bytes at the fp32 rate (no fp16 rate measured), plus the overhead."""
+    cal = {"decode_gbs": {"executorch": {"fp32": 12.0, "int8": 10.0, "int4": 8.0}},
+           "prefill_gops": {"executorch": {"fp32": 50.0, "int4": 100.0}},
+           "overhead_ms": {"executorch": 0.25}, "bandwidth_gbs": 1000.0}
+    profile = with_calibration(load_profile("raspberry-pi-5-8gb"), cal)
+    cfg = LlamaConfig(vocab=256, dim=64, layers=2, heads=4, kv_heads=2, ffn=128, prefill_tokens=16, context=64)
+    mk = lambda params, flops: GroupStats(weight_params=params, read_params=params, rows=0, flops=flops, modules=1)
+    ffn, attn, head = 64e6, 10e6, 1e6
+    stats = ModelStats(groups={"ffn": mk(ffn, 2 * ffn * 16), "attention": mk(attn, 2 * attn * 16),
+                               "head": mk(head, 2 * head * 16)}, other_params=250_000)
+    assignment = {"ffn": "int4_g32", "attention": "int8", "head": "fp16"}
+    gen = predict_generation(stats, assignment, "executorch", profile, cfg, 16, 64, 50.0)
+    reads = decode_reads(stats, assignment, "executorch", cfg, (16 + 64) / 2)
+    assert reads["int4"] == pytest.approx(ffn * 0.625) and reads["int8"] == pytest.approx(attn)
+    expected_ms = (reads["int4"] / 8e6 + reads["int8"] / 10e6 + (reads["fp32"] + reads["fp16"] + reads["kv"]) / 12e6
+                   + 0.25)
+    assert 1e3 / gen.decode_tok_s == pytest.approx(expected_ms, rel=1e-6)
+    # prefill: int4 FLOPs at 100 GOPS, the rest at the fp32 rate (int8's unmeasured), not the 1000 GB/s roofline
+    prefill_s = 2 * 16 * (ffn / 100e9 + (attn + head) / 50e9)
+    assert gen.ttft_ms == pytest.approx(prefill_s * 1e3 + 0.25, rel=1e-6)
+    # without decoder probes the roofline applies: far faster at 1000 GB/s
+    plain = predict_generation(stats, assignment, "executorch",
+                               with_calibration(load_profile("raspberry-pi-5-8gb"), {"bandwidth_gbs": 1000.0}),
+                               cfg, 16, 64, 50.0)
+    assert plain.decode_tok_s > 5 * gen.decode_tok_s
+
+
+def test_backends_get_the_decoder_probes_they_can_express():
+    assert [p.name for p in decoder_probes("executorch")] == ["decode_fp32", "decode_int8", "decode_int4"]
+    # no int4 in TorchScript; its masked static-cache attention gets the long-cache probe
+    assert [p.name for p in decoder_probes("torchscript")] == ["decode_fp32", "decode_int8", "decode_kv"]
+    tflite = {p.name: p.recipe for p in decoder_probes("tflite")}
+    assert list(tflite) == ["decode_fp32", "decode_int8", "decode_kv"]
+    assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
+    assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_kv"}
+    # every probe reads tens of MB per token, beyond a small device's caches, whatever its type
+    reads = [sum(_read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
+    assert min(reads) > 60e6
+
+
+def test_a_decoder_only_backend_without_llm_has_nothing_to_calibrate():
+    with pytest.raises(ConfigError, match="--llm"):
+        calibrate("local", backends=["llamacpp"])
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, request):
+    cache = getattr(request.config, "cache", None)
+    exports = cache.mkdir("edge-calibrate-decode-exports") if cache else tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        mp.setenv("EDGE_CACHE_DIR", str(exports))
+        overhead = Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=20)
+        yield calibrate("local", backends=["executorch", "llamacpp"], probes=[overhead] + TINY,
+                        repeats=1, max_spread=None, threads=1)
+
+
+def test_tiny_decoders_run_on_both_backends_and_the_profile_predicts_them_back(measured):
+    block = measured.block
+    assert not measured.failures
+    assert set(block["decode_gbs"]) == {"executorch", "llamacpp"}
+    assert "llamacpp" not in block["overhead_ms"]  # llama.cpp ran only the decoders
+    profile = DeviceProfile.from_dict(calibrated_profile_data(load_profile("local-x86_64"), block))
+    probes = block["provenance"]["probes"]
+    for backend in ("executorch", "llamacpp"):
+        assert set(probes[backend]) >= {"decode_fp32", "decode_int8"}
+        for probe in TINY:
+            spec = decoder_spec(probe)
+            stats = count_stats(spec.model, spec.example_inputs)
+            assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
+            cfg = spec.generation.config
+            # the measured decode: 64 new tokens after the prompt (a context of prompt + 64 has the same mean)
+            gen = predict_generation(stats, assignment, backend, profile, cfg, probe.rows, probe.rows + 64, 10.0)
+            measured_ms = probes[backend][probe.name]["p50_ms"]
+            assert 1e3 / gen.decode_tok_s == pytest.approx(measured_ms, rel=0.02)
