@@ -14,7 +14,7 @@ perplexity on the evaluation text vs fp32 (from validation), and greedy-token ag
 the eager fp32 model (host validation, and on the "device").
 
     .venv/bin/python benchmarks/llm.py [--model smollm2-135m] [--rounds 3] [--prompt 128] [--new 64] \
-        [--only executorch,llamacpp]
+        [--only executorch,llamacpp] [--calibrate | --profile PROFILE.yaml] [--measured measured.json]
 
 llama.cpp (the ``llamacpp`` backend) is the yardstick: at equal bits (Q4_0 vs int4 g32 with
 8-bit embeddings and head; Q8_0 vs int8) the script prints edge's decode and prefill rates
@@ -30,6 +30,7 @@ against the measured median, and a summary counts the rows within +-15 %.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from edge.benchmark import bench  # noqa: E402
+from edge.benchmark import BenchResult, bench  # noqa: E402
 from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
@@ -147,6 +148,7 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated backends to keep")
     ap.add_argument("--profile", help="a calibrated profile (edge profiles calibrate --llm) to predict each row from")
+    ap.add_argument("--measured", help="measured.json of an earlier run: predict again without measuring")
     ap.add_argument("--calibrate", action="store_true",
                     help="calibrate `local` (overhead + decoder probes) first and predict from it")
     args = ap.parse_args()
@@ -176,13 +178,24 @@ def main() -> int:
     recipes = {(b, lbl): r for b, lbl, r in variants}
     stats = count_stats(spec.model.eval(), spec.example_inputs) if profile else None
     results = {id(a): [] for _, _, a in arts}
-    for r in range(args.rounds):
+    if args.measured:  # re-predict from a previous run's measurements
+        saved = json.loads(Path(args.measured).read_text())
         for backend, label, art in arts:
-            res = bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt, new_tokens=args.new)
-            results[id(art)].append(res)
-        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
-    prompt = spec.generation.prompt[:, :args.prompt]
-    hf = hf_eager(spec, prompt, args.new, args.rounds)
+            results[id(art)] = [BenchResult(**d) for d in saved["rows"].get(f"{backend}|{label}", [])]
+        arts = [a for a in arts if results[id(a[2])]]
+        hf = saved.get("hf_eager", [])
+    else:
+        for r in range(args.rounds):
+            for backend, label, art in arts:
+                res = bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt, new_tokens=args.new)
+                results[id(art)].append(res)
+            print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+        prompt = spec.generation.prompt[:, :args.prompt]
+        hf = hf_eager(spec, prompt, args.new, args.rounds)
+        saved = {"rows": {f"{b}|{lbl}": [r.to_dict() for r in results[id(a)]] for b, lbl, a in arts},
+                 "hf_eager": hf, "load_average": os.getloadavg()[0]}
+        (out / "measured.json").write_text(json.dumps(saved, default=str))
+        print(f"measurements in {out / 'measured.json'} (--measured re-predicts from them)", flush=True)
 
     print(f"\n{args.model}: prompt {args.prompt} tokens, {args.new} new tokens, 1 thread, {args.rounds} rounds "
           f"(median [min-max]); fp32 weights {fp32_weight_bytes / 1e6:.1f} MB; load average "

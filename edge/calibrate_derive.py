@@ -254,6 +254,9 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
             from .calibrate_decode import derive_decode
 
             per[b].update(derive_decode(decoders, per[b].get("overhead_ms", 0.0)))
+            baselines = [r.bench.baseline_rss_mb for r in decoders if r.bench.baseline_rss_mb]
+            if "runtime_memory_mb" not in per[b] and baselines:  # the runner before it loads a decoder
+                per[b]["runtime_memory_mb"] = statistics.median(baselines)
             if "overhead" in plain:  # the backend's spread covers its decoder probes too
                 per[b]["spread"] = statistics.median(r.spread for r in rs)
     block: dict[str, Any] = {

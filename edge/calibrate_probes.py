@@ -99,13 +99,15 @@ class Probe:
     def flops(self) -> float:
         if self.kind in ("conv", "convblock"):
             return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
-        if self.kind in ("elementwise", "activation", "transcendental", "pool"):
-            return 0.0
+        if self.kind in ("elementwise", "activation", "transcendental", "pool", "decoder"):
+            return 0.0  # a decoder's counts come from its model (edge.calibrate_decode)
         return 2.0 * self.rows * self.width_in * self.width_out * self.layers
 
     @property
     def bytes_read(self) -> float:
         """Weights at their precision plus fp32 activations in and out of each op."""
+        if self.kind == "decoder":
+            return 0.0  # counted from its model (edge.calibrate_decode)
         if self.kind == "elementwise":
             return float(self.ops * (2 * self.rows + 1) * self.width_in * FP32_BYTES)
         if self.kind == "activation":  # each op reads and writes the activations; norm/affine params

@@ -27,7 +27,8 @@ TINY = [Probe("decode_fp32", rows=8, width_in=64, width_out=128, layers=1, itera
 
 
 def _result(probe: Probe, p50_ms: float, ttft_ms: float, backend: str = "executorch") -> ProbeResult:
-    bench = BenchResult(backend, "dev", "0" * 64, 1, backend, "1", None, {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0)
+    bench = BenchResult(backend, "dev", "0" * 64, 1, backend, "1", None, {"p50": p50_ms}, [p50_ms], 1.0, 1.0, 300.0,
+                        baseline_rss_mb=120.0)
     return ProbeResult(backend, probe, bench, (p50_ms,), (ttft_ms,))
 
 
@@ -63,6 +64,7 @@ def test_the_calibration_block_holds_decode_rates_and_a_decoder_only_backend_has
     block = derive_calibration({"llamacpp": [_result(TINY[0], 2.0, 10.0, "llamacpp")]})
     assert block["decode_gbs"]["llamacpp"]["fp32"] > 0 and block["prefill_gops"]["llamacpp"]["fp32"] > 0
     assert "llamacpp" not in block["matmul_gops"] and "overhead_ms" not in block
+    assert block["runtime_memory_mb"] == {"llamacpp": 120.0}  # the runner's RSS before it loaded the decoder
 
 
 def test_calibrated_decode_reads_each_group_at_its_type_rate_on_fixed_numbers():

@@ -93,6 +93,23 @@ def test_plan_for_a_language_model_counts_the_kv_cache_and_explains_it(tiny_llam
     text = "\n".join(short.reasons)
     assert "KV cache at context 64: 2 layers x 2 x 2 KV heads x 24 head dim x 64 positions x 4 bytes" in text
     assert "largest context that fits the 256 MB budget" in text and short.constraints["context"] == 64
+    assert gs["basis"] == "roofline" and "`edge profiles calibrate --llm`" in text
+
+
+def test_a_plan_on_a_profile_with_decoder_probes_predicts_from_their_rates(tiny_llama):
+    """The same plan on a profile whose calibration timed decoder probes: 1 GB/s for every type
+    (far below the Zero's roofline), so decode is slower and says which basis it used."""
+    base = load_profile("raspberry-pi-zero-2w")
+    slow = with_calibration(base, {"decode_gbs": {"executorch": {"fp32": 1.0, "int8": 1.0, "int4": 1.0}},
+                                   "prefill_gops": {"executorch": {"fp32": 1.0}}})
+    plain = make_plan(tiny_llama, base, Constraints(context=64), backends=["executorch"])
+    measured = make_plan(tiny_llama, slow, Constraints(context=64), backends=["executorch"])
+    gen = measured.predicted["generation"]
+    assert gen["basis"] == "calibrated"
+    assert gen["decode_tok_s"] < plain.predicted["generation"]["decode_tok_s"]
+    # 1 GB/s: a token takes its bytes in ns (the backend's trait overhead on top)
+    assert 1e3 / gen["decode_tok_s"] >= gen["decode_mb_per_token"] * MB / 1e6
+    assert "decode rate the profile's decoder probes measured" in "\n".join(measured.reasons)
 
 
 def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(tiny_llama):
