@@ -57,6 +57,7 @@ from .calibrate_derive import (CALIBRATION_SCHEMA_VERSION, DEFAULT_MAX_SPREAD,  
                                ProbeResult, check_noise, derive_calibration, probe_errors, sig)
 from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, Probe, default_probes,  # noqa: F401
                                probe_spec, probes_by_backend)
+from .calibrate_decode import probe_read_mb
 from .errors import ConfigError, EdgeError
 from .fileio import write_atomic
 from .profiles import USER_DIR, DeviceProfile, read_yaml
@@ -127,14 +128,15 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
         raise ConfigError(f"expected repeats >= 1 and max_spread > 0, found {repeats} and {max_spread}")
     tgt = target if isinstance(target, Target) else get_target(str(target), targets_file)
     profile = load_profile(tgt.profile)
-    plan = _probe_plan(select_backends(profile, backends), probes, llm)
+    cache_mb = read_cache_mb(tgt, trust_new_host)
+    plan = _probe_plan(select_backends(profile, backends), probes, llm,
+                       probe_read_mb(cache_mb, profile.memory.model_budget_mb))
     results, failures = _measure(plan, tgt, threads, trust_new_host, warmup, cache_dir, repeats)
     if not results:
         raise next(iter(failures.values()))
     block = derive_calibration(results)
     if max_spread is not None:
         check_noise(results, block, max_spread)
-    cache_mb = read_cache_mb(tgt, trust_new_host)
     if cache_mb:
         block["cache_mb"] = cache_mb
     predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
@@ -146,9 +148,10 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
                        {b: str(e) for b, e in failures.items()})
 
 
-def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool) -> dict[str, list[Probe]]:
+def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool,
+                read_mb: float) -> dict[str, list[Probe]]:
     """Probes per backend: the plain ones (:func:`probes_by_backend`) and, with ``llm`` or when
-    ``probes`` holds some, the decoder probes each backend can express."""
+    ``probes`` holds some, the decoder probes each backend can express (``read_mb`` per token)."""
     from .backends import get_backend
     from .calibrate_decode import DECODE_PROBES, decoder_probes
 
@@ -164,7 +167,7 @@ def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool) -> d
         if given:
             decoders = [p for p in given if not be.unsupported({"recipe": list(p.recipe)})]
         else:
-            decoders = decoder_probes(backend) if llm else []
+            decoders = decoder_probes(backend, read_mb) if llm else []
         plan[backend] += [p for p in decoders if p.name not in skipped]
         if not plan[backend]:
             log.info("calibrate: nothing to run on %s (language models only: pass --llm)", backend)

@@ -5,27 +5,29 @@ matmul throughput nor the bandwidth probe's figure: a Llama block's matrices are
 576-wide model's are 0.3-3.5 MB), each one a matrix-vector product with its own start-up,
 dequantization and the norms, RoPE and attention between them. So ``edge profiles calibrate
 --llm`` times the thing itself: a synthetic decoder (random weights, fixed seed) with a small
-language model's shape (SmolLM2-135M's block and vocabulary), exported with its KV cache by
+language model's block (SmolLM2-135M's), exported with its KV cache by
 each backend at each weight type the backend expresses, and run in generation mode
 (:mod:`edge.runner.runner_generate`): a 32-token prompt, 64 new tokens.
 
-=============== ========================================================== =====================
-probe           decoder (dim 576, 9/3 heads of 64, FFN 1536, vocab 49152)   read per token
-=============== ========================================================== =====================
-``decode_fp32`` 2 layers, fp32                                              142 MB
-``decode_int8`` 12 layers, int8 linears and head (per channel), int8 emb    72 MB
-``decode_int4`` 16 layers, int4 g32 linears, int8 embedding and head        64 MB
-``decode_kv``   ``decode_fp32`` with a 2048-position cache (only backends   + the cache
-                whose step attends over the whole static cache)
-=============== ========================================================== =====================
+=============== ============================================================
+probe           decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
+=============== ============================================================
+``decode_fp32`` 2 layers, fp32
+``decode_int8`` 4 layers, int8 linears and head (per channel), int8 embedding
+``decode_int4`` 6 layers, int4 g32 linears and head, int8 embedding
+``decode_kv``   ``decode_fp32`` with a 2048-position cache (only backends whose
+                step attends over the whole static cache)
+=============== ============================================================
 
-Each reads several times a phone's or a Pi's last-level cache per token, so every weight type
-is timed streaming its weights as a real model's are (the large vocabulary head, a fifth of a
-small model's weights, is part of it). A host with a very large cache keeps part of them
-cached; its rates come out somewhat high for models far larger than the probes. A backend
-that cannot express a type skips its probe (TorchScript: no int4); one that quantizes whole
-models only (TFLite) gets the ungrouped form of the type. Exports go through the artifact
-cache: minutes the first time (ExecuTorch lowers every quantized linear), seconds after.
+Each probe's vocabulary is sized so that a token reads ``probe_read_mb`` of weights: at
+least 64 MB and half the device's last-level cache (a decode that cycles through more weights
+than the cache holds misses on every one of them, which is how a language model runs on a Pi
+or a phone; a 480 MB server L3 would otherwise keep a small probe cached and flatter every
+rate), at most a third of the model budget. The output head is a small model's largest
+matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
+export cost. A backend that cannot express a type skips its probe (TorchScript: no int4);
+one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
+go through the artifact cache: a minute or two the first time, seconds after.
 
 Derivation (:func:`derive_decode`), per backend: the bytes a token reads (weights at their
 stored size, one embedding row, the cache: up to the mean position, or every position where
@@ -34,7 +36,7 @@ against the median per-token decode p50 less the backend's overhead. ``decode_gb
 the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16x the cache;
 TorchScript's masked attention costs far more per cached byte than a weight does); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4 in turn: a probe's bytes of a
-type already rated (the int4 probe's int8 head, the fp32 norms) are charged at that rate, the
+type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs /
 (the median time to first token - the overhead). A backend with no overhead probe (llama.cpp
 runs decoders only) has its per-token overhead inside the rates.
@@ -51,7 +53,10 @@ MIN_NET_SHARE = 0.05  # the time left for a probe's own bytes is taken as at lea
 DECODER = {"dim": 576, "ffn": 1536, "vocab": 49152}
 HEAD_DIM = 64
 PROMPT_TOKENS, CONTEXT, KV_CONTEXT = 32, 128, 2048  # bench decodes min(64, context - prompt) new tokens
-DECODE_LAYERS = {"fp32": 2, "int8": 12, "int4": 16}
+DECODE_LAYERS = {"fp32": 2, "int8": 4, "int4": 6}
+MIN_READ_MB = 64.0
+BYTES_PER_WEIGHT = {"fp32": 4.0, "int8": 1.0, "int4": 0.625}  # as the cost model counts them
+VOCAB_STEP = 4096
 DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv",)
 
 
@@ -64,14 +69,32 @@ def _recipes(dtype: str) -> list[tuple]:
         return [(Int8DynamicConfig(groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)),
                 (Int8DynamicConfig(),)]
     if dtype == "int4":
-        return [(Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
-                 Int8DynamicConfig(groups=("head",))), (Int4WeightConfig(group_size=32),)]
+        return [(Int4WeightConfig(group_size=32, groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)),
+                (Int4WeightConfig(group_size=32),)]
     return [()]
 
 
-def decoder_probes(backend: str, layers: dict[str, int] | None = None) -> list[Probe]:
+def probe_read_mb(cache_mb: float | None, budget_mb: float | None) -> float:
+    """MB a decoder probe reads per token on a device: at least MIN_READ_MB and half its last-level
+    cache (a decode streams its weights only when they exceed what the cache keeps), at most a
+    third of its model budget (the file also holds the embedding table)."""
+    read = max(MIN_READ_MB, (cache_mb or 0.0) / 2)
+    return min(read, budget_mb / 3) if budget_mb else read
+
+
+def _vocab_for(dtype: str, layers: int, read_mb: float) -> int:
+    """The vocabulary whose head brings a ``layers``-layer probe of ``dtype`` to ``read_mb`` per token."""
+    d, f = DECODER["dim"], DECODER["ffn"]
+    kv_dim = (d // HEAD_DIM // 3) * HEAD_DIM
+    layer_params = 2 * d * d + 2 * d * kv_dim + 3 * d * f
+    head_bytes = read_mb * 1e6 - layers * layer_params * BYTES_PER_WEIGHT[dtype]
+    vocab = head_bytes / (d * BYTES_PER_WEIGHT[dtype])
+    return max(VOCAB_STEP, int(-(-vocab // VOCAB_STEP)) * VOCAB_STEP)
+
+
+def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str, int] | None = None) -> list[Probe]:
     """The decoder probes ``backend`` can run (each weight type it can express, and ``decode_kv``
-    where its step attends over the whole cache)."""
+    where its step attends over the whole cache), each reading about ``read_mb`` per token."""
     from .backends import get_backend
 
     be = get_backend(backend)
@@ -83,11 +106,12 @@ def decoder_probes(backend: str, layers: dict[str, int] | None = None) -> list[P
                 out.append(Probe(f"decode_{dtype}", rows=PROMPT_TOKENS, width_in=DECODER["dim"],
                                  width_out=DECODER["ffn"], layers=n, iterations=1,
                                  recipe=tuple(c.to_dict() for c in recipe), tag=dtype if recipe else None,
-                                 kind="decoder"))
+                                 kind="decoder", vocab=_vocab_for(dtype, n, read_mb)))
                 break
     if be.traits.kv_reads_whole_cache and "fp32" in layers:
         out.append(Probe("decode_kv", rows=PROMPT_TOKENS, width_in=DECODER["dim"], width_out=DECODER["ffn"],
-                         layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT))
+                         layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT,
+                         vocab=_vocab_for("fp32", layers["fp32"], read_mb)))
     return out
 
 
@@ -95,7 +119,7 @@ def decoder_config(probe: Probe):
     from .models.llama import LlamaConfig
 
     heads = max(1, probe.width_in // HEAD_DIM)  # 576: 9 heads of 64, 3 KV heads (SmolLM2's shape)
-    return LlamaConfig(vocab=DECODER["vocab"], dim=probe.width_in, layers=probe.layers, heads=heads,
+    return LlamaConfig(vocab=probe.vocab or DECODER["vocab"], dim=probe.width_in, layers=probe.layers, heads=heads,
                        kv_heads=max(1, heads // 3), ffn=probe.width_out, rope_base=1e5,
                        prefill_tokens=probe.rows, context=probe.context or CONTEXT)
 

@@ -80,6 +80,7 @@ class Probe:
     tag: str | None = None  # artifact folder suffix
     kind: str = "linear"
     context: int | None = None  # "decoder" probes: the KV cache's positions (None: edge.calibrate_decode's)
+    vocab: int | None = None  # "decoder" probes: the vocabulary (None: edge.calibrate_decode's)
 
     @property
     def ops(self) -> int:
