@@ -25,7 +25,9 @@ than the cache holds misses on every one of them, which is how a language model 
 or a phone; a 480 MB server L3 would otherwise keep a small probe cached and flatter every
 rate), at most a third of the model budget. The output head is a small model's largest
 matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
-export cost. A backend that cannot express a type skips its probe (TorchScript: no int4);
+export cost. A runtime whose export is cheap and whose per-layer work differs from one wide
+matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
+layers as the bytes need. A backend that cannot express a type skips its probe (TorchScript: no int4);
 one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
 
@@ -84,12 +86,23 @@ def probe_read_mb(cache_mb: float | None, budget_mb: float | None) -> float:
 
 def _vocab_for(dtype: str, layers: int, read_mb: float) -> int:
     """The vocabulary whose head brings a ``layers``-layer probe of ``dtype`` to ``read_mb`` per token."""
-    d, f = DECODER["dim"], DECODER["ffn"]
-    kv_dim = (d // HEAD_DIM // 3) * HEAD_DIM
-    layer_params = 2 * d * d + 2 * d * kv_dim + 3 * d * f
-    head_bytes = read_mb * 1e6 - layers * layer_params * BYTES_PER_WEIGHT[dtype]
+    d = DECODER["dim"]
+    head_bytes = read_mb * 1e6 - layers * _layer_params() * BYTES_PER_WEIGHT[dtype]
     vocab = head_bytes / (d * BYTES_PER_WEIGHT[dtype])
     return max(VOCAB_STEP, int(-(-vocab // VOCAB_STEP)) * VOCAB_STEP)
+
+
+def _layers_for(dtype: str, read_mb: float) -> int:
+    """Layers that bring a probe with a SmolLM2-sized head to ``read_mb`` per token."""
+    d = DECODER["dim"]
+    head = d * DECODER["vocab"] * BYTES_PER_WEIGHT[dtype]
+    return max(2, int(-(-(read_mb * 1e6 - head) // (_layer_params() * BYTES_PER_WEIGHT[dtype]))))
+
+
+def _layer_params() -> int:
+    d, f = DECODER["dim"], DECODER["ffn"]
+    kv_dim = (d // HEAD_DIM // 3) * HEAD_DIM
+    return 2 * d * d + 2 * d * kv_dim + 3 * d * f
 
 
 def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str, int] | None = None) -> list[Probe]:
@@ -98,17 +111,21 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
     from .backends import get_backend
 
     be = get_backend(backend)
+    deep = be.calibration_decoder_depth and layers is None
     layers = layers or DECODE_LAYERS
     out = []
     for dtype, n in layers.items():
+        vocab = _vocab_for(dtype, n, read_mb)
+        if deep:  # the model's own head size, as many layers as the bytes need
+            n, vocab = _layers_for(dtype, read_mb), DECODER["vocab"]
         for recipe in _recipes(dtype):
             if not recipe or not be.unsupported({"recipe": [c.to_dict() for c in recipe]}):
                 out.append(Probe(f"decode_{dtype}", rows=PROMPT_TOKENS, width_in=DECODER["dim"],
                                  width_out=DECODER["ffn"], layers=n, iterations=1,
                                  recipe=tuple(c.to_dict() for c in recipe), tag=dtype if recipe else None,
-                                 kind="decoder", vocab=_vocab_for(dtype, n, read_mb)))
+                                 kind="decoder", vocab=vocab))
                 break
-    if be.traits.kv_reads_whole_cache and "fp32" in layers:
+    if be.traits.kv_reads_whole_cache and "fp32" in layers:  # (no decoder-only backend has it)
         out.append(Probe("decode_kv", rows=PROMPT_TOKENS, width_in=DECODER["dim"], width_out=DECODER["ffn"],
                          layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT,
                          vocab=_vocab_for("fp32", layers["fp32"], read_mb)))

@@ -62,7 +62,9 @@ class CostTraits:
     ``load_memory_mb``: RSS that loading and running any model adds beyond its weights and
     activations (runtime code and data first touched then, the interpreter's own structures);
     ``kv_reads_whole_cache``: a decode step attends over every allocated cache position (masked
-    static-cache attention) rather than only the positions filled so far.
+    static-cache attention) rather than only the positions filled so far;
+    ``activation_residency``: share of the counted peak activations (a full forward's) the
+    runtime keeps resident.
     """
 
     container_overhead_bytes: int
@@ -84,6 +86,7 @@ class CostTraits:
     embedding_residency: float | None = None
     load_memory_mb: float = 0.0
     kv_reads_whole_cache: bool = False
+    activation_residency: float = 1.0
 
 
 class Backend(ABC):
@@ -113,6 +116,10 @@ class Backend(ABC):
     ungrouped_quant_covers_embedding: bool = False
     # the precision a whole-model int4 file type keeps the output (head) tensor at, None: int4 too
     ungrouped_int4_head: str | None = None
+    # `edge profiles calibrate --llm`: the decoder probes reach their size by layers (at the
+    # model's own head size) rather than by a wide head; for runtimes whose per-layer work differs
+    # from one wide matrix's and whose export is cheap (ExecuTorch lowers every linear: minutes)
+    calibration_decoder_depth: bool = False
     host_flavour: str = "eager"
     host_quantizer: str = "torchao"  # the library behind host_flavour, for the plan's accuracy basis
     unsupported_techniques: dict[str, str] = {}
