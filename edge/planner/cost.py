@@ -242,8 +242,8 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     traits = _traits(backend)
     table = resident.pop("embedding", 0.0)
     table_residency = traits.weight_residency if traits.embedding_residency is None else traits.embedding_residency
-    model_mb = ((sum(resident.values()) + stats.other_params * 4) * traits.weight_residency
-                + table * table_residency + stats.peak_activation_bytes * traits.activation_residency) / MB
+    model_mb = (((sum(resident.values()) + stats.other_params * 4) * traits.weight_residency
+                 + table * table_residency + stats.peak_activation_bytes * traits.activation_residency) / MB
                 + traits.load_memory_mb)
     from .uncertainty import relative_uncertainty
 
