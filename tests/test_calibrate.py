@@ -221,6 +221,9 @@ def test_cli_errors_exit_2_with_the_reason(env, capsys):
     assert "unknown target 'nowhere'" in json.loads(capsys.readouterr().out)["error"]
     assert main(["profiles", "calibrate", "--target", "local", "--backends", "tflite,bogus"]) == 2
     assert "unknown backend 'bogus'" in capsys.readouterr().err
+    # llama.cpp runs language models only: without --llm there is nothing to time on it
+    assert main(["profiles", "calibrate", "--target", "local", "--backends", "llamacpp"]) == 2
+    assert "pass --llm" in capsys.readouterr().err
 
 
 def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
