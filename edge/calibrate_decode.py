@@ -15,6 +15,8 @@ probe           decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
 ``decode_fp32`` 2 layers, fp32
 ``decode_int8`` 4 layers, int8 linears and head (per channel), int8 embedding
 ``decode_int4`` 6 layers, int4 g32 linears and head, int8 embedding
+``decode_q4_0`` 6 layers, llama.cpp's whole-file Q4_0 (llama.cpp only: its
+                repacked kernel, not the per-group Q4_1 of ``decode_int4``)
 ``decode_kv``   ``decode_fp32`` with a 2048-position cache (only backends whose
                 step attends over the whole static cache)
 =============== ============================================================
@@ -37,7 +39,7 @@ the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` count
 against the median per-token decode p50 less the backend's overhead. ``decode_gbs.kv`` is
 the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16x the cache;
 TorchScript's masked attention costs far more per cached byte than a weight does); without
-it the cache is charged at the fp32 rate. Then fp32, int8, int4 in turn: a probe's bytes of a
+it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs /
 (the median time to first token - the overhead). A backend with no overhead probe (llama.cpp
@@ -55,9 +57,9 @@ MIN_NET_SHARE = 0.05  # the time left for a probe's own bytes is taken as at lea
 DECODER = {"dim": 576, "ffn": 1536, "vocab": 49152}
 HEAD_DIM = 64
 PROMPT_TOKENS, CONTEXT, KV_CONTEXT = 32, 128, 2048  # bench decodes min(64, context - prompt) new tokens
-DECODE_LAYERS = {"fp32": 2, "int8": 4, "int4": 6}
+DECODE_LAYERS = {"fp32": 2, "int8": 4, "int4": 6, "q4_0": 6}
 MIN_READ_MB = 64.0
-BYTES_PER_WEIGHT = {"fp32": 4.0, "int8": 1.0, "int4": 0.625}  # as the cost model counts them
+BYTES_PER_WEIGHT = {"fp32": 4.0, "int8": 1.0, "int4": 0.625, "q4_0": 0.5625}  # as the cost model counts them
 VOCAB_STEP = 4096
 DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv",)
 
@@ -73,6 +75,8 @@ def _recipes(dtype: str) -> list[tuple]:
     if dtype == "int4":
         return [(Int4WeightConfig(group_size=32, groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)),
                 (Int4WeightConfig(group_size=32),)]
+    if dtype == "q4_0":  # llama.cpp's whole-file Q4_0 (its output tensor at Q8_0)
+        return [(Int4WeightConfig(group_size=32),)]
     return [()]
 
 
@@ -115,6 +119,8 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
     layers = layers or DECODE_LAYERS
     out = []
     for dtype, n in layers.items():
+        if dtype == "q4_0" and be.ungrouped_int4_precision != "q4_0":
+            continue  # a type of its own only where the runtime's whole-file int4 is one
         vocab = _vocab_for(dtype, n, read_mb)
         if deep:  # the model's own head size, as many layers as the bytes need
             n, vocab = _layers_for(dtype, read_mb), DECODER["vocab"]
@@ -195,7 +201,7 @@ def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str,
         if extra_bytes > 0 and extra_ms > MIN_NET_SHARE * net["decode_kv"]:
             decode["kv"] = extra_bytes / (extra_ms * 1e6)
     prefill: dict[str, float] = {}
-    for name in DECODE_PROBES[:-1]:  # fp32, int8, int4 in turn
+    for name in DECODE_PROBES[:-1]:  # fp32, int8, int4, q4_0 in turn
         if name not in by_name:
             continue
         dtype = name.removeprefix("decode_")

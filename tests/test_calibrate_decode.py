@@ -103,7 +103,12 @@ def test_backends_get_the_decoder_probes_they_can_express():
     tflite = {p.name: p.recipe for p in decoder_probes("tflite")}
     assert list(tflite) == ["decode_fp32", "decode_int8", "decode_kv"]
     assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
-    assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_kv"}
+    # llama.cpp: its whole-file Q4_0 (repacked kernel) apart from the per-group Q4_1, depth instead of a wide head
+    llama = {p.name: p for p in decoder_probes("llamacpp")}
+    assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0"]
+    assert {p.vocab for p in llama.values()} == {49152} and llama["decode_int4"].layers > 6
+    assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
+    assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv"}
     # every probe reads tens of MB per token, beyond a small device's caches, whatever its type
     reads = [sum(_read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
     assert min(reads) > 60e6

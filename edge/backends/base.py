@@ -64,7 +64,8 @@ class CostTraits:
     ``kv_reads_whole_cache``: a decode step attends over every allocated cache position (masked
     static-cache attention) rather than only the positions filled so far;
     ``activation_residency``: share of the counted peak activations (a full forward's) the
-    runtime keeps resident.
+    runtime keeps resident; ``repacked_precisions``: precisions whose weights the runtime copies
+    into a repacked layout at load (two resident copies) on CPUs with any of ``repack_isa``.
     """
 
     container_overhead_bytes: int
@@ -87,6 +88,8 @@ class CostTraits:
     load_memory_mb: float = 0.0
     kv_reads_whole_cache: bool = False
     activation_residency: float = 1.0
+    repacked_precisions: tuple[str, ...] = ()
+    repack_isa: tuple[str, ...] = ()
 
 
 class Backend(ABC):
@@ -116,6 +119,8 @@ class Backend(ABC):
     ungrouped_quant_covers_embedding: bool = False
     # the precision a whole-model int4 file type keeps the output (head) tensor at, None: int4 too
     ungrouped_int4_head: str | None = None
+    # the cost model's precision of a whole-model int4 file type, None: int4 g<group size>
+    ungrouped_int4_precision: str | None = None
     # `edge profiles calibrate --llm`: the decoder probes reach their size by layers (at the
     # model's own head size) rather than by a wide head; for runtimes whose per-layer work differs
     # from one wide matrix's and whose export is cheap (ExecuTorch lowers every linear: minutes)

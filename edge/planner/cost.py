@@ -67,6 +67,7 @@ PRECISIONS: dict[str, tuple[float, float, str]] = {
     "int4_g32": (0.5 + 4 / 32, 0.0, "int8"),   # 4-bit values + one fp32 scale per 32 weights
     "int4_g64": (0.5 + 4 / 64, 0.0, "int8"),
     "int4_g128": (0.5 + 4 / 128, 0.0, "int8"),
+    "q4_0": (18 / 32, 0.0, "int8"),  # llama.cpp's whole-file Q4_0: 4-bit values + an fp16 scale per 32
 }
 # Per-backend assumptions (container overhead, weight residency, runtime RSS, kernel efficiency,
 # fixed and per-op overheads, int8 storage) are the backend's own: ``get_backend(b).traits``.
@@ -240,6 +241,9 @@ def predict(stats: ModelStats, assignment: dict[str, str], backend: str, profile
     # what the model adds to the runtime's baseline RSS: its weights as resident (an embedding table
     # at its own residency), the activation arena and what loading any model adds
     traits = _traits(backend)
+    if set(profile.cpu.isa or ()) & set(traits.repack_isa):  # matmul weights: a second, repacked copy
+        resident = {n: b * (2.0 if n != "embedding" and assignment.get(n) in traits.repacked_precisions else 1.0)
+                    for n, b in resident.items()}
     table = resident.pop("embedding", 0.0)
     table_residency = traits.weight_residency if traits.embedding_residency is None else traits.embedding_residency
     model_mb = (((sum(resident.values()) + stats.other_params * 4) * traits.weight_residency

@@ -65,7 +65,7 @@ def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, byte
 
 
 def weight_kind(precision: str) -> str:
-    """The calibration's weight type of a precision key: fp32, fp16, int8 or int4."""
+    """The calibration's weight type of a precision key: fp32, fp16, int8, int4 or q4_0."""
     return "int4" if precision.startswith("int4") else "int8" if precision.startswith("int8") else precision
 
 

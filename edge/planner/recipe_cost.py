@@ -28,6 +28,8 @@ def assignment_of(recipe: Sequence[TechniqueConfig], stats: ModelStats, backend:
             out.update({g: "int8" for g in present})  # dynamic range at conversion: every weight tensor
         elif tag in ("int8_dynamic", "int4_weight"):
             precision = "int8" if tag == "int8_dynamic" else f"int4_g{c.group_size}"
+            if tag == "int4_weight" and not groups:
+                precision = get_backend(backend).ungrouped_int4_precision or precision
             covered = groups or (_LINEAR + ("embedding",) if get_backend(backend).ungrouped_quant_covers_embedding
                                  else _LINEAR)
             out.update({g: precision for g in present if g in covered})

@@ -75,3 +75,24 @@ def test_each_runtime_holds_the_weights_as_its_traits_say(lm_stats, pi_zero):
     # TFLite gathers rows from the mapped flatbuffer in place: a bigger table adds nothing resident
     assert get_backend("tflite").traits.embedding_residency == 0.0
     assert get_backend("tflite").traits.load_memory_mb > 0  # loading any model adds to the runtime's RSS
+
+
+def test_llamacpp_whole_file_q4_0_is_its_own_type_with_a_repacked_copy_where_the_cpu_repacks():
+    """A whole-file int4 GGUF is Q4_0 (18 bytes per 32 weights, the output tensor at Q8_0); llama.cpp
+    repacks Q4_0 for AVX2 or Arm dot products, so those weights are resident twice there."""
+    from edge.compress import Int4WeightConfig
+    from edge.planner.recipe_cost import assignment_of
+    from edge.profiles import load_profile
+
+    spec = load_model("tiny-llama")
+    stats = count_stats(spec.model, spec.example_inputs)
+    whole = assignment_of([Int4WeightConfig(group_size=32)], stats, "llamacpp")
+    assert whole["attention"] == whole["ffn"] == "q4_0" and whole["head"] == "int8"
+    grouped = assignment_of([Int4WeightConfig(group_size=32, groups=("attention", "ffn"))], stats, "llamacpp")
+    assert grouped["ffn"] == "int4_g32"  # per group: Q4_1, no repack
+    q4 = stats.groups["attention"].weight_params + stats.groups["ffn"].weight_params
+    pi5, pi4 = load_profile("raspberry-pi-5-8gb"), load_profile("raspberry-pi-4-4gb")  # A76 dotprod; A72 none
+    extra = predict(stats, whole, "llamacpp", pi5).model_memory_mb - predict(stats, whole, "llamacpp", pi4).model_memory_mb
+    assert extra == pytest.approx(q4 * 18 / 32 / MB, rel=1e-6)
+    assert predict(stats, grouped, "llamacpp", pi5).model_memory_mb == pytest.approx(
+        predict(stats, grouped, "llamacpp", pi4).model_memory_mb)
