@@ -41,8 +41,9 @@ the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16
 TorchScript's masked attention costs far more per cached byte than a weight does); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
-rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs /
-(the median time to first token - the overhead). A backend with no overhead probe (llama.cpp
+rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs (the
+head's on the last position only where the runtime computes no other logits) / (the median
+time to first token - the overhead). A backend with no overhead probe (llama.cpp
 runs decoders only) has its per-token overhead inside the rates.
 """
 from __future__ import annotations
@@ -173,6 +174,7 @@ def decoder_spec(probe: Probe):
 
 def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float]:
     """Bytes one decode token reads per weight type (and "kv"), and the prompt's multiply FLOPs."""
+    from .backends import get_backend
     from .benchmark import DEFAULT_NEW_TOKENS
     from .compress import config_from_dict
     from .planner.llm_cost import decode_reads
@@ -185,7 +187,11 @@ def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float
     assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
     new = min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
     reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)
-    return reads, sum(g.flops for g in stats.groups.values()) + stats.other_flops
+    flops = sum(g.flops for g in stats.groups.values()) + stats.other_flops
+    head = stats.groups.get("head")
+    if head is not None and get_backend(backend).traits.prefill_head_last_only:
+        flops -= head.flops * (probe.rows - 1) / probe.rows  # the head on the last position only
+    return reads, flops
 
 
 def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str, float]]:

@@ -64,7 +64,8 @@ class CostTraits:
     ``kv_reads_whole_cache``: a decode step attends over every allocated cache position (masked
     static-cache attention) rather than only the positions filled so far;
     ``activation_residency``: share of the counted peak activations (a full forward's) the
-    runtime keeps resident; ``repacked_precisions``: precisions whose weights the runtime copies
+    runtime keeps resident; ``prefill_head_last_only``: a language model's prefill runs the output
+    head on the last prompt position only (not on every one); ``repacked_precisions``: precisions whose weights the runtime copies
     into a repacked layout at load (two resident copies) on CPUs with any of ``repack_isa``.
     """
 
@@ -88,6 +89,7 @@ class CostTraits:
     load_memory_mb: float = 0.0
     kv_reads_whole_cache: bool = False
     activation_residency: float = 1.0
+    prefill_head_last_only: bool = False
     repacked_precisions: tuple[str, ...] = ()
     repack_isa: tuple[str, ...] = ()
 

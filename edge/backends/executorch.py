@@ -44,7 +44,8 @@ class ExecuTorchBackend(Backend):
     # executorch.runtime; executor_runner on a phone has neither), so the 40 MB default is left to calibrate.
     traits = CostTraits(container_overhead_bytes=64 * 1024, weight_residency=1.0, runtime_memory_mb=40.0,
                         efficiency=0.35, overhead_ms=0.07, per_op_overhead_ms=0.001,
-                        fuses_epilogues=True, load_memory_mb=3.0)
+                        fuses_epilogues=True, load_memory_mb=3.0,
+                        prefill_head_last_only=True)  # the exported step's head reads x[:, -1]
     # lower(): torchao source transforms and PT2E's XNNPACKQuantizer (the base class's eager lowering)
 
     def export(self, model: torch.nn.Module, spec: ModelSpec, out_dir: Path, options: dict) -> Artifact:

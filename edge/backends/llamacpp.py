@@ -73,6 +73,7 @@ class LlamaCppBackend(Backend):
                         # one compute buffer, logits of the last token only: SmolLM2 Q8_0 at a 128-token
                         # prompt measured 3.8 MB beyond its file and cache where a full forward counts ~40
                         activation_residency=0.1,
+                        prefill_head_last_only=True,  # logits requested for the last token only
                         # Q4_0 tensors are repacked into an interleaved layout for the CPU's dot
                         # products (AVX2; Arm dotprod/i8mm) while the file stays mapped: SmolLM2
                         # Q4_0 measured 164 MB of model RSS for a 90 MB file and a 12 MB cache

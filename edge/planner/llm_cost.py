@@ -128,7 +128,7 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
     position = (prompt_tokens + context) / 2 if decode_position is None else decode_position
     reads = decode_reads(stats, assignment, backend, config, position, kv_cache, positions)
     read = sum(reads.values())  # the cache read grows; its mean over a generation
-    flops_s = 0.0  # seconds of multiply work per token, at each group's precision
+    flops_s = head_s = 0.0  # seconds of multiply work per token, at each group's precision
     prefill_gops = rates.prefill_gops
     for name, g in stats.groups.items():
         precision = assignment.get(name, "fp32")
@@ -136,19 +136,24 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
         if compute == "fp16" and not rates.has_fp16:
             compute = "fp32"
         measured = prefill_gops.get(weight_kind(precision)) or prefill_gops.get("fp32")
-        flops_s += g.flops / prompt_tokens / ((measured or rates.gops_for(name, compute)) * 1e9)
+        seconds = g.flops / prompt_tokens / ((measured or rates.gops_for(name, compute)) * 1e9)
+        flops_s += seconds
+        head_s += seconds if name == "head" else 0.0
     flops_s += stats.other_flops / prompt_tokens / ((prefill_gops.get("fp32") or rates.gops["fp32"]) * 1e9)
+    # the prompt's multiply work: every group on each position (the head once where the runtime
+    # computes the last position's logits only)
+    prompt_s = prompt_tokens * flops_s - ((prompt_tokens - 1) * head_s if be.traits.prefill_head_last_only else 0.0)
     measured_ms = decode_ms(reads, rates.decode_gbs)
     overhead_ms = rates.overhead_ms
     if measured_ms is not None:
         if not rates.overhead_measured:  # calibrated by decoder probes alone: their rates hold it
             overhead_ms = 0.0
         decode_s = (measured_ms + overhead_ms) / 1e3
-        prefill_s = prompt_tokens * flops_s
+        prefill_s = prompt_s
     else:
         weights_read = sum(decode_reads(stats, assignment, backend, config, 0, kv_cache).values())
         decode_s = max(read / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
-        prefill_s = max(prompt_tokens * flops_s, weights_read / (rates.bandwidth_gbs * 1e9))
+        prefill_s = max(prompt_s, weights_read / (rates.bandwidth_gbs * 1e9))
     ttft_ms = prefill_s * 1e3 + overhead_ms
     elem = KV_BYTES_PER_ELEMENT[kv_cache]
     per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, elem)
