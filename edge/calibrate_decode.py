@@ -41,9 +41,10 @@ the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16
 TorchScript's masked attention costs far more per cached byte than a weight does); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
-rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs (the
-head's on the last position only where the runtime computes no other logits) / (the median
-time to first token - the overhead). A backend with no overhead probe (llama.cpp
+rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
+median time to first token - the overhead); where the runtime runs the output head on the last
+position only (ExecuTorch, llama.cpp) the head is one matrix-vector product, charged as a read
+at its type's decode rate and left out of the FLOPs. A backend with no overhead probe (llama.cpp
 runs decoders only) has its per-token overhead inside the rates.
 """
 from __future__ import annotations
@@ -172,12 +173,13 @@ def decoder_spec(probe: Probe):
                    {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
 
 
-def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float]:
-    """Bytes one decode token reads per weight type (and "kv"), and the prompt's multiply FLOPs."""
+def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float, dict[str, float]]:
+    """Bytes one decode token reads per weight type (and "kv"), the prompt's multiply FLOPs, and
+    the head's bytes by type where the runtime runs the head once (a read, not FLOPs, then)."""
     from .backends import get_backend
     from .benchmark import DEFAULT_NEW_TOKENS
     from .compress import config_from_dict
-    from .planner.llm_cost import decode_reads
+    from .planner.llm_cost import decode_reads, head_reads
     from .planner.recipe_cost import assignment_of
     from .planner.stats import count_stats
 
@@ -188,10 +190,11 @@ def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float
     new = min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
     reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)
     flops = sum(g.flops for g in stats.groups.values()) + stats.other_flops
-    head = stats.groups.get("head")
-    if head is not None and get_backend(backend).traits.prefill_head_last_only:
-        flops -= head.flops * (probe.rows - 1) / probe.rows  # the head on the last position only
-    return reads, flops
+    head_read: dict[str, float] = {}
+    if "head" in stats.groups and get_backend(backend).traits.prefill_head_last_only:
+        flops -= stats.groups["head"].flops  # one matrix-vector product: read at the decode rate
+        head_read = head_reads(stats, assignment, backend)
+    return reads, flops, head_read
 
 
 def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str, float]]:
@@ -211,7 +214,7 @@ def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str,
         if name not in by_name:
             continue
         dtype = name.removeprefix("decode_")
-        own_reads, prompt_flops = reads[name]
+        own_reads, prompt_flops, head_read = reads[name]
         if "kv" not in decode:  # the cache at the fp32 rate, as the cost model charges it then
             own_reads = {**own_reads, "fp32": own_reads.get("fp32", 0.0) + own_reads.get("kv", 0.0), "kv": 0.0}
         known_ms = sum(b / (decode[k] * 1e6) for k, b in own_reads.items() if k != dtype and k in decode)
@@ -220,5 +223,6 @@ def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str,
         ttfts = by_name[name].ttfts
         if ttfts:
             ttft = statistics.median(ttfts)
-            prefill[dtype] = prompt_flops / (max(ttft - overhead_ms, MIN_NET_SHARE * ttft) * 1e6)
+            head_ms = sum(b / (decode.get(k, decode[dtype]) * 1e6) for k, b in head_read.items())
+            prefill[dtype] = prompt_flops / (max(ttft - overhead_ms - head_ms, MIN_NET_SHARE * ttft) * 1e6)
     return {"decode_gbs": decode, "prefill_gops": prefill}

@@ -94,6 +94,13 @@ def decode_reads(stats: ModelStats, assignment: dict[str, str], backend: str, co
     return reads
 
 
+def head_reads(stats: ModelStats, assignment: dict[str, str], backend: str) -> dict[str, float]:
+    """The output head's weight bytes by weight type (what one matrix-vector product reads)."""
+    if "head" not in stats.groups:
+        return {}
+    return {weight_kind(assignment.get("head", "fp32")): _weight_bytes(stats, assignment, backend)["head"]}
+
+
 def decode_ms(reads: dict[str, float], decode_gbs: dict[str, float]) -> float | None:
     """ms to read ``reads`` at the calibrated per-type decode rates (the cache at its own "kv"
     rate where measured; a type not measured at the fp32 rate: its bytes already count its
@@ -141,15 +148,17 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
         head_s += seconds if name == "head" else 0.0
     flops_s += stats.other_flops / prompt_tokens / ((prefill_gops.get("fp32") or rates.gops["fp32"]) * 1e9)
     # the prompt's multiply work: every group on each position (the head once where the runtime
-    # computes the last position's logits only)
-    prompt_s = prompt_tokens * flops_s - ((prompt_tokens - 1) * head_s if be.traits.prefill_head_last_only else 0.0)
+    # computes the last position's logits only: calibrated, a read at the head's decode rate)
+    last_only = be.traits.prefill_head_last_only
+    prompt_s = prompt_tokens * flops_s - ((prompt_tokens - 1) * head_s if last_only else 0.0)
     measured_ms = decode_ms(reads, rates.decode_gbs)
     overhead_ms = rates.overhead_ms
     if measured_ms is not None:
         if not rates.overhead_measured:  # calibrated by decoder probes alone: their rates hold it
             overhead_ms = 0.0
         decode_s = (measured_ms + overhead_ms) / 1e3
-        prefill_s = prompt_s
+        head_ms = decode_ms(head_reads(stats, assignment, backend), rates.decode_gbs) if last_only else None
+        prefill_s = prompt_s if head_ms is None else prompt_tokens * (flops_s - head_s) + head_ms / 1e3
     else:
         weights_read = sum(decode_reads(stats, assignment, backend, config, 0, kv_cache).values())
         decode_s = max(read / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
