@@ -170,11 +170,13 @@ def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool,
             decoders = decoder_probes(backend, read_mb) if llm else []
         plan[backend] += [p for p in decoders if p.name not in skipped]
         if not plan[backend]:
-            log.info("calibrate: nothing to run on %s (language models only: pass --llm)", backend)
+            log.info("calibrate: skipping %s: it runs language models only (pass --llm to time its "
+                     "decoder probes)", backend)
             del plan[backend]
     if not plan:
         raise ConfigError(f"expected a probe to run on {', '.join(backends)}, found none: "
-                          f"{', '.join(backends)} run language models only; pass --llm to time decoder probes")
+                          f"{'they run' if len(backends) > 1 else 'it runs'} language models only; pass --llm "
+                          "to time decoder probes")
     return plan
 
 
