@@ -96,3 +96,22 @@ def test_llamacpp_whole_file_q4_0_is_its_own_type_with_a_repacked_copy_where_the
     assert extra == pytest.approx(q4 * 18 / 32 / MB, rel=1e-6)
     assert predict(stats, grouped, "llamacpp", pi5).model_memory_mb == pytest.approx(
         predict(stats, grouped, "llamacpp", pi4).model_memory_mb)
+
+
+def test_a_tied_head_takes_the_embeddings_type_where_stored_once_and_llamacpp_keeps_few_activations(pi_zero):
+    from dataclasses import replace
+
+    from edge.compress import EmbeddingQuantConfig
+    from edge.planner.recipe_cost import assignment_of
+    from edge.planner.stats import GroupStats, ModelStats
+
+    stats = ModelStats(groups={"embedding": GroupStats(weight_params=1000, read_params=10, rows=10),
+                               "head": GroupStats(weight_params=1000, read_params=1000, rows=10, shared_params=1000)})
+    recipe = [EmbeddingQuantConfig(bits=8)]
+    assert assignment_of(recipe, stats, "llamacpp") == {"embedding": "int8", "head": "int8"}  # one GGUF tensor
+    assert assignment_of(recipe, stats, "executorch") == {"embedding": "int8"}  # the head keeps its own copy
+    # llama.cpp keeps a tenth of a full forward's counted activations resident; ExecuTorch all of them
+    busy = replace(stats, peak_activation_bytes=10 * MB)
+    for backend, share in (("llamacpp", 0.1), ("executorch", 1.0)):
+        grown = predict(busy, {}, backend, pi_zero).model_memory_mb - predict(stats, {}, backend, pi_zero).model_memory_mb
+        assert grown == pytest.approx(10 * share)
