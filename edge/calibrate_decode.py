@@ -173,6 +173,22 @@ def decoder_spec(probe: Probe):
                    {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
 
 
+def decoder_stats(probe: Probe):
+    """The probe's :class:`~edge.planner.stats.ModelStats` (over the prompt the exported probe is
+    given) and its config, counted on the meta device: the same shapes as :func:`decoder_spec`'s
+    model, with no weights made (the widest probes hold gigabytes of fp32) and no arithmetic done."""
+    import torch
+
+    from .models.llama import Llama
+    from .planner.stats import count_stats
+
+    cfg = decoder_config(probe)
+    with torch.device("meta"):
+        model = Llama(cfg).eval()
+        prompt = torch.empty(1, cfg.prefill_tokens, dtype=torch.long)
+        return count_stats(model, (prompt,)), cfg
+
+
 def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float, dict[str, float]]:
     """Bytes one decode token reads per weight type (and "kv"), the prompt's multiply FLOPs, and
     the head's bytes by type where the runtime runs the head once (a read, not FLOPs, then)."""
@@ -181,11 +197,8 @@ def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float
     from .compress import config_from_dict
     from .planner.llm_cost import decode_reads, head_reads
     from .planner.recipe_cost import assignment_of
-    from .planner.stats import count_stats
 
-    spec = decoder_spec(probe)
-    cfg = spec.generation.config
-    stats = count_stats(spec.model, spec.example_inputs)
+    stats, cfg = decoder_stats(probe)
     assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
     new = min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
     reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -300,7 +301,8 @@ def safe_name(text: str) -> str:
 
 
 def cache_key(spec: ModelSpec, plan_dict: dict | None, backend: str, tool_versions: dict) -> str:
-    """sha256 over weights, model code, plan JSON, backend, tool versions and input shapes.
+    """sha256 over weights, model code, plan JSON, backend (and its exporter's code), tool versions
+    and input shapes.
 
     Export options are not a separate input: the plan determines them (``apply_plan``).
     """
@@ -310,6 +312,7 @@ def cache_key(spec: ModelSpec, plan_dict: dict | None, backend: str, tool_versio
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(_model_code(spec.model).encode())
+    h.update(_backend_code(backend).encode())
     meta = {
         "plan": plan_dict, "backend": backend, "tools": tool_versions, "edge": __version__,
         "inputs": [[n, list(t.shape), str(t.dtype)] for n, t in zip(spec.input_names, spec.example_inputs)],
@@ -321,6 +324,14 @@ def cache_key(spec: ModelSpec, plan_dict: dict | None, backend: str, tool_versio
             h.update(window[0].numpy().tobytes())
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def _backend_code(backend: str) -> str:
+    """The source of the backend's module (how it wraps and lowers a model: an edit changes the key)."""
+    try:
+        return inspect.getsource(sys.modules[type(get_backend(backend)).__module__])
+    except (OSError, TypeError, KeyError):
+        return backend
 
 
 def _model_code(model: torch.nn.Module) -> str:

@@ -7,7 +7,8 @@ import pytest
 
 from edge.benchmark import BenchResult
 from edge.calibrate import ProbeResult, calibrate, calibrated_profile_data
-from edge.calibrate_decode import DECODE_PROBES, decoder_probes, decoder_spec, derive_decode, _read_and_flops
+from edge.calibrate_decode import (DECODE_PROBES, decoder_probes, decoder_spec, decoder_stats, derive_decode,
+                                   _read_and_flops)
 from edge.calibrate_derive import derive_calibration
 from edge.calibrate_probes import Probe
 from edge.compress import EmbeddingQuantConfig, Int8DynamicConfig, config_from_dict
@@ -122,6 +123,17 @@ def test_backends_get_the_decoder_probes_they_can_express():
     # every probe reads tens of MB per token, beyond a small device's caches, whatever its type
     reads = [sum(_read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
     assert min(reads) > 60e6
+
+
+def test_the_derivation_counts_a_probe_without_building_its_weights():
+    # the counts come from the meta device: the same as the exported probe's real model, no weights made
+    probe = Probe("decode_fp32", rows=16, width_in=128, width_out=256, layers=2, iterations=1, kind="decoder",
+                  vocab=512, context=64)
+    spec = decoder_spec(probe)
+    meta, cfg = decoder_stats(probe)
+    assert cfg == spec.generation.config
+    assert meta == count_stats(spec.model, spec.example_inputs)
+    assert meta.groups["head"].weight_params == 512 * 128 and meta.groups["head"].flops > 0
 
 
 def test_a_decoder_only_backend_without_llm_has_nothing_to_calibrate():

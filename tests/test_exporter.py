@@ -81,6 +81,18 @@ def test_cache_key_covers_weights_plan_backend_and_tools():
     assert base != cache_key(changed, None, "torchscript", tools)
 
 
+def test_cache_key_covers_the_backends_exporter_code(monkeypatch):
+    # an edit to how a backend wraps or lowers a model (not the model's own code) is a new artifact
+    import edge.exporter as exporter
+
+    spec = load_model("tiny-mlp")
+    tools = get_backend("torchscript").tool_versions()
+    base = cache_key(spec, None, "torchscript", tools)
+    assert "class TorchScriptBackend" in exporter._backend_code("torchscript")
+    monkeypatch.setattr(exporter, "_backend_code", lambda backend: "edited")
+    assert base != cache_key(spec, None, "torchscript", tools)
+
+
 def test_failure_midway_leaves_no_half_written_artifact(tmp_path, monkeypatch):
     real_export = TorchScriptBackend.export
 

@@ -190,25 +190,36 @@ class TFLiteBackend(Backend):
         return args
 
 
-# onnx2tf's memory for a decoder's step graph grows with its weights: SmolLM2-135M (538 MB of fp32
-# weights) passed 19 GB with onnxsim and 14 GB without it before it was stopped; TensorFlow alone
-# takes about 2.5 GB. Check before starting rather than let the host's OOM killer end it.
+# onnx2tf's memory for a decoder's step graph grows with its weights, the embedding table (a
+# gather and, tied, the head's matmul) faster than the layers': fitted by
+# benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3 layers (2026-12-01:
+# TensorFlow alone ~BASE, the 113 MB table ~EMB x, each 14 MB layer ~LAYER x its bytes); SmolLM2-135M
+# itself would need ~35 GB and ~25 minutes. Check before starting rather than let the OOM killer end it.
 CONVERT_BASE_BYTES = 2.5e9
-CONVERT_BYTES_PER_WEIGHT_BYTE = 30.0
+CONVERT_BYTES_PER_EMBEDDING_BYTE = 77.0
+CONVERT_BYTES_PER_LAYER_BYTE = 57.0
+
+
+def conversion_bytes(embedding_bytes: float, other_bytes: float) -> float:
+    """Memory onnx2tf needs to convert a decoder step with these fp32 weight bytes (see above)."""
+    return (CONVERT_BASE_BYTES + CONVERT_BYTES_PER_EMBEDDING_BYTE * embedding_bytes
+            + CONVERT_BYTES_PER_LAYER_BYTE * other_bytes)
 
 
 def _check_conversion_memory(model: torch.nn.Module, name: str) -> None:
     import psutil
 
-    weight_bytes = sum(p.numel() * 4 for p in {id(p): p for p in model.parameters()}.values())
-    need = CONVERT_BASE_BYTES + CONVERT_BYTES_PER_WEIGHT_BYTE * weight_bytes
+    params = {id(p): p for p in model.parameters()}
+    embedding = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    weight_bytes = sum(p.numel() * 4 for p in params.values())
+    need = conversion_bytes(embedding, weight_bytes - embedding)
     available = psutil.virtual_memory().available
     if need > available:
         raise UnsupportedError(
-            f"tflite: converting {name}'s decode step ({weight_bytes / 1e6:.0f} MB of fp32 weights) through "
-            f"onnx2tf needs about {need / 1e9:.1f} GB of memory (measured: more than 19 GB for SmolLM2-135M's "
-            f"538 MB), and this host has {available / 1e9:.1f} GB available; export this model with executorch "
-            "or torchscript, or convert it on a host with more memory")
+            f"tflite: converting {name}'s decode step ({weight_bytes / 1e6:.0f} MB of fp32 weights, "
+            f"{embedding / 1e6:.0f} MB of them the embedding) through onnx2tf needs about {need / 1e9:.1f} GB of "
+            f"memory (benchmarks/tflite_convert_memory.py), and this host has {available / 1e9:.1f} GB available; "
+            "export this model with executorch, torchscript or llamacpp, or convert it on a host with more memory")
 
 
 def _to_onnx(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
