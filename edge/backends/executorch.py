@@ -152,11 +152,14 @@ def _import_llm_ops() -> None:
 class CachedLlama(torch.nn.Module):
     """A :class:`edge.models.llama.Llama` with its KV cache as mutable buffers and ExecuTorch's LLM ops.
 
-    RMSNorm's mean and RoPE's half rotation are written as matrix products (a 1/sqrt(dim)-scaled
-    sum of squares; a signed permutation of each head's dims) rather than a mean over the last
-    dim and slices: XNNPACK runs those, where the mean and the slices would run as portable ops
-    between XNNPACK calls, splitting each layer into more delegate calls (measured on tiny-llama:
-    13 XNNPACK subgraphs -> 9, 60 portable ops -> 43). The arithmetic is the eager model's.
+    RMSNorm's mean is written as a matrix product (a 1/sqrt(dim)-scaled sum of squares against a
+    row of ones): XNNPACK runs it, where a mean over the last dim would run as a portable op
+    between XNNPACK calls, splitting each layer into more delegate calls (a SmolLM2-shaped decoder
+    of 4 layers at int4: 21 XNNPACK subgraphs -> 13, 95 portable ops -> 58; the manifest's
+    ``delegation`` block counts them). RoPE's half rotation stays slices and a concatenation:
+    written as a product with a signed permutation it ran in XNNPACK too, but the int4 decode step
+    then got slower, ``llama::custom_sdpa`` taking several times as long in an ETDump profile.
+    The arithmetic is the eager model's.
     """
 
     def __init__(self, llama: torch.nn.Module):
@@ -167,11 +170,6 @@ class CachedLlama(torch.nn.Module):
         for i in range(cfg.layers):
             self.register_buffer(f"k_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim, dtype=dtype))
             self.register_buffer(f"v_cache_{i}", torch.zeros(1, cfg.context, cfg.kv_heads, cfg.head_dim, dtype=dtype))
-        half = cfg.head_dim // 2
-        rotate = torch.zeros(cfg.head_dim, cfg.head_dim, dtype=dtype)  # F.linear(x, rotate) = cat(-x2, x1)
-        rotate[torch.arange(half), torch.arange(half) + half] = -1.0
-        rotate[torch.arange(half) + half, torch.arange(half)] = 1.0
-        self.register_buffer("rotate", rotate, persistent=False)
         self.register_buffer("ones", torch.ones(1, cfg.dim, dtype=dtype), persistent=False)
         self.scale = cfg.dim ** -0.5
         self.cache_dtype = dtype
@@ -180,8 +178,10 @@ class CachedLlama(torch.nn.Module):
         scaled = x * self.scale
         return x * torch.rsqrt(torch.nn.functional.linear(scaled * scaled, self.ones) + norm.eps) * norm.weight
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return x * cos + torch.nn.functional.linear(x, self.rotate) * sin
+    @staticmethod
+    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         from ..models.llama import rope

@@ -192,12 +192,13 @@ class TFLiteBackend(Backend):
 
 # onnx2tf's memory for a decoder's step graph grows with its weights, the embedding table (a
 # gather and, tied, the head's matmul) faster than the layers': fitted by
-# benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3 layers (2026-12-01:
-# TensorFlow alone ~BASE, the 113 MB table ~EMB x, each 14 MB layer ~LAYER x its bytes); SmolLM2-135M
-# itself would need ~35 GB and ~25 minutes. Check before starting rather than let the OOM killer end it.
-CONVERT_BASE_BYTES = 2.5e9
-CONVERT_BYTES_PER_EMBEDDING_BYTE = 77.0
-CONVERT_BYTES_PER_LAYER_BYTE = 57.0
+# benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3 layers and a tiny one
+# (2026-12-07, onnx2tf 1.28.8: a tiny decoder 0.72 GB, the 113 MB table 95x its bytes, each 14 MB layer
+# 53x; 12.3 GB for one layer, 13.8 GB for three); SmolLM2-135M itself would need about 34 GB. Check
+# before starting rather than let the OOM killer end it.
+CONVERT_BASE_BYTES = 0.72e9
+CONVERT_BYTES_PER_EMBEDDING_BYTE = 95.0
+CONVERT_BYTES_PER_LAYER_BYTE = 53.0
 
 
 def conversion_bytes(embedding_bytes: float, other_bytes: float) -> float:

@@ -67,6 +67,10 @@ def test_tiny_llama_keeps_its_kv_cache_inside_the_program(export_dir, artifact_c
         program.method_names)
     assert program.load_method("get_max_context_len").execute([])[0] == 128
     assert "llama::custom_sdpa" in " ".join(art.manifest["notes"]) or art.manifest["delegation"]
+    # RMSNorm's mean runs inside XNNPACK (a product with a row of ones), not as a portable op between calls
+    dele = art.manifest["delegation"]["by_operator"]
+    assert "aten_mean_dim" not in dele
+    assert dele["aten_linear_default"]["portable"] == 0
 
 
 def test_tiny_llama_pte_runs_in_executorch_own_llm_runner(export_dir, artifact_cache, tmp_path):
