@@ -155,11 +155,11 @@ class CachedLlama(torch.nn.Module):
     RMSNorm's mean is written as a matrix product (a 1/sqrt(dim)-scaled sum of squares against a
     row of ones): XNNPACK runs it, where a mean over the last dim would run as a portable op
     between XNNPACK calls, splitting each layer into more delegate calls (a SmolLM2-shaped decoder
-    of 4 layers at int4: 21 XNNPACK subgraphs -> 13, 95 portable nodes -> 74; the manifest's
-    ``delegation`` block counts them). RoPE's half rotation stays slices and a concatenation:
-    written as a product with a signed permutation it ran in XNNPACK too, but the int4 decode step
-    then got slower, ``llama::custom_sdpa`` taking several times as long in an ETDump profile.
-    The arithmetic is the eager model's.
+    of 4 layers at int4: 21 XNNPACK subgraphs -> 13; on this x86 host its decode step took the same
+    time either way). RoPE's half rotation stays slices and a concatenation: written as a product
+    with a signed permutation it ran in XNNPACK too, but the int4 decode step got about 25 % slower,
+    ``llama::custom_sdpa`` taking several times as long in an ETDump profile
+    (benchmarks/executorch_llm_graph.py compares the three). The arithmetic is the eager model's.
     """
 
     def __init__(self, llama: torch.nn.Module):
