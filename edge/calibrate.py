@@ -4,7 +4,8 @@ For each backend the device runs, the *probe* models of :mod:`edge.calibrate_pro
 exported with :mod:`edge.exporter` and timed on the target with :func:`edge.benchmark.bench`,
 ``repeats`` times each in interleaved rounds; :mod:`edge.calibrate_derive` turns the median
 timings into rates, records their spread, and refuses a calibration too noisy to trust
-(:class:`~edge.errors.CalibrationNoiseError`, nothing written). The cost model then predicts
+(:class:`~edge.errors.CalibrationNoiseError`, nothing written); :mod:`edge.calibrate_fit` scales
+each latency term to fit the composite probes (whole small models). The cost model then predicts
 every probe back; its mean error there (``probe_error``) and the spread give the planner
 its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` block::
 
@@ -27,6 +28,7 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     decode_gbs: {<backend>: {fp32: GB/s, int8: GB/s, int4: GB/s}}  # --llm: a decode token's bytes / time
     prefill_gops: {<backend>: {fp32: GOPS, ...}}                   # --llm: a prompt's FLOPs / TTFT
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
+    term_scale: {<backend>: {<term>: factor}}  # how the terms add up in whole models (edge.calibrate_fit)
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable
     runtime_memory_mb: {<backend>: MB}   # runner RSS with the runtime imported, before a model loads
     spread: {<backend>: ratio}           # median over probes of (max - min) / median of repeats
@@ -58,6 +60,7 @@ from .calibrate_derive import (CALIBRATION_SCHEMA_VERSION, DEFAULT_MAX_SPREAD,  
 from .calibrate_probes import (PROBE_KINDS, PROBE_NAMES, Probe, default_probes,  # noqa: F401
                                probe_spec, probes_by_backend)
 from .calibrate_decode import probe_read_mb
+from .calibrate_fit import fit_term_scales
 from .errors import ConfigError, EdgeError
 from .fileio import write_atomic
 from .profiles import USER_DIR, DeviceProfile, read_yaml
@@ -139,6 +142,9 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
         check_noise(results, block, max_spread)
     if cache_mb:
         block["cache_mb"] = cache_mb
+    scales = fit_term_scales(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
+    if scales:
+        block["term_scale"] = scales
     predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
     block["probe_error"] = {b: sig(statistics.mean(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
                                                    for r in rs if r.probe.name in predicted.get(b, {})), 3)

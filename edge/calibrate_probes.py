@@ -26,11 +26,26 @@ probe                 model (fp32 unless noted)                   gives
 ``conv``              4 x (depthwise 3x3 + 1x1) on (1, 32, 16, 16) ``conv_gops``
 ``conv_small``        the same on (1, 16, 8, 8)                   ``conv_fixed_ms``
 ``bandwidth``         Linear(4096, 4096) on (1, 4096): 64 MiB     ``bandwidth_gbs``
+``mlp``               Linear 32->96 (bias), ReLU, 2 x 96->96,     ``term_scale``
+                      96->16 on (1, 32)
+``convnet``           3x3 stem conv 3->24 stride 2, BN, ReLU6,    ``term_scale``
+                      3 x (depthwise 3x3, BN, ReLU6, 1x1, BN,
+                      ReLU6), mean, Linear on (1, 3, 24, 24)
+``transformer``       2 pre-norm blocks, dim 128, 4 heads, GELU   ``term_scale``
+                      MLP 384 (LayerNorm, biases) on (1, 24, 128)
+``llamablock``        2 Llama blocks, dim 64, 2 heads, SwiGLU     ``term_scale``
+                      192 (RMSNorm, RoPE, causal mask) on
+                      (1, 16, 64)
 ===================== ========================================== ===========================
 
 The tiny, small, big and wide matmuls (0.03, 1, 34 and 75 MFLOP per call; the wide one's 2.4 MB weight
 matrices do not fit a core's L2, as a transformer's FFN does not) give the cost model a
 time-per-call curve over sizes (``matmul_curve``), per backend and dtype.
+
+The last four are *composite* probes: small whole models built the way real ones are (biases,
+normalizations, attention, 3-D activations, a 3-channel stem), at shapes of their own. The rates
+come from the probes above; the composite ones show how those rates add up in a real graph, and
+:mod:`edge.calibrate_fit` fits a scale per latency term (``term_scale``) to all the probes.
 
 See :mod:`edge.calibrate` for how each timing becomes a rate.
 """
@@ -44,8 +59,11 @@ from .errors import ConfigError
 PROBE_NAMES = ("overhead", "dispatch", "matmul_fp32", "matmul_fp32_small", "matmul_int8",
                "matmul_int8_small", "matmul_fp32_tiny", "matmul_int8_tiny", "matmul_fp32_wide", "matmul_int8_wide", "activation", "elementwise",
                "elementwise_small", "transcendental", "pool", "matmul_fp32_deep", "conv", "conv_small",
-               "bandwidth")
-PROBE_KINDS = ("linear", "elementwise", "activation", "transcendental", "pool", "conv", "convblock")
+               "bandwidth", "mlp", "convnet", "transformer", "llamablock")
+# whole small models (counted by edge.planner.stats like a user's model): they fit term_scale
+COMPOSITE_KINDS = ("mlp", "convnet", "transformer", "llamablock")
+PROBE_KINDS = ("linear", "elementwise", "activation", "transcendental", "pool", "conv", "convblock",
+               *COMPOSITE_KINDS)
 # graph ops per activation layer, as edge.planner.stats counts them: layer_norm, gelu, softmax,
 # mul, add and the two selects of the per-layer scale and shift
 ACTIVATION_OPS = 7
@@ -100,15 +118,15 @@ class Probe:
     def flops(self) -> float:
         if self.kind in ("conv", "convblock"):
             return 2.0 * self.width_in * self.rows ** 2 * (9 + self.width_in) * self.layers
-        if self.kind in ("elementwise", "activation", "transcendental", "pool", "decoder"):
-            return 0.0  # a decoder's counts come from its model (edge.calibrate_decode)
+        if self.kind in ("elementwise", "activation", "transcendental", "pool", "decoder", *COMPOSITE_KINDS):
+            return 0.0  # a decoder's or a composite's counts come from its model
         return 2.0 * self.rows * self.width_in * self.width_out * self.layers
 
     @property
     def bytes_read(self) -> float:
         """Weights at their precision plus fp32 activations in and out of each op."""
-        if self.kind == "decoder":
-            return 0.0  # counted from its model (edge.calibrate_decode)
+        if self.kind in ("decoder", *COMPOSITE_KINDS):
+            return 0.0  # counted from its model (edge.calibrate_decode, edge.planner.stats)
         if self.kind == "elementwise":
             return float(self.ops * (2 * self.rows + 1) * self.width_in * FP32_BYTES)
         if self.kind == "activation":  # each op reads and writes the activations; norm/affine params
@@ -152,6 +170,19 @@ def default_probes() -> list[Probe]:
         Probe("conv", rows=16, width_in=32, width_out=32, layers=4, iterations=200, kind="conv"),
         Probe("conv_small", rows=8, width_in=16, width_out=16, layers=4, iterations=200, kind="conv"),
         Probe("bandwidth", rows=1, width_in=4096, width_out=4096, layers=1, iterations=30),
+        *composite_probes(),
+    ]
+
+
+def composite_probes() -> list[Probe]:
+    """The whole-model probes of the module docstring (fp32: their rates are the ones above)."""
+    return [
+        Probe("mlp", rows=1, width_in=32, width_out=96, layers=4, iterations=200, kind="mlp"),
+        Probe("convnet", rows=24, width_in=24, width_out=24, layers=3, iterations=100, kind="convnet"),
+        Probe("transformer", rows=24, width_in=128, width_out=384, layers=2, iterations=50,
+              kind="transformer"),
+        Probe("llamablock", rows=16, width_in=64, width_out=192, layers=2, iterations=100,
+              kind="llamablock"),
     ]
 
 
@@ -226,6 +257,10 @@ def _probe_module(probe: Probe, gen: Any):
                 x = torch.softmax(nn.functional.gelu(x), dim=-1)
             return x
 
+    if probe.kind in COMPOSITE_KINDS:
+        from .calibrate_composite import composite_module
+
+        return composite_module(probe, gen)
     if probe.kind == "elementwise":
         return Elementwise(probe.width_in, probe.layers)
     if probe.kind == "transcendental":
@@ -262,6 +297,10 @@ def probe_spec(probe: Probe):
 
     conv = probe.kind in ("conv", "convblock", "pool")
     shape = (1, probe.width_in, probe.rows, probe.rows) if conv else (probe.rows, probe.width_in)
+    if probe.kind in ("transformer", "llamablock"):
+        shape = (1, probe.rows, probe.width_in)
+    elif probe.kind == "convnet":
+        shape = (1, 3, probe.rows, probe.rows)
     with torch.no_grad():
         model = _probe_module(probe, torch.Generator().manual_seed(0)).eval()
         x = torch.randn(shape, generator=torch.Generator().manual_seed(1))

@@ -16,7 +16,8 @@ from edge.calibrate import (PROBE_NAMES, Probe, ProbeResult, calibrate, compare_
 from edge.cli import main
 from edge.compress import Int8DynamicConfig
 from edge.errors import ConfigError
-from edge.planner.cost import device_rates
+from edge.calibrate_fit import SCALE_BOUNDS
+from edge.planner.cost import TERMS, device_rates
 from edge.profiles import DeviceProfile, load_profile
 
 BACKENDS = ["torchscript", "executorch"]
@@ -233,6 +234,7 @@ def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "before" in text and "measured" in text and f"wrote {out}" in text
     assert "spread of 1 repeats" in text and "cost model error on the probes" in text
+    assert "term scales (fitted to the composite probes), torchscript" in text
     profile = load_profile(out)
     assert profile.calibration["matmul_gops"]["torchscript"]["fp32"] > 0
     assert list(profile.calibration["overhead_ms"]) == ["torchscript"]
@@ -246,4 +248,7 @@ def test_cli_calibrates_and_prints_before_and_measured(env, tmp_path, capsys):
     assert set(profile.calibration["fixed_cost_from"]) == {"matmul_flops", "conv_flops"}
     probes = profile.calibration["provenance"]["probes"]["torchscript"]
     assert set(probes) == {p.name for p in default_probes()}
+    # the composite probes' timings fitted a scale per latency term, within the fit's bounds
+    scales = cal["term_scale"]["torchscript"]
+    assert set(scales) == set(TERMS) and all(SCALE_BOUNDS[0] - 1e-3 <= v <= SCALE_BOUNDS[1] for v in scales.values())
     assert not (env / ".config" / "edge" / "profiles" / "local-x86_64.yaml").exists()

@@ -76,6 +76,9 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
              + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["spread"].items())
              + "; cost model error on the probes: "
              + ", ".join(f"{b} {100 * v:.1f}%" for b, v in result.block["probe_error"].items()),
+             *[f"term scales (fitted to the composite probes), {b}: " + ", ".join(
+                 f"{t} x{v:.3g}" for t, v in scales.items() if v != 1.0) for b, scales in
+               result.block.get("term_scale", {}).items()],
              *[f"decode (language models), {b}: " + ", ".join(
                  f"{k} {v:.4g} GB/s" + (f" (prefill {result.block['prefill_gops'][b][k]:.4g} GOPS)"
                                         if k in result.block.get("prefill_gops", {}).get(b, {}) else "")
