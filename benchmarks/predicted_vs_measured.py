@@ -12,7 +12,7 @@ zoo models (the targets) and the held-out user model (benchmarks/heldout_model.p
 shape the model) apart, with the date and the load average before and after each run.
 Calibration and runs use the same thread count (default 1: far less noisy on a shared host).
 
-    .venv/bin/python benchmarks/predicted_vs_measured.py                  # 3 runs, ~30 min
+    .venv/bin/python benchmarks/predicted_vs_measured.py                  # 3 runs, ~1 h on a 2-core host
     .venv/bin/python benchmarks/predicted_vs_measured.py --runs 1 --models tiny-mlp,tiny-lm \
         --backends executorch --json out.json
     .venv/bin/python benchmarks/predicted_vs_measured.py --measured out.json   # re-predict only
