@@ -28,10 +28,10 @@ from typing import Any
 from .calibrate_derive import ProbeResult, probe_stats, sig
 from .calibrate_probes import COMPOSITE_KINDS
 
-RIDGE = 0.05
-UNFITTED = ("matmul",)
-COMPOSITE_WEIGHT = 3.0
-MIN_SHARE = 0.02
+RIDGE = 0.05  # pull of each scale toward 1
+UNFITTED = ("matmul",)  # held at 1: the matmul curve is its own measurement
+COMPOSITE_WEIGHT = 3.0  # a composite probe's error counts this many times a single-op probe's
+MIN_SHARE = 0.02  # a term below this share of every probe's measured time is not fitted
 SCALE_BOUNDS = (1 / 3, 3.0)
 
 
@@ -47,11 +47,12 @@ def solve_scales(shares: list[list[float]], ridge: float = RIDGE,
 
     if not shares:
         return []
+    raw = np.asarray(shares, dtype=float)
     w = np.sqrt(np.asarray(weights if weights is not None else [1.0] * len(shares), dtype=float))
-    a = np.asarray(shares, dtype=float) * w[:, None]
+    a = raw * w[:, None]  # each probe's row times the square root of its weight
     scales = np.ones(a.shape[1])
     held = held or [False] * a.shape[1]
-    cols = [t for t in range(a.shape[1]) if a[:, t].max() >= MIN_SHARE and not held[t]]
+    cols = [t for t in range(a.shape[1]) if raw[:, t].max() >= MIN_SHARE and not held[t]]
     if not cols:
         return scales.tolist()
     sub = a[:, cols]
@@ -86,8 +87,8 @@ def fit_term_scales(results: dict[str, list[ProbeResult]], profile: Any) -> dict
         for r in plain:
             terms = probe_terms(r, backend, profile)
             shares.append([terms.get(t, 0.0) / r.p50_ms for t in TERMS])
-        fitted = solve_scales(shares, held=[t in UNFITTED for t in TERMS], weights=[COMPOSITE_WEIGHT if r.probe.kind in COMPOSITE_KINDS else 1.0
-                                               for r in plain])
+        weights = [COMPOSITE_WEIGHT if r.probe.kind in COMPOSITE_KINDS else 1.0 for r in plain]
+        fitted = solve_scales(shares, weights=weights, held=[t in UNFITTED for t in TERMS])
         base = term_scales(profile, backend)
         out[backend] = {t: sig(base.get(t, 1.0) * s, 3) for t, s in zip(TERMS, fitted)}
     return out
