@@ -142,10 +142,11 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
         check_noise(results, block, max_spread)
     if cache_mb:
         block["cache_mb"] = cache_mb
-    scales = fit_term_scales(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
+    data = calibrated_profile_data(profile, block)  # holds ``block`` itself: later keys show through
+    scales = fit_term_scales(results, DeviceProfile.from_dict(data))
     if scales:
         block["term_scale"] = scales
-    predicted = probe_errors(results, DeviceProfile.from_dict(calibrated_profile_data(profile, block)))
+    predicted = probe_errors(results, DeviceProfile.from_dict(data))
     block["probe_error"] = {b: sig(statistics.mean(abs(predicted[b][r.probe.name] - r.p50_ms) / r.p50_ms
                                                    for r in rs if r.probe.name in predicted.get(b, {})), 3)
                             for b, rs in results.items() if predicted.get(b)}

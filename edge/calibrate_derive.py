@@ -315,14 +315,20 @@ def check_noise(results: dict[str, list[ProbeResult]], block: dict, max_spread: 
 def probe_errors(results: dict[str, list[ProbeResult]], profile: Any) -> dict[str, dict[str, float]]:
     """Per backend and probe: the cost model's prediction (ms) for the probe with ``profile``
     (which holds the new calibration), counted the way a real model is (edge.planner.stats)."""
-    from .planner.cost import predict
-
     out: dict[str, dict[str, float]] = {}
     for backend, rs in results.items():
         for r in rs:
             if r.probe.kind == "decoder":  # its rates are its own measurement (edge.calibrate_decode)
                 continue
-            st = probe_stats(r.probe)
-            assignment = {g: "int8" for g in st.groups} if r.probe.recipe else {}
-            out.setdefault(backend, {})[r.probe.name] = predict(st, assignment, backend, profile).latency_ms
+            out.setdefault(backend, {})[r.probe.name] = predict_probe(r.probe, backend, profile).latency_ms
     return out
+
+
+def predict_probe(probe: Probe, backend: str, profile: Any):
+    """The cost model's :class:`~edge.planner.cost.Prediction` for ``probe`` on ``backend`` with
+    ``profile``, the probe counted as a real model is (int8 weights where it has a recipe)."""
+    from .planner.cost import predict
+
+    st = probe_stats(probe)
+    assignment = {g: "int8" for g in st.groups} if probe.recipe else {}
+    return predict(st, assignment, backend, profile)

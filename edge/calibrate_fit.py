@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .calibrate_derive import ProbeResult, probe_stats, sig
+from .calibrate_derive import ProbeResult, predict_probe, sig
 from .calibrate_probes import COMPOSITE_KINDS
 
 RIDGE = 0.05  # pull of each scale toward 1
@@ -66,11 +66,7 @@ def solve_scales(shares: list[list[float]], ridge: float = RIDGE,
 
 def probe_terms(r: ProbeResult, backend: str, profile: Any) -> dict[str, float]:
     """The cost model's latency terms (ms) for probe ``r`` on ``backend`` with ``profile``."""
-    from .planner.cost import predict
-
-    st = probe_stats(r.probe)
-    assignment = {g: "int8" for g in st.groups} if r.probe.recipe else {}
-    return predict(st, assignment, backend, profile).latency_terms or {}
+    return predict_probe(r.probe, backend, profile).latency_terms or {}
 
 
 def fit_term_scales(results: dict[str, list[ProbeResult]], profile: Any) -> dict[str, dict[str, float]]:
