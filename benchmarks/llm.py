@@ -147,6 +147,7 @@ def main() -> int:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated backends to keep")
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out, as BACKEND:VARIANT (its label's start)")
     ap.add_argument("--profile", help="a calibrated profile (edge profiles calibrate --llm) to predict each row from")
     ap.add_argument("--measured", help="measured.json of an earlier run: predict again without measuring")
     ap.add_argument("--calibrate", action="store_true",
@@ -158,7 +159,9 @@ def main() -> int:
     spec = load_model(args.model)
     fp32_weight_bytes = sum(p.numel() * 4 for p in {id(p): p for p in spec.model.parameters()}.values())
     out = Path(tempfile.mkdtemp(prefix="edge-bench-llm-"))
-    variants = [v for v in VARIANTS if not args.only or v[0] in args.only.split(",")]
+    skip = [tuple(item.split(":", 1)) for item in args.skip.split(",") if ":" in item]
+    variants = [v for v in VARIANTS if (not args.only or v[0] in args.only.split(","))
+                and not any(v[0] == b and v[1].startswith(label) for b, label in skip)]
     arts = []
     for backend, label, recipe in variants:
         t0 = time.perf_counter()

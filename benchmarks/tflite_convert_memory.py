@@ -93,7 +93,8 @@ def main() -> None:
     fitted = base["peak_bytes"] + per_emb * emb + per_layer * layers30
     seconds30 = a["seconds"] + (30 - a["layers"]) * layer_s
     print(f"SmolLM2-135M (30 layers, {(emb + layers30) / 1e6:.0f} MB): the fit says {fitted / 1e9:.1f} GB and "
-          f"{seconds30 / 60:.0f} min; edge.backends.tflite assumes {tflite.conversion_bytes(emb, layers30) / 1e9:.1f} GB")
+          f"{seconds30 / 60:.0f} min; edge.backends.tflite assumes {tflite.conversion_bytes(2 * emb, layers30) / 1e9:.1f} GB in one piece "
+          "(the tied table converted twice: a gather and the head's matmul)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ None               ``*_float32.tflite``              float32
 ``full_integer``   ``*_full_integer_quant.tflite``   int8
 =================  ================================  =============================
 
+A language model's decode step that onnx2tf could not convert in the host's memory is
+converted in parts and joined into one multi-signature file (:mod:`.tflite_split`).
+
 Integer variants are calibrated with ``spec.calib_inputs``. onnx2tf downloads a sample
 image file when every input is a 3-channel image; the backend writes that file into the
 conversion's working directory from the spec's own calibration images instead.
@@ -131,8 +134,14 @@ class TFLiteBackend(Backend):
         if quant in ("integer", "full_integer"):
             raise UnsupportedError(f"tflite: {quant} quantization needs calibration of the KV-cache inputs; "
                                    "use dynamic_range (int8 weights) or float16 for language models")
-        _check_conversion_memory(model, spec.name)
         step = StepModule(model).eval()
+        parts = _plan_parts(model)
+        if len(parts) > 1:
+            from .tflite_split import export_split
+
+            artifact = export_split(self, step, spec, out_dir, quant, parts)
+            artifact.manifest["notes"].append("decode step only: prefill feeds the prompt one token at a time")
+            return artifact
         artifact = self._convert(step, step_spec(spec, step, 1), out_dir, quant)
         layout = next(e["layout"] for e in artifact.manifest["inputs"] if e["name"] == "k_cache")
         artifact.manifest["generation"] = generation_manifest(spec, "token-by-token", "io", layout)
@@ -159,6 +168,10 @@ class TFLiteBackend(Backend):
         return Artifact(path=path, manifest=manifest)
 
     def load(self, artifact: Artifact) -> Run:
+        if (artifact.manifest.get("generation") or {}).get("chunks"):
+            from .tflite_split import load_parts
+
+            return load_parts(artifact)
         interpreter, ins, outs = _interpreter(artifact.path)
         # the interpreter's tensor order is its own: follow the manifest's (the eager model's) order
         ins = _ordered(ins, artifact.manifest["inputs"])
@@ -190,37 +203,38 @@ class TFLiteBackend(Backend):
         return args
 
 
-# onnx2tf's memory for a decoder's step graph grows with its weights, the embedding table (a
-# gather and, tied, the head's matmul) faster than the layers': fitted by
-# benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3 layers and a tiny one
-# (2026-12-07, onnx2tf 1.28.8: a tiny decoder 0.72 GB, the 113 MB table 95x its bytes, each 14 MB layer
-# 53x; 12.3 GB for one layer, 13.8 GB for three); SmolLM2-135M itself would need about 34 GB. Check
-# before starting rather than let the OOM killer end it.
+# onnx2tf's memory for a graph grows with its weights: about 48x the bytes of a large table (the
+# embedding's gather, a head's matmul: 6.2 GB each for SmolLM2's 113 MB, converted alone) and 53x a
+# decoder layer's; fitted by benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3
+# layers and a tiny one (2026-12-07, onnx2tf 1.28.8: a tiny decoder 0.72 GB, 12.3 GB for one layer, 13.8 GB
+# for three); SmolLM2-135M in one piece would need about 34 GB. A step that does not fit is converted in
+# parts (edge.backends.tflite_split).
 CONVERT_BASE_BYTES = 0.72e9
-CONVERT_BYTES_PER_EMBEDDING_BYTE = 95.0
+CONVERT_BYTES_PER_TABLE_BYTE = 48.0
 CONVERT_BYTES_PER_LAYER_BYTE = 53.0
 
 
-def conversion_bytes(embedding_bytes: float, other_bytes: float) -> float:
-    """Memory onnx2tf needs to convert a decoder step with these fp32 weight bytes (see above)."""
-    return (CONVERT_BASE_BYTES + CONVERT_BYTES_PER_EMBEDDING_BYTE * embedding_bytes
-            + CONVERT_BYTES_PER_LAYER_BYTE * other_bytes)
+def conversion_bytes(table_bytes: float, other_bytes: float) -> float:
+    """Memory onnx2tf needs to convert a graph holding these fp32 weight bytes (see above); a tied
+    embedding and head count twice in ``table_bytes`` (a gather and a matmul, each converted)."""
+    return CONVERT_BASE_BYTES + CONVERT_BYTES_PER_TABLE_BYTE * table_bytes + CONVERT_BYTES_PER_LAYER_BYTE * other_bytes
 
 
-def _check_conversion_memory(model: torch.nn.Module, name: str) -> None:
+def _plan_parts(model: torch.nn.Module) -> list:
+    """The parts to convert a decoder's step in: one unless onnx2tf would not fit the memory
+    available (or ``EDGE_TFLITE_SPLIT_LAYERS`` asks for parts)."""
     import psutil
 
-    params = {id(p): p for p in model.parameters()}
-    embedding = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    weight_bytes = sum(p.numel() * 4 for p in params.values())
-    need = conversion_bytes(embedding, weight_bytes - embedding)
-    available = psutil.virtual_memory().available
-    if need > available:
-        raise UnsupportedError(
-            f"tflite: converting {name}'s decode step ({weight_bytes / 1e6:.0f} MB of fp32 weights, "
-            f"{embedding / 1e6:.0f} MB of them the embedding) through onnx2tf needs about {need / 1e9:.1f} GB of "
-            f"memory (benchmarks/tflite_convert_memory.py), and this host has {available / 1e9:.1f} GB available; "
-            "export this model with executorch, torchscript or llamacpp, or convert it on a host with more memory")
+    from .tflite_split import MEMORY_SHARE, plan_chunks, split_layers_setting
+
+    def fp32_bytes(module: torch.nn.Module) -> float:
+        return float(sum(p.numel() * 4 for p in module.parameters()))
+
+    embed = float(model.embed_tokens.weight.numel() * 4)
+    head = fp32_bytes(model.lm_head) + fp32_bytes(model.norm)
+    layers = [fp32_bytes(layer) for layer in model.layers]
+    budget = psutil.virtual_memory().available * MEMORY_SHARE
+    return plan_chunks(embed, head, layers, budget, conversion_bytes, split_layers_setting())
 
 
 def _to_onnx(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:

@@ -179,27 +179,39 @@ class Llama(nn.Module):
         Returns logits (1, T, V) and the updated caches. Cache slots after the last written
         position hold stale values; the mask never lets a query read them.
         """
-        t, ctx = tokens.shape[1], self.cfg.context
-        positions = input_pos[0] + torch.arange(t)
-        cos, sin = rope(positions, self.cfg.head_dim, self.cfg.rope_base)
-        slots = torch.arange(ctx)
-        mask = slots[None, :] <= positions[:, None]  # (T, C)
-        write = (slots[None, :] == positions[:, None]).to(k_cache.dtype)  # (T, C) one-hot rows
-        keep = 1.0 - write.sum(0)[:, None]  # (C, 1): 0 where a new token lands
+        ctx = self.step_context(input_pos, tokens.shape[1], k_cache.dtype)
         new_k, new_v = [], []
         x = self.embed_tokens(tokens)
-        for i, layer in enumerate(self.layers):
-            q, k, v = layer.attn.project(layer.attn_norm(x), cos, sin)
-            # (Hkv, C, D) = (Hkv, C, D) * keep + (C, T) @ (Hkv, T, D)
-            kc = k_cache[i] * keep + torch.matmul(write.t(), k[0].transpose(0, 1).to(k_cache.dtype))
-            vc = v_cache[i] * keep + torch.matmul(write.t(), v[0].transpose(0, 1).to(v_cache.dtype))
+        for i in range(len(self.layers)):
+            x, kc, vc = self.layer_step(i, x, k_cache[i], v_cache[i], ctx)
             new_k.append(kc)
             new_v.append(vc)
-            att = layer.attn.attend(q, kc.transpose(0, 1)[None].to(q.dtype), vc.transpose(0, 1)[None].to(q.dtype),
-                                    mask)
-            x = x + layer.attn.o_proj(att)
-            x = x + layer.ffn(layer.ffn_norm(x))
         return self.lm_head(self.norm(x)).float(), torch.stack(new_k), torch.stack(new_v)
+
+    def step_context(self, input_pos: torch.Tensor, t: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """What every layer of a step at positions input_pos[0] .. +t-1 shares: RoPE's cos and
+        sin, the causal mask over the cache (T, C), the one-hot write rows (T, C) and keep (C, 1)."""
+        positions = input_pos[0] + torch.arange(t)
+        cos, sin = rope(positions, self.cfg.head_dim, self.cfg.rope_base)
+        slots = torch.arange(self.cfg.context)
+        mask = slots[None, :] <= positions[:, None]  # (T, C)
+        write = (slots[None, :] == positions[:, None]).to(dtype)  # (T, C) one-hot rows
+        keep = 1.0 - write.sum(0)[:, None]  # (C, 1): 0 where a new token lands
+        return cos, sin, mask, write, keep
+
+    def layer_step(self, i: int, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                   ctx: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer ``i`` of a step: x (1, T, dim), this layer's caches (Hkv, C, D) -> x and the updated caches."""
+        cos, sin, mask, write, keep = ctx
+        layer = self.layers[i]
+        q, k, v = layer.attn.project(layer.attn_norm(x), cos, sin)
+        # (Hkv, C, D) = (Hkv, C, D) * keep + (C, T) @ (Hkv, T, D)
+        kc = k_cache * keep + torch.matmul(write.t(), k[0].transpose(0, 1).to(k_cache.dtype))
+        vc = v_cache * keep + torch.matmul(write.t(), v[0].transpose(0, 1).to(v_cache.dtype))
+        att = layer.attn.attend(q, kc.transpose(0, 1)[None].to(q.dtype), vc.transpose(0, 1)[None].to(q.dtype), mask)
+        x = x + layer.attn.o_proj(att)
+        x = x + layer.ffn(layer.ffn_norm(x))
+        return x, kc, vc
 
     def empty_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
         shape = self.cfg.cache_shape()
@@ -225,6 +237,57 @@ class StepModule(nn.Module):
 
 STEP_INPUTS = ["tokens", "input_pos", "k_cache", "v_cache"]
 STEP_OUTPUTS = ["logits", "k_cache_out", "v_cache_out"]
+
+
+class ChunkModule(nn.Module):
+    """A part of :class:`StepModule` for one token, for exporters that convert a step in parts:
+    the embedding (token ids in) when ``embed``, layers ``start`` .. ``stop - 1`` with their
+    share of the caches, the final norm and head (logits (1, V) out) when ``head``. Between
+    parts the hidden state travels as (1, dim), a shape no converter re-lays out.
+
+    Inputs, in order: ``tokens`` (1, 1) or ``hidden`` (1, dim); with layers ``input_pos`` (1,),
+    ``k_cache`` and ``v_cache`` (stop - start, Hkv, C, D). Outputs: ``logits`` or
+    ``hidden_out``; with layers ``k_cache_out`` and ``v_cache_out``.
+    """
+
+    def __init__(self, llama: Llama, start: int, stop: int, embed: bool, head: bool):
+        super().__init__()
+        if not (0 <= start <= stop <= llama.cfg.layers) or (start == stop and not (embed or head)):
+            raise ValueError(f"a chunk needs layers within 0..{llama.cfg.layers} or the embedding or head, "
+                             f"found layers {start}..{stop}, embed={embed}, head={head}")
+        self.llama, self.start, self.stop, self.embed, self.head = llama, start, stop, embed, head
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["tokens" if self.embed else "hidden"] + (["input_pos", "k_cache", "v_cache"] if self.stop > self.start else [])
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits" if self.head else "hidden_out"] + (["k_cache_out", "v_cache_out"] if self.stop > self.start else [])
+
+    def forward(self, first, input_pos=None, k_cache=None, v_cache=None):
+        m = self.llama
+        x = m.embed_tokens(first) if self.embed else first[:, None, :]
+        outs = []
+        if self.stop > self.start:
+            ctx = m.step_context(input_pos, 1, k_cache.dtype)
+            new_k, new_v = [], []
+            for j, i in enumerate(range(self.start, self.stop)):
+                x, kc, vc = m.layer_step(i, x, k_cache[j], v_cache[j], ctx)
+                new_k.append(kc)
+                new_v.append(vc)
+            outs = [torch.stack(new_k), torch.stack(new_v)]
+        last = m.lm_head(m.norm(x)).float() if self.head else x
+        return (last[:, -1, :], *outs)
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Inputs at position 0 with an empty cache."""
+        cfg = self.llama.cfg
+        first = torch.zeros(1, 1, dtype=torch.long) if self.embed else torch.zeros(1, cfg.dim)
+        if self.stop == self.start:
+            return (first,)
+        shape = (self.stop - self.start, *cfg.cache_shape()[1:])
+        return (first, torch.tensor([0]), torch.zeros(shape), torch.zeros(shape))
 
 
 @torch.no_grad()

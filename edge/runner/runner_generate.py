@@ -113,6 +113,9 @@ def _tflite_generator(path, manifest, threads):
     import numpy as np
     Interpreter = base._tflite_interpreter()[0]
     interpreter = Interpreter(model_path=path, num_threads=threads) if threads else Interpreter(model_path=path)
+    parts = (manifest.get("generation") or {}).get("chunks")
+    if parts:
+        return PartsGenerator(interpreter, parts)
     interpreter.allocate_tensors()
     ins = _by_manifest(interpreter.get_input_details(), manifest["inputs"])
     outs = _by_manifest(interpreter.get_output_details(), manifest["outputs"])
@@ -130,6 +133,56 @@ def _tflite_generator(path, manifest, threads):
     def zeros(shape, dtype):
         return np.zeros(shape, dtype=dtype)
     return IOCacheGenerator(call, zeros, manifest, batched=False)
+
+
+class PartsGenerator(object):
+    """A .tflite whose step was converted in parts (manifest ``generation.chunks``): a signature per
+    part, run in order for each token; the hidden state (1, dim) goes from one part to the next
+    and each part keeps its own share of the cache."""
+
+    prefill_mode = "token-by-token"
+
+    def __init__(self, interpreter, parts):
+        import numpy as np
+        self._np = np
+        self.parts = []
+        for part in parts:
+            runner = interpreter.get_signature_runner(part["signature"])
+            dtypes = dict((i["name"], np.dtype(i["dtype"])) for i in part["inputs"])
+            self.parts.append((runner, part, dtypes))
+        self.reset()
+
+    def reset(self):
+        np = self._np
+        self.caches = [(np.zeros(p["cache_shape"], dtype=d["k_cache"]), np.zeros(p["cache_shape"], dtype=d["v_cache"]))
+                       if "cache_shape" in p else None for _, p, d in self.parts]
+
+    def _run(self, token, pos):
+        np = self._np
+        value = None
+        for i, (runner, part, dtypes) in enumerate(self.parts):
+            feed = {}
+            if part["embed"]:
+                feed["tokens"] = np.asarray([[token]], dtype=dtypes["tokens"])
+            else:
+                feed["hidden"] = value
+            if self.caches[i] is not None:
+                feed["input_pos"] = np.asarray([pos], dtype=dtypes["input_pos"])
+                feed["k_cache"], feed["v_cache"] = self.caches[i]
+            out = runner(**feed)
+            value = out["logits" if part["head"] else "hidden_out"]
+            if self.caches[i] is not None:
+                self.caches[i] = (out["k_cache_out"], out["v_cache_out"])
+        return value.reshape(-1, value.shape[-1])[-1].copy()
+
+    def prefill(self, ids):
+        logits = None
+        for i, tok in enumerate(ids):
+            logits = self._run(tok, i)
+        return logits
+
+    def decode(self, token, pos):
+        return self._run(token, pos)
 
 
 def _by_manifest(details, entries):
