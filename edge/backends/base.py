@@ -65,7 +65,8 @@ class CostTraits:
     static-cache attention) rather than only the positions filled so far;
     ``activation_residency``: share of the counted peak activations (a full forward's) the
     runtime keeps resident; ``prefill_head_last_only``: a language model's prefill runs the output
-    head on the last prompt position only (not on every one); ``repacked_precisions``: precisions whose weights the runtime copies
+    head on the last prompt position only (not on every one); ``prefill_token_by_token``: it feeds
+    the prompt through the decode step one token at a time (TTFT is the prompt's decode steps); ``repacked_precisions``: precisions whose weights the runtime copies
     into a repacked layout at load (two resident copies) on CPUs with any of ``repack_isa``.
     """
 
@@ -90,6 +91,7 @@ class CostTraits:
     kv_reads_whole_cache: bool = False
     activation_residency: float = 1.0
     prefill_head_last_only: bool = False
+    prefill_token_by_token: bool = False
     repacked_precisions: tuple[str, ...] = ()
     repack_isa: tuple[str, ...] = ()
 

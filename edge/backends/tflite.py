@@ -78,7 +78,8 @@ class TFLiteBackend(Backend):
     traits = CostTraits(container_overhead_bytes=32 * 1024, weight_residency=2.0, runtime_memory_mb=40.0,
                         efficiency=0.35, overhead_ms=0.005, per_op_overhead_ms=0.0003,
                         fuses_epilogues=True, embedding_residency=0.0, load_memory_mb=3.4,
-                        kv_reads_whole_cache=True)  # the converted step masks a static cache
+                        kv_reads_whole_cache=True,  # the converted step masks a static cache
+                        prefill_token_by_token=True)  # the artifact holds the decode step only
     whole_model_quantization = True
     # beside another backend, calibration skips these: device properties measured there (a 64 MiB
     # conversion takes minutes with onnx2tf), or optional probes; each other conversion costs ~15 s once.

@@ -153,17 +153,29 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
     prompt_s = prompt_tokens * flops_s - ((prompt_tokens - 1) * head_s if last_only else 0.0)
     measured_ms = decode_ms(reads, rates.decode_gbs)
     overhead_ms = rates.overhead_ms
-    if measured_ms is not None:
-        if not rates.overhead_measured:  # calibrated by decoder probes alone: their rates hold it
-            overhead_ms = 0.0
-        decode_s = (measured_ms + overhead_ms) / 1e3
-        head_ms = decode_ms(head_reads(stats, assignment, backend), rates.decode_gbs) if last_only else None
-        prefill_s = prompt_s if head_ms is None else prompt_tokens * (flops_s - head_s) + head_ms / 1e3
+    if measured_ms is not None and not rates.overhead_measured:  # decoder probes alone: their rates hold it
+        overhead_ms = 0.0
+
+    def step_s(step_reads: dict[str, float]) -> float:
+        """Seconds of one decode step that reads ``step_reads``."""
+        ms = decode_ms(step_reads, rates.decode_gbs)
+        if ms is not None:
+            return (ms + overhead_ms) / 1e3
+        return max(sum(step_reads.values()) / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
+
+    decode_s = step_s(reads)
+    if be.traits.prefill_token_by_token:  # the prompt goes through the decode step, a token at a time
+        prefill_s = prompt_tokens * step_s(decode_reads(stats, assignment, backend, config, prompt_tokens / 2,
+                                                        kv_cache, positions))
+        ttft_ms = prefill_s * 1e3
     else:
-        weights_read = sum(decode_reads(stats, assignment, backend, config, 0, kv_cache).values())
-        decode_s = max(read / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
-        prefill_s = max(prompt_s, weights_read / (rates.bandwidth_gbs * 1e9))
-    ttft_ms = prefill_s * 1e3 + overhead_ms
+        if measured_ms is not None:
+            head_ms = decode_ms(head_reads(stats, assignment, backend), rates.decode_gbs) if last_only else None
+            prefill_s = prompt_s if head_ms is None else prompt_tokens * (flops_s - head_s) + head_ms / 1e3
+        else:
+            weights_read = sum(decode_reads(stats, assignment, backend, config, 0, kv_cache).values())
+            prefill_s = max(prompt_s, weights_read / (rates.bandwidth_gbs * 1e9))
+        ttft_ms = prefill_s * 1e3 + overhead_ms
     elem = KV_BYTES_PER_ELEMENT[kv_cache]
     per_position = kv_cache_bytes(config.layers, config.kv_heads, config.head_dim, 1, elem)
     kv_mb = per_position * positions / MB

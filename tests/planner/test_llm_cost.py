@@ -76,6 +76,23 @@ def test_decode_is_bandwidth_bound_prefill_compute_bound_on_fixed_numbers():
     assert 3.0 < int8.decode_tok_s / gen.decode_tok_s < 4.1
 
 
+def test_a_runtime_that_prefills_token_by_token_takes_a_decode_step_per_prompt_token():
+    """TFLite holds the decode step only: the prompt's TTFT is P decode steps (each over the whole
+    static cache, so each as long as a generated token's), not a batched prefill's FLOPs."""
+    profile = with_calibration(load_profile("raspberry-pi-5-8gb"), {
+        "bandwidth_gbs": 10.0, "matmul_gops": {b: {"fp32": 100.0} for b in ("tflite", "executorch")},
+        "overhead_ms": {"tflite": 0.5, "executorch": 0.5}})
+    params, prompt = 25 * MB, 64
+    stats = ModelStats(groups={"linear": GroupStats(weight_params=params, read_params=params, rows=1024,
+                                                    flops=2.0 * params * prompt, modules=1)})
+    cfg = LlamaConfig(vocab=256, dim=64, layers=2, heads=4, kv_heads=2, ffn=128, prefill_tokens=prompt, context=128)
+    tfl = predict_generation(stats, {"linear": "fp32"}, "tflite", profile, cfg, prompt, 128, 50.0)
+    assert tfl.ttft_ms == pytest.approx(prompt * 1e3 / tfl.decode_tok_s, rel=1e-9)
+    assert tfl.prefill_tok_s == pytest.approx(tfl.decode_tok_s, rel=1e-9)
+    batched = predict_generation(stats, {"linear": "fp32"}, "executorch", profile, cfg, prompt, 128, 50.0)
+    assert batched.ttft_ms < tfl.ttft_ms / 10  # one pass over the weights for the whole prompt
+
+
 @pytest.fixture(scope="module")
 def tiny_llama():
     return load_model("tiny-llama")
