@@ -205,8 +205,8 @@ class TFLiteBackend(Backend):
 
 
 # onnx2tf's memory for a graph grows with its weights: about 48x the bytes of a large table (the
-# embedding's gather, a head's matmul: 6.2 GB each for SmolLM2's 113 MB, converted alone) and 53x a
-# decoder layer's; fitted by benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3
+# embedding's gather, a head's matmul: a tied table, converted as both, 95x) and 53x a decoder
+# layer's; fitted by benchmarks/tflite_convert_memory.py on SmolLM2-135M-shaped decoders of 1 and 3
 # layers and a tiny one (2026-12-07, onnx2tf 1.28.8: a tiny decoder 0.72 GB, 12.3 GB for one layer, 13.8 GB
 # for three); SmolLM2-135M in one piece would need about 34 GB. A step that does not fit is converted in
 # parts (edge.backends.tflite_split).

@@ -1,8 +1,8 @@
 """A language model's decode step converted in parts, for models onnx2tf cannot convert whole.
 
-onnx2tf holds about fifty times a graph's weight bytes while it converts it (a 113 MB
-embedding table alone peaks at 6.2 GB, benchmarks/tflite_convert_memory.py), so a
-135M-parameter decoder needs about 34 GB in one piece. Split, each part is a graph of its own:
+onnx2tf holds about fifty times a graph's weight bytes while it converts it
+(benchmarks/tflite_convert_memory.py), so a 135M-parameter decoder needs about 34 GB in one
+piece. Split, each part is a graph of its own:
 the embedding, a run of layers with their share of the KV cache, the final norm and head
 (:class:`edge.models.llama.ChunkModule`), each converted in its own onnx2tf process within
 the memory the host has. The parts are then joined into **one** ``.tflite`` with a signature
