@@ -145,30 +145,24 @@ def export_split(backend, step: torch.nn.Module, spec: ModelSpec, out_dir: Path,
 
 
 def load_parts(artifact: Artifact):
-    """The whole step from the parts: (tokens, input_pos, k_cache, v_cache) in the manifest's
-    layout -> (logits, k_cache_out, v_cache_out), the caches split and stacked on the layer axis."""
+    """The whole step from the parts, with the runner's own generator: (tokens (1, 1), input_pos,
+    k_cache, v_cache) in the manifest's layout -> (logits (1, V), k_cache_out, v_cache_out), the
+    caches split and stacked on the layer axis."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(artifact.path))
-    parts = [(interpreter.get_signature_runner(p["signature"]), p) for p in artifact.manifest["generation"]["chunks"]]
+    from ..runner.runner_generate import PartsGenerator
+
+    parts = artifact.manifest["generation"]["chunks"]
+    gen = PartsGenerator(Interpreter(model_path=str(artifact.path)), parts)
 
     def run(arrays):
-        tokens, pos, k, v = arrays
-        value, new_k, new_v = None, [], []
-        for runner, part in parts:
-            dtypes = {i["name"]: np.dtype(i["dtype"]) for i in part["inputs"]}
-            feed = {"tokens": np.asarray(tokens, dtype=dtypes["tokens"])} if part["embed"] else {"hidden": value}
-            start, stop = part["layers"]
-            if stop > start:
-                feed.update(input_pos=np.asarray(pos, dtype=dtypes["input_pos"]), k_cache=np.asarray(k[start:stop]),
-                            v_cache=np.asarray(v[start:stop]))
-            out = runner(**feed)
-            value = out["logits" if part["head"] else "hidden_out"]
-            if stop > start:
-                new_k.append(out["k_cache_out"])
-                new_v.append(out["v_cache_out"])
-        return [value, np.concatenate(new_k), np.concatenate(new_v)]
+        tokens, pos, k, v = (np.asarray(a) for a in arrays)
+        gen.caches = [(k[p["layers"][0]:p["layers"][1]], v[p["layers"][0]:p["layers"][1]]) if "cache_shape" in p
+                      else None for p in parts]
+        logits = gen.step(int(tokens.reshape(-1)[0]), int(pos.reshape(-1)[0]))
+        caches = [c for c in gen.caches if c is not None]
+        return [logits[None], np.concatenate([c[0] for c in caches]), np.concatenate([c[1] for c in caches])]
 
     return run
 

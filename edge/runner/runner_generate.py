@@ -157,7 +157,8 @@ class PartsGenerator(object):
         self.caches = [(np.zeros(p["cache_shape"], dtype=d["k_cache"]), np.zeros(p["cache_shape"], dtype=d["v_cache"]))
                        if "cache_shape" in p else None for _, p, d in self.parts]
 
-    def _run(self, token, pos):
+    def step(self, token, pos):
+        """One token at ``pos`` through every part; the logits (vocab,)."""
         np = self._np
         value = None
         for i, (runner, part, dtypes) in enumerate(self.parts):
@@ -178,11 +179,11 @@ class PartsGenerator(object):
     def prefill(self, ids):
         logits = None
         for i, tok in enumerate(ids):
-            logits = self._run(tok, i)
+            logits = self.step(tok, i)
         return logits
 
     def decode(self, token, pos):
-        return self._run(token, pos)
+        return self.step(token, pos)
 
 
 def _by_manifest(details, entries):
