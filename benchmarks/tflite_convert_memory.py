@@ -87,8 +87,8 @@ def main() -> None:
     per_layer = (b["peak_bytes"] - a["peak_bytes"]) / (b["layer_bytes"] - a["layer_bytes"])
     per_emb = (a["peak_bytes"] - base["peak_bytes"] - per_layer * a["layer_bytes"]) / a["embedding_bytes"]
     layer_s = (b["seconds"] - a["seconds"]) / (b["layers"] - a["layers"])
-    print(f"fit: base {base['peak_bytes'] / 1e9:.2f} GB + {per_emb:.0f} x the embedding's bytes + {per_layer:.0f} x "
-          f"the layers' bytes; {layer_s:.0f} s a layer")
+    print(f"fit: base {base['peak_bytes'] / 1e9:.2f} GB + {per_emb:.0f} x the tied embedding's bytes ({per_emb / 2:.0f} x "
+          f"each as the gather and as the head's matmul) + {per_layer:.0f} x the layers' bytes; {layer_s:.0f} s a layer")
     emb, layers30 = a["embedding_bytes"], 30 * a["layer_bytes"] / a["layers"]
     fitted = base["peak_bytes"] + per_emb * emb + per_layer * layers30
     seconds30 = a["seconds"] + (30 - a["layers"]) * layer_s
