@@ -27,6 +27,7 @@ its uncertainty range (:mod:`edge.planner.uncertainty`). The ``calibration`` blo
     stream_gbs: {<backend>: GB/s}        # the weights beyond it, streamed (where any streamed)
     decode_gbs: {<backend>: {fp32: GB/s, int8: GB/s, int4: GB/s}}  # --llm: a decode token's bytes / time
     prefill_gops: {<backend>: {fp32: GOPS, ...}}                   # --llm: a prompt's FLOPs / TTFT
+    decode_layer_ms: {<backend>: ms}     # --llm: a decode step's cost per layer beyond its bytes
     fixed_cost_from: {matmul_flops, conv_flops, memory_bytes}  # per-op sizes of the small probes
     term_scale: {<backend>: {<term>: factor}}  # how the terms add up in whole models (edge.calibrate_fit)
     cache_mb: MB                         # the target's last-level cache (sysfs), when readable

@@ -9,17 +9,20 @@ language model's block (SmolLM2-135M's), exported with its KV cache by
 each backend at each weight type the backend expresses, and run in generation mode
 (:mod:`edge.runner.runner_generate`): a 32-token prompt, 64 new tokens.
 
-=============== ============================================================
-probe           decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
-=============== ============================================================
-``decode_fp32`` 2 layers, fp32
-``decode_int8`` 4 layers, int8 linears and head (per channel), int8 embedding
-``decode_int4`` 6 layers, int4 g32 linears and head, int8 embedding
-``decode_q4_0`` 6 layers, llama.cpp's whole-file Q4_0 (llama.cpp only: its
-                repacked kernel, not the per-group Q4_1 of ``decode_int4``)
-``decode_kv``   ``decode_fp32`` with a 2048-position cache (only backends whose
-                step attends over the whole static cache)
-=============== ============================================================
+================= ==========================================================
+probe             decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
+================= ==========================================================
+``decode_fp32``   2 layers, fp32
+``decode_int8``   4 layers, int8 linears and head (per channel), int8 embedding
+``decode_int4``   6 layers, int4 g32 linears and head, int8 embedding
+``decode_q4_0``   6 layers, llama.cpp's whole-file Q4_0 (llama.cpp only: its
+                  repacked kernel, not the per-group Q4_1 of ``decode_int4``)
+``decode_kv``     ``decode_fp32`` with a 2048-position cache (only backends
+                  whose step attends over the whole static cache)
+``decode_layers`` 16 layers, int8 as ``decode_int8``, a narrower head: the
+                  same bytes a token through 4x the layers (backends with
+                  ``calibration_layer_probe``)
+================= ==========================================================
 
 Each probe's vocabulary is sized so that a token reads ``probe_read_mb`` of weights: at
 least 64 MB and half the device's last-level cache (a decode that cycles through more weights
@@ -29,14 +32,22 @@ rate), at most a third of the model budget. The output head is a small model's l
 matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
 export cost. A runtime whose export is cheap and whose per-layer work differs from one wide
 matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
-layers as the bytes need. A backend that cannot express a type skips its probe (TorchScript: no int4);
+layers as the bytes need. A layer costs more than its bytes at the wide head's rate: the norms, RoPE, the cache update
+and the attention between its matrices, and the start-up of each small matrix-vector product
+(measured on ExecuTorch with the same bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers:
+0.04-0.055 ms a layer whatever the type, 16-18 % of a 16-layer int8 or int4 probe's step). ``decode_layers`` reads
+what ``decode_int8`` reads through four times the layers, which separates the two:
+``decode_layer_ms``, charged per layer on top of the bytes, in the probes' derivation and in the
+prediction alike (a 30-layer model pays it 30 times; a 4-layer probe only 4).
+A backend that cannot express a type skips its probe (TorchScript: no int4);
 one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
 
 Derivation (:func:`derive_decode`), per backend: the bytes a token reads (weights at their
 stored size, one embedding row, the cache: up to the mean position, or every position where
 the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` counts them,
-against the median per-token decode p50 less the backend's overhead. ``decode_gbs.kv`` is
+against the median per-token decode p50 less the backend's overhead (and, where
+``decode_layers`` ran, less ``decode_layer_ms`` per layer). ``decode_gbs.kv`` is
 the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16x the cache;
 TorchScript's masked attention costs far more per cached byte than a weight does); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
@@ -45,11 +56,17 @@ rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multipl
 median time to first token - the overhead); where the runtime runs the output head on the last
 position only (ExecuTorch, llama.cpp) the head is one matrix-vector product, charged as a read
 at its type's decode rate and left out of the FLOPs. A backend with no overhead probe (llama.cpp
-runs decoders only) has its per-token overhead inside the rates.
+runs decoders only) has its per-token overhead inside the rates, as a backend probed by depth
+has its per-layer cost.
+
+``decode_layer_ms`` (:func:`layer_ms`): ``decode_int8`` and ``decode_layers`` each less the bytes
+of other types at their rates leave t1 and t2 ms for b1 and b2 int8 bytes through l1 and l2
+layers; t = b / rate + l x c for both gives c = (t2 - t1 b2 / b1) / (l2 - l1 b2 / b1), at least 0.
 """
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from typing import Any
 
 from .calibrate_probes import Probe
@@ -60,10 +77,11 @@ DECODER = {"dim": 576, "ffn": 1536, "vocab": 49152}
 HEAD_DIM = 64
 PROMPT_TOKENS, CONTEXT, KV_CONTEXT = 32, 128, 2048  # bench decodes min(64, context - prompt) new tokens
 DECODE_LAYERS = {"fp32": 2, "int8": 4, "int4": 6, "q4_0": 6}
+LAYER_PROBE_LAYERS = 16  # decode_layers: int8, 4x decode_int8's layers, the same bytes a token
 MIN_READ_MB = 64.0
 BYTES_PER_WEIGHT = {"fp32": 4.0, "int8": 1.0, "int4": 0.625, "q4_0": 0.5625}  # as the cost model counts them
 VOCAB_STEP = 4096
-DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv",)
+DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv", "decode_layers")
 
 
 def _recipes(dtype: str) -> list[tuple]:
@@ -133,6 +151,10 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
                                  recipe=tuple(c.to_dict() for c in recipe), tag=dtype if recipe else None,
                                  kind="decoder", vocab=vocab))
                 break
+    int8 = next((p for p in out if p.name == "decode_int8"), None)
+    if int8 and not deep and be.calibration_layer_probe:  # the same bytes through 4x the layers
+        n = LAYER_PROBE_LAYERS * int8.layers // DECODE_LAYERS["int8"]
+        out.append(replace(int8, name="decode_layers", layers=n, vocab=_vocab_for("int8", n, read_mb)))
     if be.traits.kv_reads_whole_cache and "fp32" in layers:  # (no decoder-only backend has it)
         out.append(Probe("decode_kv", rows=PROMPT_TOKENS, width_in=DECODER["dim"], width_out=DECODER["ffn"],
                          layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT,
@@ -210,32 +232,65 @@ def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float
     return reads, flops, head_read
 
 
-def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, dict[str, float]]:
-    """``decode_gbs`` (per weight type, and "kv") and ``prefill_gops`` (per weight type) from one
-    backend's decoder :class:`~edge.calibrate_derive.ProbeResult` s (see the module docstring)."""
+def _split(reads: dict[str, float], dtype: str, decode: dict[str, float]) -> tuple[float, float]:
+    """(ms of the bytes of types already rated, at their rates; the bytes left for ``dtype``) of
+    one probe's ``reads`` (the cache at the fp32 rate where it has no rate of its own)."""
+    if "kv" not in decode:
+        reads = {**reads, "fp32": reads.get("fp32", 0.0) + reads.get("kv", 0.0), "kv": 0.0}
+    known_ms = sum(b / (decode[k] * 1e6) for k, b in reads.items() if k != dtype and k in decode)
+    return known_ms, sum(b for k, b in reads.items() if k == dtype or k not in decode)
+
+
+def layer_ms(pair: list[tuple[float, float, int]]) -> float:
+    """ms a layer costs beyond its bytes, from two probes' (ms left for their own type's bytes,
+    those bytes, layers): t = b / rate + layers x c for both (see the module docstring), at least 0."""
+    (t1, b1, l1), (t2, b2, l2) = pair
+    denom = l2 - l1 * b2 / b1 if b1 > 0 else 0.0
+    return max(0.0, (t2 - t1 * b2 / b1) / denom) if denom > 0 else 0.0
+
+
+def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, Any]:
+    """``decode_gbs`` (per weight type, and "kv"), ``prefill_gops`` (per weight type) and, where
+    ``decode_layers`` ran, ``decode_layer_ms`` from one backend's decoder
+    :class:`~edge.calibrate_derive.ProbeResult` s (see the module docstring)."""
     by_name = {r.probe.name: r for r in results}
     reads = {name: _read_and_flops(r.probe, r.backend) for name, r in by_name.items()}
     net = {name: max(r.p50_ms - overhead_ms, MIN_NET_SHARE * r.p50_ms) for name, r in by_name.items()}
-    decode: dict[str, float] = {}
-    if "decode_kv" in by_name and "decode_fp32" in by_name:
+    kv: dict[str, float] = {}
+    if "decode_kv" in by_name and "decode_fp32" in by_name:  # same layers: a per-layer cost cancels
         extra_bytes = reads["decode_kv"][0].get("kv", 0.0) - reads["decode_fp32"][0].get("kv", 0.0)
         extra_ms = net["decode_kv"] - net["decode_fp32"]
         if extra_bytes > 0 and extra_ms > MIN_NET_SHARE * net["decode_kv"]:
-            decode["kv"] = extra_bytes / (extra_ms * 1e6)
-    prefill: dict[str, float] = {}
-    for name in DECODE_PROBES[:-1]:  # fp32, int8, int4, q4_0 in turn
-        if name not in by_name:
-            continue
+            kv["kv"] = extra_bytes / (extra_ms * 1e6)
+    decode, prefill = _rates(by_name, reads, net, kv, overhead_ms)
+    if not ("decode_layers" in by_name and "int8" in decode):
+        return {"decode_gbs": decode, "prefill_gops": prefill}
+    pair = []
+    for name in ("decode_int8", "decode_layers"):
+        known_ms, own = _split(reads[name][0], "int8", decode)
+        pair.append((net[name] - known_ms, own, by_name[name].probe.layers))
+    per_layer = layer_ms(pair)
+    if per_layer > 0:  # every probe's step less its layers' share, the rates again
+        net = {name: max(t - by_name[name].probe.layers * per_layer, MIN_NET_SHARE * t) for name, t in net.items()}
+        decode, prefill = _rates(by_name, reads, net, kv, overhead_ms)
+    return {"decode_gbs": decode, "prefill_gops": prefill, "decode_layer_ms": per_layer}
+
+
+def _rates(by_name: dict, reads: dict, net: dict[str, float], kv: dict[str, float],
+           overhead_ms: float) -> tuple[dict[str, float], dict[str, float]]:
+    """decode_gbs and prefill_gops: fp32, int8, int4, q4_0 in turn, each on the bytes the types
+    already rated leave (``net``: each probe's step less the overhead and its layers' cost)."""
+    decode, prefill = dict(kv), {}
+    for name in DECODE_PROBES:
         dtype = name.removeprefix("decode_")
+        if name not in by_name or dtype not in DECODE_LAYERS:
+            continue
         own_reads, prompt_flops, head_read = reads[name]
-        if "kv" not in decode:  # the cache at the fp32 rate, as the cost model charges it then
-            own_reads = {**own_reads, "fp32": own_reads.get("fp32", 0.0) + own_reads.get("kv", 0.0), "kv": 0.0}
-        known_ms = sum(b / (decode[k] * 1e6) for k, b in own_reads.items() if k != dtype and k in decode)
-        own = sum(b for k, b in own_reads.items() if k == dtype or k not in decode)
+        known_ms, own = _split(own_reads, dtype, decode)
         decode[dtype] = own / (max(net[name] - known_ms, MIN_NET_SHARE * net[name]) * 1e6)
         ttfts = by_name[name].ttfts
         if ttfts:
             ttft = statistics.median(ttfts)
             head_ms = sum(b / (decode.get(k, decode[dtype]) * 1e6) for k, b in head_read.items())
             prefill[dtype] = prompt_flops / (max(ttft - overhead_ms - head_ms, MIN_NET_SHARE * ttft) * 1e6)
-    return {"decode_gbs": decode, "prefill_gops": prefill}
+    return decode, prefill

@@ -282,7 +282,8 @@ def derive_calibration(results: dict[str, list[ProbeResult]]) -> dict:
     if sizes:
         block["fixed_cost_from"] = sizes
     for key in ("overhead_ms", "per_op_overhead_ms", "conv_gops", "conv_fixed_ms", "memory_gbs",
-                "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "stream_gbs", "runtime_memory_mb"):
+                "memory_fixed_ms", "transcendental_gbs", "pool_gbs", "stream_gbs", "runtime_memory_mb",
+                "decode_layer_ms"):
         values = {b: sig(d[key]) for b, d in per.items() if key in d}
         if values:
             block[key] = values

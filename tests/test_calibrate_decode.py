@@ -8,7 +8,7 @@ import pytest
 from edge.benchmark import BenchResult
 from edge.calibrate import ProbeResult, calibrate, calibrated_profile_data
 from edge.calibrate_decode import (DECODE_PROBES, decoder_probes, decoder_spec, decoder_stats, derive_decode,
-                                   _read_and_flops)
+                                   layer_ms, _read_and_flops)
 from edge.calibrate_derive import derive_calibration
 from edge.calibrate_probes import Probe
 from edge.compress import EmbeddingQuantConfig, Int8DynamicConfig, config_from_dict
@@ -25,6 +25,11 @@ INT8 = (Int8DynamicConfig(groups=("attention", "ffn", "head")).to_dict(), Embedd
 TINY = [Probe("decode_fp32", rows=8, width_in=64, width_out=128, layers=1, iterations=1, kind="decoder"),
         Probe("decode_int8", rows=8, width_in=64, width_out=128, layers=2, iterations=1, kind="decoder",
               recipe=INT8, tag="int8")]
+
+
+# decode_int8's bytes (within 2 %) through 4x the layers: the per-layer cost
+TINY_LAYERS = Probe("decode_layers", rows=8, width_in=64, width_out=128, layers=8, iterations=1, kind="decoder",
+                    recipe=INT8, tag="int8", vocab=45056)
 
 
 def _result(probe: Probe, p50_ms: float, ttft_ms: float, backend: str = "executorch") -> ProbeResult:
@@ -64,6 +69,41 @@ def test_a_whole_cache_backend_gets_the_cache_rate_from_the_long_context_probe()
     assert rates["decode_gbs"]["fp32"] == pytest.approx(r32["fp32"] / ((1.5 - r32["kv"] / (kv_gbs * 1e6)) * 1e6))
 
 
+def test_a_per_layer_cost_is_solved_from_the_same_bytes_through_more_layers():
+    """decode_int8 (2 layers) and decode_layers (8) read about the same int8 bytes; the deeper one's
+    extra time beyond its bytes is the layers' cost, and every rate is derived net of it."""
+    fp32, int8 = TINY
+    layers = Probe("decode_layers", rows=8, width_in=64, width_out=128, layers=8, iterations=1, kind="decoder",
+                   recipe=INT8, tag="int8", vocab=128)
+    # the fixed-number solve: 2 and 4 ms for 10 and 9 MB through 2 and 8 layers
+    assert layer_ms([(2.0, 10e6, 2), (4.0, 9e6, 8)]) == pytest.approx((4.0 - 2.0 * 0.9) / (8 - 2 * 0.9))
+    assert layer_ms([(2.0, 10e6, 2), (1.5, 10e6, 8)]) == 0.0  # faster through more layers: no cost
+    results = [_result(fp32, 2.0, 10.0), _result(int8, 3.0, 20.0), _result(layers, 5.0, 20.0)]
+    plain = derive_decode(results[:2], overhead_ms=0.5)
+    assert "decode_layer_ms" not in plain
+    rates = derive_decode(results, overhead_ms=0.5)
+    r32, r8, rl = (_read_and_flops(p, "executorch")[0] for p in (fp32, int8, layers))
+
+    def left(reads, ms, fp32_gbs):  # (ms for the int8 bytes, those bytes) after the fp32 ones (and cache)
+        return ms - (reads["fp32"] + reads["kv"]) / (fp32_gbs * 1e6), reads["int8"]
+
+    # first pass without a layer cost, as derive_decode does, then the solve
+    fp32_gbs = (r32["fp32"] + r32["kv"]) / 1.5e6
+    (t1, b1), (t2, b2) = left(r8, 2.5, fp32_gbs), left(rl, 4.5, fp32_gbs)
+    c = (t2 - t1 * b2 / b1) / (8 - 2 * b2 / b1)
+    assert c > 0 and rates["decode_layer_ms"] == pytest.approx(c)
+    # the rates again, each probe's step less its layers' cost
+    fp32_gbs = (r32["fp32"] + r32["kv"]) / ((1.5 - c) * 1e6)
+    assert rates["decode_gbs"]["fp32"] == pytest.approx(fp32_gbs)
+    int8_ms = 2.5 - 2 * c - (r8["fp32"] + r8["kv"]) / (fp32_gbs * 1e6)
+    assert rates["decode_gbs"]["int8"] == pytest.approx(r8["int8"] / (int8_ms * 1e6))
+    assert rates["decode_gbs"]["int8"] > plain["decode_gbs"]["int8"]  # the layers' time is no longer the bytes'
+    # and the block carries it for the planner (no overhead probe here: nothing subtracted)
+    block = derive_calibration({"executorch": results})
+    assert block["decode_layer_ms"]["executorch"] == pytest.approx(derive_decode(results, 0.0)["decode_layer_ms"],
+                                                                   rel=1e-3)
+
+
 def test_the_calibration_block_holds_decode_rates_and_a_decoder_only_backend_has_no_matmul_rates():
     block = derive_calibration({"llamacpp": [_result(TINY[0], 2.0, 10.0, "llamacpp")]})
     assert block["decode_gbs"]["llamacpp"]["fp32"] > 0 and block["prefill_gops"]["llamacpp"]["fp32"] > 0
@@ -90,6 +130,11 @@ def test_calibrated_decode_reads_each_group_at_its_type_rate_on_fixed_numbers():
     expected_ms = (reads["int4"] / 8e6 + reads["int8"] / 10e6 + (reads["fp32"] + reads["fp16"] + reads["kv"]) / 12e6
                    + 0.25)
     assert 1e3 / gen.decode_tok_s == pytest.approx(expected_ms, rel=1e-6)
+    # a measured per-layer cost is paid by each of the model's layers, on top of the bytes
+    layered = predict_generation(stats, assignment, "executorch", with_calibration(
+        load_profile("raspberry-pi-5-8gb"), {**cal, "decode_layer_ms": {"executorch": 0.05}}), cfg, 16, 64, 50.0)
+    assert 1e3 / layered.decode_tok_s == pytest.approx(expected_ms + 2 * 0.05, rel=1e-6)
+    assert layered.ttft_ms == pytest.approx(gen.ttft_ms)  # a decode term: prefill runs each layer once
     # prefill: int4 FLOPs at 100 GOPS, the rest at the fp32 rate (int8's unmeasured), not the 1000 GB/s
     # roofline; ExecuTorch's exported step runs the head once, on the last prompt position: one
     # matrix-vector product, its fp16 bytes read at the fp32 decode rate (no fp16 rate measured)
@@ -108,18 +153,26 @@ def test_calibrated_decode_reads_each_group_at_its_type_rate_on_fixed_numbers():
 
 
 def test_backends_get_the_decoder_probes_they_can_express():
-    assert [p.name for p in decoder_probes("executorch")] == ["decode_fp32", "decode_int8", "decode_int4"]
+    et = {p.name: p for p in decoder_probes("executorch")}
+    assert list(et) == ["decode_fp32", "decode_int8", "decode_int4", "decode_layers"]
+    # the per-layer probe: decode_int8's type and bytes a token through 4x the layers
+    layers, int8 = et["decode_layers"], et["decode_int8"]
+    assert layers.recipe == int8.recipe and layers.layers == 4 * int8.layers and layers.vocab < int8.vocab
+    r8, rl = (sum(_read_and_flops(p, "executorch")[0].values()) for p in (int8, layers))
+    assert rl == pytest.approx(r8, rel=0.05)
     # no int4 in TorchScript; its masked static-cache attention gets the long-cache probe
-    assert [p.name for p in decoder_probes("torchscript")] == ["decode_fp32", "decode_int8", "decode_kv"]
+    assert [p.name for p in decoder_probes("torchscript")] == ["decode_fp32", "decode_int8", "decode_layers",
+                                                                "decode_kv"]
     tflite = {p.name: p.recipe for p in decoder_probes("tflite")}
-    assert list(tflite) == ["decode_fp32", "decode_int8", "decode_kv"]
+    assert list(tflite) == ["decode_fp32", "decode_int8", "decode_kv"]  # no 16-layer conversion
     assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
     # llama.cpp: its whole-file Q4_0 (repacked kernel) apart from the per-group Q4_1, depth instead of a wide head
     llama = {p.name: p for p in decoder_probes("llamacpp")}
     assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0"]
     assert {p.vocab for p in llama.values()} == {49152} and llama["decode_int4"].layers > 6
     assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
-    assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv"}
+    assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv",
+                                  "decode_layers"}
     # every probe reads tens of MB per token, beyond a small device's caches, whatever its type
     reads = [sum(_read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
     assert min(reads) > 60e6
@@ -149,7 +202,7 @@ def measured(tmp_path_factory, request):
         mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
         mp.setenv("EDGE_CACHE_DIR", str(exports))
         overhead = Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=20)
-        yield calibrate("local", backends=["executorch", "llamacpp"], probes=[overhead] + TINY,
+        yield calibrate("local", backends=["executorch", "llamacpp"], probes=[overhead] + TINY + [TINY_LAYERS],
                         repeats=1, max_spread=None, threads=1)
 
 
@@ -171,3 +224,6 @@ def test_tiny_decoders_run_on_both_backends_and_the_profile_predicts_them_back(m
             gen = predict_generation(stats, assignment, backend, profile, cfg, probe.rows, probe.rows + 64, 10.0)
             measured_ms = probes[backend][probe.name]["p50_ms"]
             assert 1e3 / gen.decode_tok_s == pytest.approx(measured_ms, rel=0.02)
+    # the per-layer cost was solved on both (at least 0: a tiny decoder stays in cache)
+    assert set(block["decode_layer_ms"]) == {"executorch", "llamacpp"}
+    assert min(block["decode_layer_ms"].values()) >= 0.0

@@ -86,6 +86,7 @@ class TFLiteBackend(Backend):
     # The decoder probes of `--llm` (64 MB of weights each) would take onnx2tf several GB and minutes.
     calibration_skipped_probes = ("bandwidth", "matmul_fp32_deep", "elementwise", "elementwise_small",
                                   "decode_fp32", "decode_int8", "decode_int4")
+    calibration_layer_probe = False  # 16 layers: onnx2tf would take ~12 GB and many minutes
     unsupported_techniques = {
         "int4_weight": "onnx2tf/TFLite conversion offers no int4 weight quantization",
         "embedding_quant": ("onnx2tf quantizes the whole model at once; use int8_dynamic (dynamic range), which "

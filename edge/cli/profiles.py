@@ -82,7 +82,10 @@ def _profiles_calibrate(args: argparse.Namespace) -> Output:
              *[f"decode (language models), {b}: " + ", ".join(
                  f"{k} {v:.4g} GB/s" + (f" (prefill {result.block['prefill_gops'][b][k]:.4g} GOPS)"
                                         if k in result.block.get("prefill_gops", {}).get(b, {}) else "")
-                 for k, v in rates.items()) for b, rates in result.block.get("decode_gbs", {}).items()],
+                 for k, v in rates.items())
+               + (f", {result.block['decode_layer_ms'][b]:.3g} ms a layer beyond its bytes"
+                  if b in result.block.get("decode_layer_ms", {}) else "")
+               for b, rates in result.block.get("decode_gbs", {}).items()],
              *[f"note: {n}" for n in result.block["provenance"]["notes"]],
              f"wrote {path}"]
     lines += [f"{b} failed: {msg}" for b, msg in result.failures.items()]

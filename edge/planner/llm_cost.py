@@ -12,8 +12,9 @@ forward), the precision assignment and the device's rates (:func:`~edge.planner.
   larger of bytes / bandwidth and FLOPs / throughput (a roofline), plus the backend's fixed
   overhead per call. After ``edge profiles calibrate --llm`` (:mod:`edge.calibrate_decode`)
   each weight type's bytes are read at the rate a decoder probe of that type measured
-  (``decode_gbs``), which covers the matrix-vector kernels, dequantization and the small ops
-  between them.
+  (``decode_gbs``), which covers the matrix-vector kernels and dequantization, and each layer
+  adds the measured cost of a layer beyond its bytes (``decode_layer_ms``: the norms, RoPE, the
+  cache update and attention, each small matrix-vector product's start-up).
 - Prefill of P tokens: P x the per-token FLOPs / throughput (calibrated: ``prefill_gops`` per
   weight type), or the weights read once / bandwidth when that is larger (uncalibrated);
   time to first token = prefill + one call's overhead.
@@ -160,7 +161,7 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
         """Seconds of one decode step that reads ``step_reads``."""
         ms = decode_ms(step_reads, rates.decode_gbs)
         if ms is not None:
-            return (ms + overhead_ms) / 1e3
+            return (ms + config.layers * rates.decode_layer_ms + overhead_ms) / 1e3
         return max(sum(step_reads.values()) / (rates.bandwidth_gbs * 1e9), flops_s) + overhead_ms / 1e3
 
     decode_s = step_s(reads)

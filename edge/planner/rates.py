@@ -59,6 +59,7 @@ class DeviceRates:
     decode_gbs: dict[str, float] = field(default_factory=dict)
     overhead_measured: bool = False  # overhead_ms from calibration, not the backend's trait
     prefill_gops: dict[str, float] = field(default_factory=dict)
+    decode_layer_ms: float = 0.0  # a decode step's cost per layer beyond its bytes (decode_layers probe)
 
     @property
     def cache_bytes(self) -> float | None:
@@ -176,7 +177,8 @@ def device_rates(profile: DeviceProfile, backend: str) -> DeviceRates:
                        stream_gbs=_backend_value(cal, ("stream_gbs",), backend),
                        decode_gbs=_by_type(cal, "decode_gbs", backend),
                        overhead_measured=backend in (cal.get("overhead_ms") or {}),
-                       prefill_gops=_by_type(cal, "prefill_gops", backend))
+                       prefill_gops=_by_type(cal, "prefill_gops", backend),
+                       decode_layer_ms=max(0.0, _backend_value(cal, ("decode_layer_ms",), backend) or 0.0))
 
 
 def _by_type(cal: dict, key: str, backend: str) -> dict[str, float]:
