@@ -289,7 +289,12 @@ def test_the_host_rounds_keys_and_values_as_llama_cpp_s_q8_0_cache(hd32, export_
     with torch.no_grad():
         simulated, fp32 = rounded(tokens)[0].numpy(), hd32.model(tokens)[0].numpy()
     assert options == {"llamacpp_kv_cache": "q8_0"}
-    assert np.abs(simulated - real).max() < 0.1 * np.abs(fp32 - real).max()
+    # position by position the host's rounding gives llama.cpp's logits (to float noise) where fp32
+    # misses by its cache's rounding; at a rare position one value lands a step apart (seen on an
+    # AVX-512 host: 1 of 32 positions, 0.012 where fp32 missed by 0.047), so the worst case is looser
+    sim_err, fp32_err = np.abs(simulated - real).max(axis=1), np.abs(fp32 - real).max(axis=1)
+    assert np.median(sim_err) < 0.01 * np.median(fp32_err)
+    assert sim_err.max() < 0.25 * fp32_err.max()
 
 
 def test_a_head_dim_of_64_is_rounded_in_llama_cpp_s_hadamard_rotated_basis(export_dir, artifact_cache):
