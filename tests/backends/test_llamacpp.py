@@ -316,7 +316,11 @@ def test_a_head_dim_of_64_is_rounded_in_llama_cpp_s_hadamard_rotated_basis(expor
     plain, _ = apply_plan(spec.fresh_model(), plan, "eager", spec)  # q8_0 blocks, no rotation
     with torch.no_grad():
         simulated, unrotated, fp32 = (m(tokens)[0].numpy() for m in (ours, plain, spec.model))
-    assert np.abs(simulated - real).max() < 0.1 * min(np.abs(fp32 - real).max(), np.abs(unrotated - real).max())
+    err = {name: np.abs(x - real).max(axis=1) for name, x in
+           (("simulated", simulated), ("unrotated", unrotated), ("fp32", fp32))}
+    # position by position (as above: a rare position may land a rounding step apart)
+    assert np.median(err["simulated"]) < 0.01 * min(np.median(err["fp32"]), np.median(err["unrotated"]))
+    assert err["simulated"].max() < 0.25 * min(err["fp32"].max(), err["unrotated"].max())
 
 
 def test_q8_0_needs_a_head_dim_its_blocks_divide(spec, tmp_path, artifact_cache):
