@@ -17,8 +17,8 @@ probe             decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
 ``decode_int4``   6 layers, int4 g32 linears and head, int8 embedding
 ``decode_q4_0``   6 layers, llama.cpp's whole-file Q4_0 (llama.cpp only: its
                   repacked kernel, not the per-group Q4_1 of ``decode_int4``)
-``decode_kv``     ``decode_fp32`` with a 2048-position cache (only backends
-                  whose step attends over the whole static cache)
+``decode_kv``     ``decode_layers`` (else ``decode_fp32``) with a 2048-position
+                  cache (backends whose step attends over the whole static cache)
 ``decode_layers`` 16 layers, int8 as ``decode_int8``, a narrower head: the
                   same bytes a token through 4x the layers (backends with
                   ``calibration_layer_probe``)
@@ -48,8 +48,9 @@ stored size, one embedding row, the cache: up to the mean position, or every pos
 the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` counts them,
 against the median per-token decode p50 less the backend's overhead (and, where
 ``decode_layers`` ran, less ``decode_layer_ms`` per layer). ``decode_gbs.kv`` is
-the cache's own rate, from ``decode_kv`` minus ``decode_fp32`` (same weights, 16x the cache;
-TorchScript's masked attention costs far more per cached byte than a weight does); without
+the cache's own rate, from ``decode_kv`` minus the probe it lengthened (same weights, 16x the
+cache; TorchScript's masked attention costs far more per cached byte than a weight does; over 16
+layers, as over a model's 30, it cost 0.6x a byte what it did over 2, measured here); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
@@ -155,11 +156,20 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
     if int8 and not deep and be.calibration_layer_probe:  # the same bytes through 4x the layers
         n = LAYER_PROBE_LAYERS * int8.layers // DECODE_LAYERS["int8"]
         out.append(replace(int8, name="decode_layers", layers=n, vocab=_vocab_for("int8", n, read_mb)))
-    if be.traits.kv_reads_whole_cache and "fp32" in layers:  # (no decoder-only backend has it)
-        out.append(Probe("decode_kv", rows=PROMPT_TOKENS, width_in=DECODER["dim"], width_out=DECODER["ffn"],
-                         layers=layers["fp32"], iterations=1, kind="decoder", context=KV_CONTEXT,
-                         vocab=_vocab_for("fp32", layers["fp32"], read_mb)))
+    base = next((p for name in ("decode_layers", "decode_fp32") for p in out if p.name == name), None)
+    if be.traits.kv_reads_whole_cache and base:  # (no decoder-only backend has it)
+        out.append(replace(base, name="decode_kv", context=KV_CONTEXT))
     return out
+
+
+def _kv_base(by_name: dict) -> str | None:
+    """The probe ``decode_kv`` lengthened the cache of (the same layers, head and weights)."""
+    kv = by_name.get("decode_kv")
+    for name in ("decode_layers", "decode_fp32"):
+        p = by_name[name].probe if name in by_name else None
+        if kv and p and (p.layers, p.vocab, p.recipe) == (kv.probe.layers, kv.probe.vocab, kv.probe.recipe):
+            return name
+    return None
 
 
 def decoder_config(probe: Probe):
@@ -257,9 +267,10 @@ def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, Any]:
     reads = {name: _read_and_flops(r.probe, r.backend) for name, r in by_name.items()}
     net = {name: max(r.p50_ms - overhead_ms, MIN_NET_SHARE * r.p50_ms) for name, r in by_name.items()}
     kv: dict[str, float] = {}
-    if "decode_kv" in by_name and "decode_fp32" in by_name:  # same layers: a per-layer cost cancels
-        extra_bytes = reads["decode_kv"][0].get("kv", 0.0) - reads["decode_fp32"][0].get("kv", 0.0)
-        extra_ms = net["decode_kv"] - net["decode_fp32"]
+    base = _kv_base(by_name)
+    if base:  # same layers: a per-layer cost cancels
+        extra_bytes = reads["decode_kv"][0].get("kv", 0.0) - reads[base][0].get("kv", 0.0)
+        extra_ms = net["decode_kv"] - net[base]
         if extra_bytes > 0 and extra_ms > MIN_NET_SHARE * net["decode_kv"]:
             kv["kv"] = extra_bytes / (extra_ms * 1e6)
     decode, prefill = _rates(by_name, reads, net, kv, overhead_ms)

@@ -3,6 +3,8 @@ derived on fixed timings, used by the generation prediction, and measured for re
 decoders (ExecuTorch and llama.cpp on `local`)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from edge.benchmark import BenchResult
@@ -163,8 +165,12 @@ def test_backends_get_the_decoder_probes_they_can_express():
     # no int4 in TorchScript; its masked static-cache attention gets the long-cache probe
     assert [p.name for p in decoder_probes("torchscript")] == ["decode_fp32", "decode_int8", "decode_layers",
                                                                 "decode_kv"]
+    # its long cache lengthens the 16-layer probe (a model's depth: a 2-layer probe overcharged the cache)
+    ts = {p.name: p for p in decoder_probes("torchscript")}
+    assert ts["decode_kv"] == replace(ts["decode_layers"], name="decode_kv", context=2048)
     tflite = {p.name: p.recipe for p in decoder_probes("tflite")}
     assert list(tflite) == ["decode_fp32", "decode_int8", "decode_kv"]  # no 16-layer conversion
+    assert decoder_probes("tflite")[-1].layers == decoder_probes("tflite")[0].layers  # the fp32 probe's
     assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
     # llama.cpp: its whole-file Q4_0 (repacked kernel) apart from the per-group Q4_1, depth instead of a wide head
     llama = {p.name: p for p in decoder_probes("llamacpp")}

@@ -50,6 +50,7 @@ class GenerationPrediction:
     kv_bytes_per_element: float = 4.0
     kv_cache: str = "fp32"  # the cache's element type
     basis: str = "roofline"  # "calibrated": decode and prefill rates from the profile's decoder probes
+    layer_ms: float = 0.0  # the measured cost a decode step pays per layer beyond its bytes (calibrated)
 
     def to_dict(self) -> dict:
         return {"context": self.context, "kv_positions": self.kv_positions or self.context, "basis": self.basis,
@@ -57,7 +58,8 @@ class GenerationPrediction:
                 "kv_cache_mb": round(self.kv_cache_mb, 3), "max_context": self.max_context,
                 "ttft_ms": round(self.ttft_ms, 3), "prefill_tok_s": round(self.prefill_tok_s, 2),
                 "decode_tok_s": round(self.decode_tok_s, 2),
-                "decode_mb_per_token": round(self.decode_bytes_per_token / MB, 3)}
+                "decode_mb_per_token": round(self.decode_bytes_per_token / MB, 3),
+                **({"decode_layer_ms": round(self.layer_ms, 4)} if self.layer_ms else {})}
 
 
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, context: int, bytes_per_element: float = 4.0) -> float:
@@ -188,4 +190,5 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
                                 prefill_tok_s=prompt_tokens / prefill_s, decode_tok_s=1.0 / decode_s,
                                 decode_bytes_per_token=read, kv_positions=positions,
                                 kv_bytes_per_element=elem, kv_cache=kv_cache,
-                                basis="roofline" if measured_ms is None else "calibrated")
+                                basis="roofline" if measured_ms is None else "calibrated",
+                                layer_ms=0.0 if measured_ms is None else rates.decode_layer_ms)

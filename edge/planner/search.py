@@ -176,7 +176,9 @@ def generation_reasons(spec: ModelSpec, plan_pred: dict, profile: DeviceProfile)
     lines.append(f"predicted generation: time to first token {gen['ttft_ms']:.1f} ms, prefill "
                  f"{gen['prefill_tok_s']:.1f} tok/s, decode {gen['decode_tok_s']:.1f} tok/s "
                  f"({gen['decode_mb_per_token']:.1f} MB read per token"
-                 + ("; each weight type at the decode rate the profile's decoder probes measured)"
+                 + ("; each weight type at the decode rate the profile's decoder probes measured"
+                    + (f", and {cfg.layers} layers x {gen['decode_layer_ms']:.3g} ms each beyond their bytes"
+                       if gen.get("decode_layer_ms") else "") + ")"
                     if gen.get("basis") == "calibrated" else
                     "; a bandwidth roofline: `edge profiles calibrate --llm` on the device measures the rates)"))
     return lines

@@ -117,8 +117,9 @@ def test_a_plan_on_a_profile_with_decoder_probes_predicts_from_their_rates(tiny_
     """The same plan on a profile whose calibration timed decoder probes: 1 GB/s for every type
     (far below the Zero's roofline), so decode is slower and says which basis it used."""
     base = load_profile("raspberry-pi-zero-2w")
-    slow = with_calibration(base, {"decode_gbs": {"executorch": {"fp32": 1.0, "int8": 1.0, "int4": 1.0}},
-                                   "prefill_gops": {"executorch": {"fp32": 1.0}}})
+    rates = {"decode_gbs": {"executorch": {"fp32": 1.0, "int8": 1.0, "int4": 1.0}},
+             "prefill_gops": {"executorch": {"fp32": 1.0}}}
+    slow = with_calibration(base, rates)
     plain = make_plan(tiny_llama, base, Constraints(context=64), backends=["executorch"])
     measured = make_plan(tiny_llama, slow, Constraints(context=64), backends=["executorch"])
     gen = measured.predicted["generation"]
@@ -127,6 +128,12 @@ def test_a_plan_on_a_profile_with_decoder_probes_predicts_from_their_rates(tiny_
     # 1 GB/s: a token takes its bytes in ns (the backend's trait overhead on top)
     assert 1e3 / gen["decode_tok_s"] >= gen["decode_mb_per_token"] * MB / 1e6
     assert "decode rate the profile's decoder probes measured" in "\n".join(measured.reasons)
+    # a measured per-layer cost: each of tiny-llama's 2 layers pays it, and the plan says so
+    layered = make_plan(tiny_llama, with_calibration(base, {**rates, "decode_layer_ms": {"executorch": 0.5}}),
+                        Constraints(context=64), backends=["executorch"])
+    lgen = layered.predicted["generation"]
+    assert 1e3 / lgen["decode_tok_s"] == pytest.approx(1e3 / gen["decode_tok_s"] + 2 * 0.5, rel=1e-3)
+    assert "and 2 layers x 0.5 ms each beyond their bytes" in "\n".join(layered.reasons)
 
 
 def test_nothing_fits_explains_the_memory_of_a_language_model_on_a_tiny_budget(tiny_llama):
