@@ -20,9 +20,11 @@ llama.cpp (the ``llamacpp`` backend) is the yardstick: at equal bits (Q4_0 vs in
 8-bit embeddings and head; Q8_0 vs int8) the script prints edge's decode and prefill rates
 over llama.cpp's, measured in the same rounds.
 
-Predicted vs measured: ``--calibrate`` first runs ``edge profiles calibrate --target local --llm``
-(the overhead probe and the decoder probes of edge/calibrate_decode.py, one thread, 3 repeats;
-the profile is written beside the artifacts), or ``--profile PATH`` names a calibrated profile;
+Predicted vs measured: ``--calibrate`` runs ``edge profiles calibrate --target local --llm``
+(the overhead probe and the decoder probes of edge/calibrate_decode.py, one thread, ``--rounds``
+repeats; the profile is written beside the artifacts) with the rows' rounds interleaved: each
+round of the probes, then the same round of the rows, so drift on a shared host hits the
+calibration and the measurement alike; or ``--profile PATH`` names a calibrated profile;
 each row then also shows the cost model's decode tok/s, TTFT and peak memory for that artifact
 (edge.planner: the recipe's precisions, the KV cache at the artifact's context) and the error
 against the measured median, and a summary counts the rows within +-15 %.
@@ -101,13 +103,14 @@ def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
     return rates
 
 
-def calibrate_local(backends: list[str], out: Path) -> Path:
-    """``edge profiles calibrate --target local --llm`` with the overhead probe, one thread."""
+def calibrate_local(backends: list[str], out: Path, rounds: int, between_rounds) -> Path:
+    """``edge profiles calibrate --target local --llm`` with the overhead probe, one thread,
+    ``rounds`` repeats, ``between_rounds(i)`` after each round of probes (the rows' round ``i``)."""
     from edge.calibrate import calibrate, default_probes, save_calibrated_profile
 
     t0 = time.perf_counter()
-    cal = calibrate("local", backends=backends, threads=1, llm=True, max_spread=None,
-                    probes=[p for p in default_probes() if p.name == "overhead"])
+    cal = calibrate("local", backends=backends, threads=1, llm=True, max_spread=None, repeats=rounds,
+                    probes=[p for p in default_probes() if p.name == "overhead"], between_rounds=between_rounds)
     path = save_calibrated_profile(cal.profile, cal.block, out / "local-calibrated.yaml")
     print(f"calibrated {', '.join(cal.backends)} in {time.perf_counter() - t0:.0f} s "
           f"(failures: {cal.failures or 'none'}); decode GB/s {cal.block.get('decode_gbs')}; wrote {path}", flush=True)
@@ -173,14 +176,22 @@ def main() -> int:
         print(f"{backend} {label}: exported in {time.perf_counter() - t0:.0f} s "
               f"(cache hit: {art.manifest.get('cache_hit')})", flush=True)
         arts.append((backend, label, art))
+    results = {id(a): [] for _, _, a in arts}
+
+    def measure_round(r: int) -> None:
+        for backend, label, art in arts:
+            results[id(art)].append(bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt,
+                                          new_tokens=args.new))
+        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+
     profile = None
-    if args.calibrate:
-        profile = load_profile(calibrate_local(sorted({b for b, _, _ in arts}), out))
+    if args.calibrate:  # each round of the probes, then the same round of the rows
+        profile = load_profile(calibrate_local(sorted({b for b, _, _ in arts}), out, args.rounds,
+                                               None if args.measured else measure_round))
     elif args.profile:
         profile = load_profile(args.profile)
     recipes = {(b, lbl): r for b, lbl, r in variants}
     stats = count_stats(spec.model.eval(), spec.example_inputs) if profile else None
-    results = {id(a): [] for _, _, a in arts}
     if args.measured:  # re-predict from a previous run's measurements
         saved = json.loads(Path(args.measured).read_text())
         for backend, label, art in arts:
@@ -188,11 +199,9 @@ def main() -> int:
         arts = [a for a in arts if results[id(a[2])]]
         hf = saved.get("hf_eager", [])
     else:
-        for r in range(args.rounds):
-            for backend, label, art in arts:
-                res = bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt, new_tokens=args.new)
-                results[id(art)].append(res)
-            print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+        if not args.calibrate:
+            for r in range(args.rounds):
+                measure_round(r)
         prompt = spec.generation.prompt[:, :args.prompt]
         hf = hf_eager(spec, prompt, args.new, args.rounds)
         saved = {"rows": {f"{b}|{lbl}": [r.to_dict() for r in results[id(a)]] for b, lbl, a in arts},

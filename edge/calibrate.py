@@ -51,7 +51,7 @@ import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -109,7 +109,8 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
               threads: int | None = None, trust_new_host: bool = False,
               probes: list[Probe] | None = None, warmup: int = DEFAULT_WARMUP,
               cache_dir: str | Path | None = None, repeats: int = DEFAULT_REPEATS,
-              max_spread: float | None = DEFAULT_MAX_SPREAD, llm: bool = False) -> Calibration:
+              max_spread: float | None = DEFAULT_MAX_SPREAD, llm: bool = False,
+              between_rounds: Callable[[int], None] | None = None) -> Calibration:
     """Measure ``target`` (a name or :class:`~edge.targets.Target`) and derive its calibration.
 
     Every backend in ``backends`` (default: the profile's runtimes) is probed with
@@ -122,6 +123,8 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     weight type, for language-model plans) on every backend that can run them; a backend of
     language models only (llama.cpp) is calibrated by them alone, and skipped without ``llm``.
     ``probes`` may hold decoder probes (kind "decoder") too: they then replace the default ones.
+    ``between_rounds(i)`` runs after round ``i`` of the probes: a benchmark measuring its own
+    cases in the same rounds, so that drift on a shared host hits the probes and the cases alike.
     """
     from .profiles import load_profile
     from .targets import Target, get_target
@@ -135,7 +138,7 @@ def calibrate(target: Any, backends: list[str] | None = None, targets_file: Any 
     cache_mb = read_cache_mb(tgt, trust_new_host)
     plan = _probe_plan(select_backends(profile, backends), probes, llm,
                        probe_read_mb(cache_mb, profile.memory.model_budget_mb))
-    results, failures = _measure(plan, tgt, threads, trust_new_host, warmup, cache_dir, repeats)
+    results, failures = _measure(plan, tgt, threads, trust_new_host, warmup, cache_dir, repeats, between_rounds)
     if not results:
         raise next(iter(failures.values()))
     block = derive_calibration(results)
@@ -189,7 +192,7 @@ def _probe_plan(backends: list[str], probes: list[Probe] | None, llm: bool,
 
 
 def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_new_host: bool,
-             warmup: int, cache_dir: Any, repeats: int):
+             warmup: int, cache_dir: Any, repeats: int, between_rounds: Callable[[int], None] | None = None):
     """Export every probe, then time them all ``repeats`` times, round by round."""
     from .benchmark import bench
 
@@ -225,6 +228,8 @@ def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_
                     log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
                     failures[backend] = exc
                     timed.pop(backend, None)
+            if between_rounds:
+                between_rounds(round_)
     return timed, failures
 
 

@@ -21,7 +21,8 @@ probe             decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
                   cache (backends whose step attends over the whole static cache)
 ``decode_layers`` 16 layers, int8 as ``decode_int8``, a narrower head: the
                   same bytes a token through 4x the layers (backends with
-                  ``calibration_layer_probe``)
+                  ``calibration_layer_probe``; probed by depth: the narrowest
+                  head and as many layers as the bytes need)
 ================= ==========================================================
 
 Each probe's vocabulary is sized so that a token reads ``probe_read_mb`` of weights: at
@@ -117,10 +118,10 @@ def _vocab_for(dtype: str, layers: int, read_mb: float) -> int:
     return max(VOCAB_STEP, int(-(-vocab // VOCAB_STEP)) * VOCAB_STEP)
 
 
-def _layers_for(dtype: str, read_mb: float) -> int:
-    """Layers that bring a probe with a SmolLM2-sized head to ``read_mb`` per token."""
+def _layers_for(dtype: str, read_mb: float, vocab: int = DECODER["vocab"]) -> int:
+    """Layers that bring a probe with a ``vocab``-wide head (SmolLM2's) to ``read_mb`` per token."""
     d = DECODER["dim"]
-    head = d * DECODER["vocab"] * BYTES_PER_WEIGHT[dtype]
+    head = d * vocab * BYTES_PER_WEIGHT[dtype]
     return max(2, int(-(-(read_mb * 1e6 - head) // (_layer_params() * BYTES_PER_WEIGHT[dtype]))))
 
 
@@ -153,9 +154,13 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
                                  kind="decoder", vocab=vocab))
                 break
     int8 = next((p for p in out if p.name == "decode_int8"), None)
-    if int8 and not deep and be.calibration_layer_probe:  # the same bytes through 4x the layers
-        n = LAYER_PROBE_LAYERS * int8.layers // DECODE_LAYERS["int8"]
-        out.append(replace(int8, name="decode_layers", layers=n, vocab=_vocab_for("int8", n, read_mb)))
+    if int8 and be.calibration_layer_probe:  # the same bytes through more layers
+        if deep:  # already mostly layers: the narrowest head, as many layers as the bytes need
+            n, vocab = _layers_for("int8", read_mb, VOCAB_STEP), VOCAB_STEP
+        else:  # 4x the layers, a narrower head
+            n = LAYER_PROBE_LAYERS * int8.layers // DECODE_LAYERS["int8"]
+            vocab = _vocab_for("int8", n, read_mb)
+        out.append(replace(int8, name="decode_layers", layers=n, vocab=vocab))
     base = next((p for name in ("decode_layers", "decode_fp32") for p in out if p.name == name), None)
     if be.traits.kv_reads_whole_cache and base:  # (no decoder-only backend has it)
         out.append(replace(base, name="decode_kv", context=KV_CONTEXT))

@@ -50,10 +50,31 @@ def env(tmp_path_factory, request):
         yield home
 
 
+ROUNDS_SEEN: list[tuple[int, int]] = []  # (round, probe results recorded by then), from between_rounds
+
+
 @pytest.fixture(scope="module")
 def calibration(env):
     # two repeats exercise the rounds; the spread is recorded, never refused (a shared host's noise)
-    return calibrate("local", backends=BACKENDS, probes=SMALL_PROBES, repeats=2, max_spread=None)
+    import edge.calibrate
+
+    timed = []
+    real_bench = edge.benchmark.bench
+
+    def counting_bench(*a, **kw):
+        timed.append(1)
+        return real_bench(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(edge.benchmark, "bench", counting_bench)
+        return edge.calibrate.calibrate("local", backends=BACKENDS, probes=SMALL_PROBES, repeats=2, max_spread=None,
+                                        between_rounds=lambda r: ROUNDS_SEEN.append((r, len(timed))))
+
+
+def test_between_rounds_runs_after_each_round_of_the_probes(calibration):
+    # a benchmark's own cases go there: after every probe of round 0, before any of round 1
+    per_round = ROUNDS_SEEN[1][1] // 2
+    assert ROUNDS_SEEN == [(0, per_round), (1, 2 * per_round)] and per_round >= len(SMALL_PROBES)
 
 
 def test_calibration_has_positive_numbers_per_backend(calibration):

@@ -174,8 +174,12 @@ def test_backends_get_the_decoder_probes_they_can_express():
     assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
     # llama.cpp: its whole-file Q4_0 (repacked kernel) apart from the per-group Q4_1, depth instead of a wide head
     llama = {p.name: p for p in decoder_probes("llamacpp")}
-    assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0"]
-    assert {p.vocab for p in llama.values()} == {49152} and llama["decode_int4"].layers > 6
+    assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_layers"]
+    # its per-layer probe: the narrowest head, more layers for about the same bytes
+    assert llama["decode_layers"].layers > llama["decode_int8"].layers and llama["decode_layers"].vocab == 4096
+    r8, rl = (sum(_read_and_flops(llama[n], "llamacpp")[0].values()) for n in ("decode_int8", "decode_layers"))
+    assert rl == pytest.approx(r8, rel=0.1)
+    assert {p.vocab for n, p in llama.items() if n != "decode_layers"} == {49152} and llama["decode_int4"].layers > 6
     assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
     assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv",
                                   "decode_layers"}

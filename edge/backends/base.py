@@ -129,8 +129,8 @@ class Backend(ABC):
     # model's own head size) rather than by a wide head; for runtimes whose per-layer work differs
     # from one wide matrix's and whose export is cheap (ExecuTorch lowers every linear: minutes)
     calibration_decoder_depth: bool = False
-    # `--llm` on a backend probed by a wide head: a second int8 probe with the same bytes through 4x
-    # the layers gives the per-layer cost (decode_layer_ms); off where a deep probe's export is slow
+    # `--llm`: a second int8 probe with the same bytes through more layers gives the per-layer cost
+    # (decode_layer_ms); off where a deep probe's export is slow
     calibration_layer_probe: bool = True
     host_flavour: str = "eager"
     host_quantizer: str = "torchao"  # the library behind host_flavour, for the plan's accuracy basis
