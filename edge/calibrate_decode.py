@@ -33,14 +33,14 @@ rate), at most a third of the model budget. The output head is a small model's l
 matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
 export cost. A runtime whose export is cheap and whose per-layer work differs from one wide
 matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
-layers as the bytes need. A layer costs more than its bytes at the wide head's rate: the norms, RoPE, the cache update
-and the attention between its matrices, and the start-up of each small matrix-vector product
-(measured on ExecuTorch with the same bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers:
-0.04-0.055 ms a layer whatever the type, 16-18 % of a 16-layer int8 or int4 probe's step). ``decode_layers`` reads
-what ``decode_int8`` reads through four times the layers, which separates the two:
-``decode_layer_ms``, charged per layer on top of the bytes, in the probes' derivation and in the
-prediction alike (a 30-layer model pays it 30 times; a 4-layer probe only 4).
-A backend that cannot express a type skips its probe (TorchScript: no int4);
+layers as the bytes need. A layer costs more than its bytes at the wide head's rate: the
+norms, RoPE, the cache update and the attention between its matrices, and the start-up of each
+small matrix-vector product (measured on ExecuTorch with the same bytes through 2 and 10 fp32,
+4 and 16 int8 or int4 layers: 0.04-0.055 ms a layer whatever the type, 16-18 % of a 16-layer
+int8 or int4 probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
+layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
+the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
+4-layer probe only 4). A backend that cannot express a type skips its probe (TorchScript: no int4);
 one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
 
@@ -50,8 +50,8 @@ the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` count
 against the median per-token decode p50 less the backend's overhead (and, where
 ``decode_layers`` ran, less ``decode_layer_ms`` per layer). ``decode_gbs.kv`` is
 the cache's own rate, from ``decode_kv`` minus the probe it lengthened (same weights, 16x the
-cache; TorchScript's masked attention costs far more per cached byte than a weight does; over 16
-layers, as over a model's 30, it cost 0.6x a byte what it did over 2, measured here); without
+cache; TorchScript's masked attention costs far more per cached byte than a weight does, and
+over 8 layers 0.6-0.8x a byte what it cost over 2, so the cache is measured at depth); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
