@@ -35,9 +35,9 @@ export cost. A runtime whose export is cheap and whose per-layer work differs fr
 matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
 layers as the bytes need. A layer costs more than its bytes at the wide head's rate: the
 norms, RoPE, the cache update and the attention between its matrices, and the start-up of each
-small matrix-vector product (measured on ExecuTorch with the same bytes through 2 and 10 fp32,
-4 and 16 int8 or int4 layers: 0.04-0.055 ms a layer whatever the type, 16-18 % of a 16-layer
-int8 or int4 probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
+small matrix-vector product (``benchmarks/decode_layer_cost.py``: on ExecuTorch, the same
+bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers, 0.025-0.055 ms a layer, 5-18 % of
+the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
 layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
 the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
 4-layer probe only 4). A backend that cannot express a type skips its probe (TorchScript: no int4);
@@ -51,7 +51,7 @@ against the median per-token decode p50 less the backend's overhead (and, where
 ``decode_layers`` ran, less ``decode_layer_ms`` per layer). ``decode_gbs.kv`` is
 the cache's own rate, from ``decode_kv`` minus the probe it lengthened (same weights, 16x the
 cache; TorchScript's masked attention costs far more per cached byte than a weight does, and
-over 8 layers 0.6-0.8x a byte what it cost over 2, so the cache is measured at depth); without
+over 8 layers 0.6-0.95x a byte what it cost over 2, so the cache is measured at depth); without
 it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
