@@ -54,8 +54,6 @@ def layers_part(backend: str) -> None:
     for dtype, read_mb, depths in LAYER_CASES:
         probes = [next(p for p in decoder_probes(backend, read_mb, layers={dtype: d}) if p.name == f"decode_{dtype}")
                   for d in depths]
-        if len(probes) < 2:
-            continue
         ms = timed([(d, p) for d, p in zip(depths, probes)], backend)
         reads = [sum(_read_and_flops(p, backend)[0].values()) for p in probes]
         for d, p, t, b in zip(depths, probes, ms, reads):

@@ -113,7 +113,8 @@ def calibrate_local(backends: list[str], out: Path, rounds: int, between_rounds)
                     probes=[p for p in default_probes() if p.name == "overhead"], between_rounds=between_rounds)
     path = save_calibrated_profile(cal.profile, cal.block, out / "local-calibrated.yaml")
     print(f"calibrated {', '.join(cal.backends)} in {time.perf_counter() - t0:.0f} s "
-          f"(failures: {cal.failures or 'none'}); decode GB/s {cal.block.get('decode_gbs')}; wrote {path}", flush=True)
+          f"(failures: {cal.failures or 'none'}); decode GB/s {cal.block.get('decode_gbs')}; ms a layer beyond "
+          f"its bytes {cal.block.get('decode_layer_ms')}; wrote {path}", flush=True)
     return path
 
 
