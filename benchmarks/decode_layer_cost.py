@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.benchmark import bench  # noqa: E402
-from edge.calibrate import _export_probe  # noqa: E402
-from edge.calibrate_decode import _read_and_flops, decoder_probes  # noqa: E402
+from edge.calibrate import export_probe  # noqa: E402
+from edge.calibrate_decode import read_and_flops, decoder_probes  # noqa: E402
 
 ROUNDS = 3
 LAYER_CASES = [("fp32", 160.0, (2, 10)), ("int8", 64.0, (4, 16)), ("int4", 64.0, (4, 16))]
@@ -42,7 +42,7 @@ KV_CONTEXTS, KV_DEPTHS = (128, 512, 2048), (2, 8)
 def timed(cases: list[tuple], backend: str) -> list[float]:
     """Median per-token p50 (ms) of each (label, probe) in ``cases``, measured round-robin."""
     out = Path(tempfile.mkdtemp(prefix="edge-bench-layers-"))
-    paths = [_export_probe(p, backend, out, None).path for _, p in cases]
+    paths = [export_probe(p, backend, out, None).path for _, p in cases]
     p50s: list[list[float]] = [[] for _ in cases]
     for _ in range(ROUNDS):
         for i, path in enumerate(paths):
@@ -55,7 +55,7 @@ def layers_part(backend: str) -> None:
         probes = [next(p for p in decoder_probes(backend, read_mb, layers={dtype: d}) if p.name == f"decode_{dtype}")
                   for d in depths]
         ms = timed([(d, p) for d, p in zip(depths, probes)], backend)
-        reads = [sum(_read_and_flops(p, backend)[0].values()) for p in probes]
+        reads = [sum(read_and_flops(p, backend)[0].values()) for p in probes]
         for d, p, t, b in zip(depths, probes, ms, reads):
             print(f"{backend} {dtype}: {d} layers, vocab {p.vocab}: {b / 1e6:.1f} MB a token, {t:.2f} ms, "
                   f"{b / t / 1e6:.1f} GB/s", flush=True)
@@ -70,7 +70,7 @@ def kv_part(backend: str) -> None:
         base = next(p for p in decoder_probes(backend, 64.0, layers={"fp32": depth}) if p.name == "decode_fp32")
         probes = [replace(base, name="decode_kv", context=c) for c in KV_CONTEXTS]
         ms = timed([(c, p) for c, p in zip(KV_CONTEXTS, probes)], backend)
-        kv = [_read_and_flops(p, backend)[0]["kv"] for p in probes]
+        kv = [read_and_flops(p, backend)[0]["kv"] for p in probes]
         for c, t, b in zip(KV_CONTEXTS[1:], ms[1:], kv[1:]):
             print(f"{backend} {depth} layers, cache {c} vs {KV_CONTEXTS[0]} positions: +{(b - kv[0]) / 1e6:.2f} MB, "
                   f"+{t - ms[0]:.2f} ms: {(b - kv[0]) / ((t - ms[0]) * 1e6):.2f} GB/s a cached byte", flush=True)

@@ -202,7 +202,7 @@ def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_
         paths: dict[str, list[tuple[Probe, Path]]] = {}
         for backend, backend_probes in plan.items():
             try:
-                paths[backend] = [(p, _export_probe(p, backend, Path(out_dir), cache_dir).path)
+                paths[backend] = [(p, export_probe(p, backend, Path(out_dir), cache_dir).path)
                                   for p in backend_probes]
             except EdgeError as exc:
                 log.warning("calibration of %s on %s failed: %s", backend, tgt.name, exc)
@@ -256,7 +256,9 @@ def read_cache_mb(tgt: Any, trust_new_host: bool = False) -> float | None:
         return None
 
 
-def _export_probe(probe: Probe, backend: str, out_dir: Path, cache_dir: str | Path | None):
+def export_probe(probe: Probe, backend: str, out_dir: Path, cache_dir: str | Path | None):
+    """``probe`` exported for ``backend`` into ``out_dir`` (through the artifact cache, unvalidated:
+    a probe has random weights and nothing to agree with)."""
     from .calibrate_decode import decoder_spec
     from .exporter import export
 

@@ -40,7 +40,14 @@ bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers, 0.025-0.055 ms a laye
 the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
 layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
 the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
-4-layer probe only 4). A backend that cannot express a type skips its probe (TorchScript: no int4);
+4-layer probe only 4). The probes' weights are random but spread as a trained model's do (:func:`trained_like_`): a
+runtime's speed can depend on the values. llama.cpp's prebuilt CPU library (no F16C) turns each
+block's fp16 scale (and Q4_1's minimum) into fp32 through a 256 KB lookup table, so a model whose
+scales spread over more of the table misses L1 on more blocks: SmolLM2-135M's planned Q4_1 GGUF
+decoded 11-13 % slower than a decoder of the same shapes, types and bytes with plain normal
+weights, and as fast with its own blocks shuffled (the same scales), and the planned row was
+over-predicted by 19-25 % from probes with such weights (``benchmarks/probe_weights.py``).
+A backend that cannot express a type skips its probe (TorchScript: no int4);
 one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
 
@@ -83,6 +90,10 @@ LAYER_PROBE_LAYERS = 16  # decode_layers: int8, 4x decode_int8's layers, the sam
 MIN_READ_MB = 64.0
 BYTES_PER_WEIGHT = {"fp32": 4.0, "int8": 1.0, "int4": 0.625, "q4_0": 0.5625}  # as the cost model counts them
 VOCAB_STEP = 4096
+# the probes' weights (trained_like_): SmolLM2-135M's Q4_1 block scales have a median that moves
+# over 3 octaves from matrix to matrix (2^-6.2 to 2^-3.2) and spread 1.3-2.8 octaves (1st-99th
+# percentile) within one; normal weights of one std spread 1.1 octaves and move not at all
+WEIGHT_STD, WEIGHT_SPREAD_OCTAVES, ROW_SPREAD_OCTAVES = 0.02, 3.0, 0.4
 DECODE_PROBES = tuple(f"decode_{d}" for d in DECODE_LAYERS) + ("decode_kv", "decode_layers")
 
 
@@ -199,15 +210,28 @@ def decoder_spec(probe: Probe):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = Llama(cfg)
-            with torch.no_grad():  # small weights keep the activations finite through the blocks
+            with torch.no_grad():
                 for p in model.parameters():
                     if p.dim() > 1:
-                        p.normal_(0.0, 0.02)
+                        trained_like_(p)
         return model.eval()
 
     return lm_spec(f"calibrate-{probe.name}-{probe.layers}x{cfg.dim}-v{cfg.vocab}-c{cfg.context}", build(), byte_encode,
                    f"calibration decoder probe, {cfg.layers} layers", "edge.calibrate",
                    {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
+
+
+def trained_like_(weight) -> None:
+    """Fill a weight matrix (in place, from torch's current seed) so that its blocks' scales spread
+    as a trained model's do: a scale per matrix spread over ``WEIGHT_SPREAD_OCTAVES`` octaves, a
+    scale per output row around it, normal values within a row (see the module docstring: a runtime
+    that reads its fp16 block scales through a lookup table pays for the spread). The scales stay
+    small (0.005-0.08) so the activations stay finite through the blocks."""
+    import torch
+
+    octave = (torch.rand(()) - 0.5) * WEIGHT_SPREAD_OCTAVES
+    rows = torch.exp2(torch.randn(weight.shape[0], 1) * ROW_SPREAD_OCTAVES)
+    weight.normal_(0.0, 1.0).mul_(WEIGHT_STD * torch.exp2(octave) * rows)
 
 
 def decoder_stats(probe: Probe):
@@ -226,7 +250,7 @@ def decoder_stats(probe: Probe):
         return count_stats(model, (prompt,)), cfg
 
 
-def _read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float, dict[str, float]]:
+def read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float, dict[str, float]]:
     """Bytes one decode token reads per weight type (and "kv"), the prompt's multiply FLOPs, and
     the head's bytes by type where the runtime runs the head once (a read, not FLOPs, then)."""
     from .backends import get_backend
@@ -269,7 +293,7 @@ def derive_decode(results: list[Any], overhead_ms: float) -> dict[str, Any]:
     ``decode_layers`` ran, ``decode_layer_ms`` from one backend's decoder
     :class:`~edge.calibrate_derive.ProbeResult` s (see the module docstring)."""
     by_name = {r.probe.name: r for r in results}
-    reads = {name: _read_and_flops(r.probe, r.backend) for name, r in by_name.items()}
+    reads = {name: read_and_flops(r.probe, r.backend) for name, r in by_name.items()}
     net = {name: max(r.p50_ms - overhead_ms, MIN_NET_SHARE * r.p50_ms) for name, r in by_name.items()}
     kv: dict[str, float] = {}
     base = _kv_base(by_name)

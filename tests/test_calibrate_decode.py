@@ -10,7 +10,7 @@ import pytest
 from edge.benchmark import BenchResult
 from edge.calibrate import ProbeResult, calibrate, calibrated_profile_data
 from edge.calibrate_decode import (DECODE_PROBES, decoder_probes, decoder_spec, decoder_stats, derive_decode,
-                                   layer_ms, _read_and_flops)
+                                   layer_ms, read_and_flops)
 from edge.calibrate_derive import derive_calibration
 from edge.calibrate_probes import Probe
 from edge.compress import EmbeddingQuantConfig, Int8DynamicConfig, config_from_dict
@@ -42,8 +42,8 @@ def _result(probe: Probe, p50_ms: float, ttft_ms: float, backend: str = "executo
 
 def test_each_weight_type_is_rated_on_its_own_bytes_after_the_types_already_rated():
     fp32, int8 = TINY
-    r32, _, _ = _read_and_flops(fp32, "executorch")
-    r8, flops8, head8 = _read_and_flops(int8, "executorch")
+    r32, _, _ = read_and_flops(fp32, "executorch")
+    r8, flops8, head8 = read_and_flops(int8, "executorch")
     assert set(r32) == {"fp32", "kv"} and set(r8) == {"fp32", "int8", "kv"}  # norms stay fp32
     # fp32: 2 ms less the 0.5 ms overhead; int8: 3 ms less the overhead and its fp32 bytes (and,
     # with no cache probe, the cache) at the fp32 rate
@@ -61,10 +61,10 @@ def test_each_weight_type_is_rated_on_its_own_bytes_after_the_types_already_rate
 def test_a_whole_cache_backend_gets_the_cache_rate_from_the_long_context_probe():
     fp32 = TINY[0]
     kv = Probe("decode_kv", rows=8, width_in=64, width_out=128, layers=1, iterations=1, kind="decoder", context=2048)
-    r32 = _read_and_flops(fp32, "torchscript")[0]
-    rkv = _read_and_flops(kv, "torchscript")[0]
+    r32 = read_and_flops(fp32, "torchscript")[0]
+    rkv = read_and_flops(kv, "torchscript")[0]
     assert rkv["kv"] == pytest.approx(r32["kv"] * 2048 / 128)  # TorchScript reads every cached position
-    assert _read_and_flops(kv, "executorch")[0]["kv"] == pytest.approx(_read_and_flops(fp32, "executorch")[0]["kv"])
+    assert read_and_flops(kv, "executorch")[0]["kv"] == pytest.approx(read_and_flops(fp32, "executorch")[0]["kv"])
     rates = derive_decode([_result(fp32, 2.0, 10.0, "torchscript"), _result(kv, 6.0, 10.0, "torchscript")], 0.5)
     kv_gbs = (rkv["kv"] - r32["kv"]) / 4e6  # the 4 ms the longer cache added
     assert rates["decode_gbs"]["kv"] == pytest.approx(kv_gbs)
@@ -84,7 +84,7 @@ def test_a_per_layer_cost_is_solved_from_the_same_bytes_through_more_layers():
     plain = derive_decode(results[:2], overhead_ms=0.5)
     assert "decode_layer_ms" not in plain
     rates = derive_decode(results, overhead_ms=0.5)
-    r32, r8, rl = (_read_and_flops(p, "executorch")[0] for p in (fp32, int8, layers))
+    r32, r8, rl = (read_and_flops(p, "executorch")[0] for p in (fp32, int8, layers))
 
     def left(reads, ms, fp32_gbs):  # (ms for the int8 bytes, those bytes) after the fp32 ones (and cache)
         return ms - (reads["fp32"] + reads["kv"]) / (fp32_gbs * 1e6), reads["int8"]
@@ -160,7 +160,7 @@ def test_backends_get_the_decoder_probes_they_can_express():
     # the per-layer probe: decode_int8's type and bytes a token through 4x the layers
     layers, int8 = et["decode_layers"], et["decode_int8"]
     assert layers.recipe == int8.recipe and layers.layers == 4 * int8.layers and layers.vocab < int8.vocab
-    r8, rl = (sum(_read_and_flops(p, "executorch")[0].values()) for p in (int8, layers))
+    r8, rl = (sum(read_and_flops(p, "executorch")[0].values()) for p in (int8, layers))
     assert rl == pytest.approx(r8, rel=0.05)
     # no int4 in TorchScript; its masked static-cache attention gets the long-cache probe
     assert [p.name for p in decoder_probes("torchscript")] == ["decode_fp32", "decode_int8", "decode_layers",
@@ -177,14 +177,14 @@ def test_backends_get_the_decoder_probes_they_can_express():
     assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_layers"]
     # its per-layer probe: the narrowest head, more layers for about the same bytes
     assert llama["decode_layers"].layers > llama["decode_int8"].layers and llama["decode_layers"].vocab == 4096
-    r8, rl = (sum(_read_and_flops(llama[n], "llamacpp")[0].values()) for n in ("decode_int8", "decode_layers"))
+    r8, rl = (sum(read_and_flops(llama[n], "llamacpp")[0].values()) for n in ("decode_int8", "decode_layers"))
     assert rl == pytest.approx(r8, rel=0.1)
     assert {p.vocab for n, p in llama.items() if n != "decode_layers"} == {49152} and llama["decode_int4"].layers > 6
     assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
     assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv",
                                   "decode_layers"}
     # every probe reads tens of MB per token, beyond a small device's caches, whatever its type
-    reads = [sum(_read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
+    reads = [sum(read_and_flops(p, "executorch")[0].values()) for p in decoder_probes("executorch")]
     assert min(reads) > 60e6
 
 
@@ -197,6 +197,27 @@ def test_the_derivation_counts_a_probe_without_building_its_weights():
     assert cfg == spec.generation.config
     assert meta == count_stats(spec.model, spec.example_inputs)
     assert meta.groups["head"].weight_params == 512 * 128 and meta.groups["head"].flops > 0
+
+
+def test_probe_weights_spread_their_scales_over_matrices_and_rows_as_a_trained_models_do():
+    # llama.cpp's CPU library reads every block's fp16 scale through a lookup table: probes whose
+    # scales all sit in one narrow band (plain normal weights) hit it in L1 and read faster than a
+    # trained model (SmolLM2's block scales move over 3 octaves from matrix to matrix)
+    import torch
+
+    probe = Probe("decode_fp32", rows=16, width_in=128, width_out=256, layers=4, iterations=1, kind="decoder",
+                  vocab=512, context=64)
+    spec = decoder_spec(probe)
+    mats = [p for p in spec.model.parameters() if p.dim() > 1]
+    per_matrix = torch.stack([p.std().log2() for p in mats])
+    assert float(per_matrix.max() - per_matrix.min()) > 1.5  # normal_(0, 0.02) everywhere: ~0
+    rows = mats[1].std(dim=1).log2()
+    assert float(rows.quantile(0.9) - rows.quantile(0.1)) > 0.6  # one std for every row: ~0.1
+    assert float(per_matrix.max()) < -2.0  # small: the activations stay finite through the blocks
+    with torch.no_grad():
+        logits = spec.model(*spec.example_inputs)
+    assert torch.isfinite(logits).all() and float(logits.std()) > 0
+    assert torch.equal(decoder_spec(probe).model.layers[0].ffn.up_proj.weight, spec.model.layers[0].ffn.up_proj.weight)
 
 
 def test_a_decoder_only_backend_without_llm_has_nothing_to_calibrate():

@@ -1,0 +1,144 @@
+"""Does decode speed depend on the weights' values? A trained model against random decoders of its shapes.
+
+``edge profiles calibrate --llm`` times synthetic decoders with random weights
+(edge/calibrate_decode.py). A runtime whose cost depends on the values would make those probes
+read faster (or slower) than a trained model of the same shapes, types and bytes. This script
+measures that on the ``local`` target for ``--backend`` (default llamacpp), one thread,
+``--rounds`` interleaved rounds, median of the per-token decode p50:
+
+- ``trained``: SmolLM2-135M at the planner's llama.cpp types (Q4_1 attention and FFN, Q8_0 tied
+  embedding), or ``--recipe q4_0|q8_0`` for llama.cpp's whole-file types;
+- ``trained, blocks shuffled``: the same file with each tensor's quantized blocks shuffled (the
+  same scales and values, in another order; llama.cpp only);
+- ``random, normal``: a decoder of SmolLM2's shapes (tied embedding, its context and prompt)
+  with normal weights of std 0.02, as the probes had before;
+- ``random, trained-like``: the same decoder with the probes' weights now
+  (``edge.calibrate_decode.trained_like_``: scales spread per matrix and per row).
+
+For a GGUF it also prints how many 64-byte lines of ggml's fp16 -> fp32 lookup table (256 KB;
+the prebuilt CPU library converts every block's fp16 scale through it) the file's block scales
+touch: the measure the trained-like weights were sized to match.
+
+    .venv/bin/python benchmarks/probe_weights.py [--rounds 8] [--recipe planned|q4_0|q8_0]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from edge.artifact import Artifact, load_artifact, sha256_file  # noqa: E402
+from edge.benchmark import bench  # noqa: E402
+from edge.calibrate_decode import trained_like_  # noqa: E402
+from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
+from edge.exporter import export  # noqa: E402
+from edge.models import load_model  # noqa: E402
+from edge.models.llama import Llama  # noqa: E402
+from edge.models.lm import byte_encode, lm_spec  # noqa: E402
+
+RECIPES = {"planned": [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8)],
+           "q4_0": [Int4WeightConfig(group_size=32)], "q8_0": [Int8DynamicConfig()]}
+
+
+def random_decoder(cfg, fill, name: str):
+    """A decoder of ``cfg``'s shapes whose weight matrices ``fill`` sets (seed 0)."""
+    def build():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = Llama(cfg)
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.dim() > 1:
+                        fill(p)
+        return model.eval()
+
+    return lm_spec(name, build(), byte_encode, f"{name}: random weights", "benchmarks/probe_weights.py",
+                   {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
+
+
+def _blocks(path: Path, mode: str = "r"):
+    """(tensor, its quantized blocks as rows of bytes, the type's block bytes) of every quantized tensor."""
+    from gguf import GGUFReader
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    reader = GGUFReader(path, mode=mode)
+    for t in reader.tensors:
+        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            continue
+        _, type_bytes = GGML_QUANT_SIZES[t.tensor_type]
+        scales = 4 if t.tensor_type == GGMLQuantizationType.Q4_1 else 2  # Q4_1: scale and minimum
+        yield reader, t.data.view(np.uint8).reshape(-1, type_bytes), scales
+
+
+def table_lines(path: Path) -> int:
+    """64-byte lines of a 65,536-entry fp32 table the file's fp16 block scales (and minimums) index."""
+    lines = set()
+    for _, blocks, scales in _blocks(path):
+        bits = np.ascontiguousarray(blocks[:, :scales]).view(np.uint16).reshape(-1)
+        lines.update(np.unique(bits >> 4).tolist())
+    return len(lines)
+
+
+def shuffled_copy(art: Artifact, out: Path) -> Artifact:
+    """The artifact with each quantized tensor's blocks in a random order (seed 0), its manifest's
+    sha256 and size rewritten for the new bytes."""
+    dst = out / f"{art.path.parent.name}-blocks-shuffled"
+    shutil.copytree(art.path.parent, dst)
+    gguf = dst / art.path.name
+    rng = np.random.default_rng(0)
+    reader = None
+    for reader, blocks, _ in _blocks(gguf, mode="r+"):
+        blocks[:] = blocks[rng.permutation(blocks.shape[0])]
+    if reader is not None:
+        reader.data.flush()
+        del reader
+    art = load_artifact(dst, verify=False)  # the manifest still names the bytes before the shuffle
+    art.manifest.update(sha256=sha256_file(gguf), size_bytes=gguf.stat().st_size)
+    art.write_manifest()
+    return load_artifact(dst)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="llamacpp")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="planned")
+    ap.add_argument("--rounds", type=int, default=8)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    out = Path(tempfile.mkdtemp(prefix="edge-bench-weights-"))
+    recipe = RECIPES[args.recipe]
+    spec = load_model("smollm2-135m")
+    cfg = spec.model.cfg
+    arts = [("trained", export(spec, args.backend, out, plan=recipe))]
+    if arts[0][1].path.suffix == ".gguf":
+        arts.append(("trained, blocks shuffled", shuffled_copy(arts[0][1], out)))
+    for label, fill in (("random, normal", lambda p: p.normal_(0.0, 0.02)), ("random, trained-like", trained_like_)):
+        name = "decoder-" + label.split(", ")[1]
+        arts.append((label, export(random_decoder(cfg, fill, name), args.backend, out, plan=recipe, validate=False)))
+    p50s: dict[str, list[float]] = {label: [] for label, _ in arts}
+    for _ in range(args.rounds):
+        for label, art in arts:
+            p50s[label].append(float(bench(art.path, "local", warmup=1, iterations=1, threads=1).latency_ms["p50"]))
+    base = statistics.median(p50s["trained"])
+    print(f"{args.backend} {args.recipe}, SmolLM2-135M's shapes, {args.rounds} rounds, decode p50 per token:")
+    for label, art in arts:
+        ms = statistics.median(p50s[label])
+        lines = f", {table_lines(art.path)} table lines" if art.path.suffix == ".gguf" else ""
+        print(f"  {label:26s} {art.size_bytes / 1e6:6.1f} MB  {ms:6.2f} ms [{min(p50s[label]):.2f}-"
+              f"{max(p50s[label]):.2f}]  {ms / base:.3f}x trained{lines}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
