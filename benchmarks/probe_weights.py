@@ -39,31 +39,13 @@ import torch  # noqa: E402
 
 from edge.artifact import Artifact, load_artifact, sha256_file  # noqa: E402
 from edge.benchmark import bench  # noqa: E402
-from edge.calibrate_decode import trained_like_  # noqa: E402
+from edge.calibrate_decode import random_decoder, trained_like_  # noqa: E402
 from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
-from edge.models.llama import Llama  # noqa: E402
-from edge.models.lm import byte_encode, lm_spec  # noqa: E402
 
 RECIPES = {"planned": [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8)],
            "q4_0": [Int4WeightConfig(group_size=32)], "q8_0": [Int8DynamicConfig()]}
-
-
-def random_decoder(cfg, fill, name: str):
-    """A decoder of ``cfg``'s shapes whose weight matrices ``fill`` sets (seed 0)."""
-    def build():
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = Llama(cfg)
-            with torch.no_grad():
-                for p in model.parameters():
-                    if p.dim() > 1:
-                        fill(p)
-        return model.eval()
-
-    return lm_spec(name, build(), byte_encode, f"{name}: random weights", "benchmarks/probe_weights.py",
-                   {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
 
 
 def _blocks(path: Path, mode: str = "r"):
@@ -124,8 +106,8 @@ def main() -> int:
     if arts[0][1].path.suffix == ".gguf":
         arts.append(("trained, blocks shuffled", shuffled_copy(arts[0][1], out)))
     for label, fill in (("random, normal", lambda p: p.normal_(0.0, 0.02)), ("random, trained-like", trained_like_)):
-        name = "decoder-" + label.split(", ")[1]
-        arts.append((label, export(random_decoder(cfg, fill, name), args.backend, out, plan=recipe, validate=False)))
+        spec_r = random_decoder(cfg, "decoder-" + label.split(", ")[1], f"SmolLM2's shapes, {label} weights", fill)
+        arts.append((label, export(spec_r, args.backend, out, plan=recipe, validate=False)))
     p50s: dict[str, list[float]] = {label: [] for label, _ in arts}
     for _ in range(args.rounds):
         for label, art in arts:

@@ -43,10 +43,11 @@ the probes' derivation and in the prediction alike (a 30-layer model pays it 30 
 4-layer probe only 4). The probes' weights are random but spread as a trained model's do (:func:`trained_like_`): a
 runtime's speed can depend on the values. llama.cpp's prebuilt CPU library (no F16C) turns each
 block's fp16 scale (and Q4_1's minimum) into fp32 through a 256 KB lookup table, so a model whose
-scales spread over more of the table misses L1 on more blocks: SmolLM2-135M's planned Q4_1 GGUF
-decoded 11-13 % slower than a decoder of the same shapes, types and bytes with plain normal
-weights, and as fast with its own blocks shuffled (the same scales), and the planned row was
-over-predicted by 19-25 % from probes with such weights (``benchmarks/probe_weights.py``).
+scales spread over more of the table misses L1 on more blocks: a decoder of SmolLM2-135M's
+shapes, types and bytes with plain normal weights decoded the planned Q4_1 types in 0.85x
+SmolLM2's time (its scales touch half the table's lines), SmolLM2 with its blocks shuffled (the
+same scales) in 1.01x, the trained-like weights in 1.06x (``benchmarks/probe_weights.py``); the
+planned row had been over-predicted by 13-25 % from probes with normal weights.
 A backend that cannot express a type skips its probe (TorchScript: no int4);
 one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
@@ -199,12 +200,20 @@ def decoder_config(probe: Probe):
 
 def decoder_spec(probe: Probe):
     """The probe as a language-model ModelSpec (random weights from a fixed seed, byte tokens)."""
+    cfg = decoder_config(probe)
+    return random_decoder(cfg, f"calibrate-{probe.name}-{probe.layers}x{cfg.dim}-v{cfg.vocab}-c{cfg.context}",
+                          f"calibration decoder probe, {cfg.layers} layers")
+
+
+def random_decoder(cfg, name: str, description: str, fill=None):
+    """A language-model ModelSpec of a Llama with ``cfg``'s shapes whose weight matrices ``fill``
+    sets in place from seed 0 (default :func:`trained_like_`), byte tokens."""
     import torch
 
     from .models.llama import Llama
     from .models.lm import byte_encode, lm_spec
 
-    cfg = decoder_config(probe)
+    fill = fill or trained_like_
 
     def build():
         with torch.random.fork_rng():
@@ -213,20 +222,19 @@ def decoder_spec(probe: Probe):
             with torch.no_grad():
                 for p in model.parameters():
                     if p.dim() > 1:
-                        trained_like_(p)
+                        fill(p)
         return model.eval()
 
-    return lm_spec(f"calibrate-{probe.name}-{probe.layers}x{cfg.dim}-v{cfg.vocab}-c{cfg.context}", build(), byte_encode,
-                   f"calibration decoder probe, {cfg.layers} layers", "edge.calibrate",
-                   {"kind": "bytes", "bos_id": 0, "eos_ids": []}, build)
+    return lm_spec(name, build(), byte_encode, description, "edge.calibrate", {"kind": "bytes", "bos_id": 0, "eos_ids": []},
+                   build)
 
 
 def trained_like_(weight) -> None:
     """Fill a weight matrix (in place, from torch's current seed) so that its blocks' scales spread
     as a trained model's do: a scale per matrix spread over ``WEIGHT_SPREAD_OCTAVES`` octaves, a
     scale per output row around it, normal values within a row (see the module docstring: a runtime
-    that reads its fp16 block scales through a lookup table pays for the spread). The scales stay
-    small (0.005-0.08) so the activations stay finite through the blocks."""
+    that reads its fp16 block scales through a lookup table pays for the spread). A matrix's
+    standard deviation stays small (0.007-0.057) so the activations stay finite through the blocks."""
     import torch
 
     octave = (torch.rand(()) - 0.5) * WEIGHT_SPREAD_OCTAVES
