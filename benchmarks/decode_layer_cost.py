@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.benchmark import bench  # noqa: E402
 from edge.calibrate import export_probe  # noqa: E402
-from edge.calibrate_decode import read_and_flops, decoder_probes  # noqa: E402
+from edge.calibrate_decode import decoder_probes, read_and_flops  # noqa: E402
 
 ROUNDS = 3
 LAYER_CASES = [("fp32", 160.0, (2, 10)), ("int8", 64.0, (4, 16)), ("int4", 64.0, (4, 16))]

@@ -40,16 +40,16 @@ bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers, 0.025-0.055 ms a laye
 the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
 layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
 the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
-4-layer probe only 4). The probes' weights are random but spread as a trained model's do (:func:`trained_like_`): a
-runtime's speed can depend on the values. llama.cpp's prebuilt CPU library (no F16C) turns each
-block's fp16 scale (and Q4_1's minimum) into fp32 through a 256 KB lookup table, so a model whose
-scales spread over more of the table misses L1 on more blocks: a decoder of SmolLM2-135M's
-shapes, types and bytes with plain normal weights decoded the planned Q4_1 types in 0.85x
-SmolLM2's time (its scales touch half the table's lines), SmolLM2 with its blocks shuffled (the
-same scales) in 1.01x, the trained-like weights in 1.06x (``benchmarks/probe_weights.py``); the
-planned row had been over-predicted by 13-25 % from probes with normal weights.
-A backend that cannot express a type skips its probe (TorchScript: no int4);
-one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
+4-layer probe only 4). The probes' weights are random but spread as a trained model's do
+(:func:`trained_like_`): a runtime's speed can depend on the values. llama.cpp's prebuilt CPU
+library (no F16C) turns each block's fp16 scale (and Q4_1's minimum) into fp32 through a 256 KB
+lookup table, so a model whose scales spread over more of the table misses L1 on more blocks: a
+decoder of SmolLM2-135M's shapes, types and bytes with plain normal weights decoded the planned
+Q4_1 types in 0.85x SmolLM2's time (its scales touch half the table's lines), SmolLM2 with its
+blocks shuffled (the same scales) in 1.01x, the trained-like weights in 1.06x
+(``benchmarks/probe_weights.py``); the planned row had been over-predicted by 13-25 % from
+probes with normal weights. A backend that cannot express a type skips its probe (TorchScript:
+no int4); one that quantizes whole models only (TFLite) gets the ungrouped form of the type. Exports
 go through the artifact cache: a minute or two the first time, seconds after.
 
 Derivation (:func:`derive_decode`), per backend: the bytes a token reads (weights at their
