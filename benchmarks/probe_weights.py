@@ -17,7 +17,8 @@ measures that on the ``local`` target for ``--backend`` (default llamacpp), one 
 
 For a GGUF it also prints how many 64-byte lines of ggml's fp16 -> fp32 lookup table (256 KB;
 the prebuilt CPU library converts every block's fp16 scale through it) the file's block scales
-touch: the measure the trained-like weights were sized to match.
+touch (the measure the trained-like weights were sized to match) and how far the median block
+scale moves from tensor to tensor.
 
     .venv/bin/python benchmarks/probe_weights.py [--rounds 8] [--recipe planned|q4_0|q8_0]
 """
@@ -48,27 +49,32 @@ RECIPES = {"planned": [Int4WeightConfig(group_size=32, groups=("attention", "ffn
            "q4_0": [Int4WeightConfig(group_size=32)], "q8_0": [Int8DynamicConfig()]}
 
 
+SCALE_BYTES = {"Q4_0": 2, "Q8_0": 2, "Q4_1": 4}  # types whose blocks open with an fp16 scale (Q4_1: and a minimum)
+
+
 def _blocks(path: Path, mode: str = "r"):
-    """(tensor, its quantized blocks as rows of bytes, the type's block bytes) of every quantized tensor."""
+    """(the reader, a tensor's blocks as rows of bytes, the bytes of fp16 scales each block opens
+    with, its type) for every tensor of a type in SCALE_BYTES."""
     from gguf import GGUFReader
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.constants import GGML_QUANT_SIZES
 
     reader = GGUFReader(path, mode=mode)
     for t in reader.tensors:
-        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-            continue
-        _, type_bytes = GGML_QUANT_SIZES[t.tensor_type]
-        scales = 4 if t.tensor_type == GGMLQuantizationType.Q4_1 else 2  # Q4_1: scale and minimum
-        yield reader, t.data.view(np.uint8).reshape(-1, type_bytes), scales
+        if t.tensor_type.name in SCALE_BYTES:
+            _, type_bytes = GGML_QUANT_SIZES[t.tensor_type]
+            yield reader, t.data.view(np.uint8).reshape(-1, type_bytes), SCALE_BYTES[t.tensor_type.name], t.tensor_type.name
 
 
-def table_lines(path: Path) -> int:
-    """64-byte lines of a 65,536-entry fp32 table the file's fp16 block scales (and minimums) index."""
-    lines = set()
-    for _, blocks, scales in _blocks(path):
-        bits = np.ascontiguousarray(blocks[:, :scales]).view(np.uint16).reshape(-1)
-        lines.update(np.unique(bits >> 4).tolist())
-    return len(lines)
+def scale_stats(path: Path) -> tuple[int, dict[str, tuple[float, float]]]:
+    """64-byte lines of a 65,536-entry fp32 table the file's fp16 block scales (and minimums) index,
+    and per type the lowest and highest per-tensor median log2 of the blocks' scales."""
+    lines, medians = set(), {}
+    for _, blocks, scales, qtype in _blocks(path):
+        halves = np.ascontiguousarray(blocks[:, :scales]).view(np.uint16)
+        lines.update(np.unique(halves >> 4).tolist())
+        log2 = np.log2(np.abs(halves[:, 0].view(np.float16).astype(np.float32)) + 1e-30)
+        medians.setdefault(qtype, []).append(float(np.median(log2)))
+    return len(lines), {t: (min(m), max(m)) for t, m in medians.items()}
 
 
 def shuffled_copy(art: Artifact, out: Path) -> Artifact:
@@ -79,7 +85,7 @@ def shuffled_copy(art: Artifact, out: Path) -> Artifact:
     gguf = dst / art.path.name
     rng = np.random.default_rng(0)
     reader = None
-    for reader, blocks, _ in _blocks(gguf, mode="r+"):
+    for reader, blocks, _, _ in _blocks(gguf, mode="r+"):
         blocks[:] = blocks[rng.permutation(blocks.shape[0])]
     if reader is not None:
         reader.data.flush()
@@ -116,7 +122,11 @@ def main() -> int:
     print(f"{args.backend} {args.recipe}, SmolLM2-135M's shapes, {args.rounds} rounds, decode p50 per token:")
     for label, art in arts:
         ms = statistics.median(p50s[label])
-        lines = f", {table_lines(art.path)} table lines" if art.path.suffix == ".gguf" else ""
+        lines = ""
+        if art.path.suffix == ".gguf":
+            n, ranges = scale_stats(art.path)
+            lines = f", {n} table lines; per-tensor median scale " + ", ".join(
+                f"{t} 2^{lo:.1f}..2^{hi:.1f}" for t, (lo, hi) in sorted(ranges.items()))
         print(f"  {label:26s} {art.size_bytes / 1e6:6.1f} MB  {ms:6.2f} ms [{min(p50s[label]):.2f}-"
               f"{max(p50s[label]):.2f}]  {ms / base:.3f}x trained{lines}", flush=True)
     return 0
