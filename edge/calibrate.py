@@ -214,7 +214,8 @@ def _measure(plan: dict[str, list[Probe]], tgt: Any, threads: int | None, trust_
                 try:
                     for i, (probe, path) in enumerate(probes):
                         result = bench(path, tgt, warmup=warmup, iterations=probe.iterations,
-                                       threads=threads, trust_new_host=trust_new_host)
+                                       threads=threads, trust_new_host=trust_new_host,
+                                       new_tokens=probe.decode_tokens)
                         p50 = float(result.latency_ms["p50"] or result.latency_ms["mean"])
                         ttft = ((result.generation or {}).get("ttft_ms"),) if result.generation else ()
                         if round_ == 0:

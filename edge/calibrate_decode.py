@@ -18,7 +18,9 @@ probe             decoder (dim 576, 9/3 heads of 64, FFN 1536; SmolLM2's block)
 ``decode_q4_0``   6 layers, llama.cpp's whole-file Q4_0 (llama.cpp only: its
                   repacked kernel, not the per-group Q4_1 of ``decode_int4``)
 ``decode_kv``     ``decode_layers`` (else ``decode_fp32``) with a 2048-position
-                  cache (backends whose step attends over the whole static cache)
+                  cache: read whole at every step (backends whose step attends
+                  over the whole static cache), else decoding 960 tokens, to a
+                  mean position of 512 instead of 64
 ``decode_layers`` 16 layers, int8 as ``decode_int8``, a narrower head: the
                   same bytes a token through 4x the layers (backends with
                   ``calibration_layer_probe``; probed by depth: the narrowest
@@ -58,9 +60,15 @@ the backend attends over the whole cache), as :mod:`edge.planner.llm_cost` count
 against the median per-token decode p50 less the backend's overhead (and, where
 ``decode_layers`` ran, less ``decode_layer_ms`` per layer). ``decode_gbs.kv`` is
 the cache's own rate, from ``decode_kv`` minus the probe it lengthened (same weights, 16x the
-cache; TorchScript's masked attention costs far more per cached byte than a weight does, and
-over 8 layers 0.6-0.95x a byte what it cost over 2, so the cache is measured at depth); without
-it the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
+cache, or 8x the positions read; TorchScript's masked attention costs far more per cached byte
+than a weight does, and over 8 layers 0.6-0.95x a byte what it cost over 2, so the cache is
+measured at depth). A cached position costs more than its bytes at a weight's rate where the
+step reads only the filled positions too: SmolLM2-135M decoding further into its cache slowed by
+8-15 us a position on ExecuTorch (int4, int8) and ~12 us on llama.cpp (which reads the filled
+cells rounded up to 256: flat up to 256), where its 46 and 23 KB a position at a weight's ~25 GB/s
+would be 1-2 us (``benchmarks/kv_position_cost.py``); charged at the fp32 rate, the cache of a
+model decoding at position 160 was undercharged by ~1 ms a token against probes decoding at 64.
+Without ``decode_kv`` the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
 median time to first token - the overhead); where the runtime runs the output head on the last
@@ -86,6 +94,7 @@ MIN_NET_SHARE = 0.05  # the time left for a probe's own bytes is taken as at lea
 DECODER = {"dim": 576, "ffn": 1536, "vocab": 49152}
 HEAD_DIM = 64
 PROMPT_TOKENS, CONTEXT, KV_CONTEXT = 32, 128, 2048  # bench decodes min(64, context - prompt) new tokens
+KV_DECODE_TOKENS = 960  # decode_kv where a step reads the cache up to its position: mean position 512, not 64
 DECODE_LAYERS = {"fp32": 2, "int8": 4, "int4": 6, "q4_0": 6}
 LAYER_PROBE_LAYERS = 16  # decode_layers: int8, 4x decode_int8's layers, the same bytes a token
 MIN_READ_MB = 64.0
@@ -174,8 +183,10 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
             vocab = _vocab_for("int8", n, read_mb)
         out.append(replace(int8, name="decode_layers", layers=n, vocab=vocab))
     base = next((p for name in ("decode_layers", "decode_fp32") for p in out if p.name == name), None)
-    if be.traits.kv_reads_whole_cache and base:  # (no decoder-only backend has it)
+    if base and be.traits.kv_reads_whole_cache:  # a longer cache, read whole at every step
         out.append(replace(base, name="decode_kv", context=KV_CONTEXT))
+    elif base:  # the cache read up to the position: decode further into a longer one
+        out.append(replace(base, name="decode_kv", context=KV_CONTEXT, decode_tokens=KV_DECODE_TOKENS))
     return out
 
 
@@ -269,8 +280,10 @@ def read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float,
 
     stats, cfg = decoder_stats(probe)
     assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
-    new = min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
-    reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)
+    new = probe.decode_tokens or min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
+    multiple = max(1, get_backend(backend).traits.kv_context_multiple)  # the cache the runtime allocates
+    reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2,
+                         positions=-(-cfg.context // multiple) * multiple, span=new)
     flops = sum(g.flops for g in stats.groups.values()) + stats.other_flops
     head_read: dict[str, float] = {}
     if "head" in stats.groups and get_backend(backend).traits.prefill_head_last_only:

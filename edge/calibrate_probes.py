@@ -99,6 +99,7 @@ class Probe:
     kind: str = "linear"
     context: int | None = None  # "decoder" probes: the KV cache's positions (None: edge.calibrate_decode's)
     vocab: int | None = None  # "decoder" probes: the vocabulary (None: edge.calibrate_decode's)
+    decode_tokens: int | None = None  # "decoder" probes: tokens decoded (None: bench's 64, within the context)
 
     @property
     def ops(self) -> int:

@@ -16,7 +16,7 @@ from edge.calibrate_probes import Probe
 from edge.compress import EmbeddingQuantConfig, Int8DynamicConfig, config_from_dict
 from edge.errors import ConfigError
 from edge.models.llama import LlamaConfig
-from edge.planner.llm_cost import decode_reads, predict_generation
+from edge.planner.llm_cost import decode_reads, predict_generation, read_positions
 from edge.planner.stats import GroupStats, ModelStats, count_stats
 from edge.planner.recipe_cost import assignment_of
 from edge.profiles import DeviceProfile, load_profile
@@ -69,6 +69,26 @@ def test_a_whole_cache_backend_gets_the_cache_rate_from_the_long_context_probe()
     kv_gbs = (rkv["kv"] - r32["kv"]) / 4e6  # the 4 ms the longer cache added
     assert rates["decode_gbs"]["kv"] == pytest.approx(kv_gbs)
     assert rates["decode_gbs"]["fp32"] == pytest.approx(r32["fp32"] / ((1.5 - r32["kv"] / (kv_gbs * 1e6)) * 1e6))
+
+
+def test_a_position_reading_backend_gets_the_cache_rate_from_decoding_further_into_a_longer_cache():
+    fp32 = TINY[0]  # context 128, 64 new tokens from position 8: the mean position 40
+    kv = replace(fp32, name="decode_kv", context=2048, decode_tokens=960)
+    r32, rkv = (read_and_flops(p, "executorch")[0] for p in (fp32, kv))
+    assert rkv["kv"] == pytest.approx(r32["kv"] * (8 + 480) / (8 + 32))  # the cache up to the mean position
+    rates = derive_decode([_result(fp32, 2.0, 10.0), _result(kv, 3.0, 10.0)], 0.5)
+    assert rates["decode_gbs"]["kv"] == pytest.approx((rkv["kv"] - r32["kv"]) / 1e6)  # the 1 ms it added
+    # llama.cpp reads the filled cells rounded up to 256: 256 at every step of the short probe
+    l32, lkv = (read_and_flops(p, "llamacpp")[0] for p in (fp32, kv))
+    assert l32["kv"] / lkv["kv"] == pytest.approx(256 / read_positions(488, 960, 256, 2048))
+
+
+def test_a_block_reading_runtime_reads_the_filled_positions_rounded_up():
+    assert read_positions(64, 64, 1) == 64  # a runtime reading what is filled: the mean position
+    assert read_positions(64, 64, 256) == 256  # positions 33-96 filled: one block
+    # 33-992 filled: 224 steps read 256, 256 read 512, 256 read 768, 224 read 1024
+    assert read_positions(512, 960, 256) == pytest.approx((224 * 256 + 256 * 512 + 256 * 768 + 224 * 1024) / 960)
+    assert read_positions(512, 960, 256, cap=768) == pytest.approx((224 * 256 + 256 * 512 + 480 * 768) / 960)
 
 
 def test_a_per_layer_cost_is_solved_from_the_same_bytes_through_more_layers():
@@ -156,7 +176,9 @@ def test_calibrated_decode_reads_each_group_at_its_type_rate_on_fixed_numbers():
 
 def test_backends_get_the_decoder_probes_they_can_express():
     et = {p.name: p for p in decoder_probes("executorch")}
-    assert list(et) == ["decode_fp32", "decode_int8", "decode_int4", "decode_layers"]
+    assert list(et) == ["decode_fp32", "decode_int8", "decode_int4", "decode_layers", "decode_kv"]
+    # ExecuTorch reads the cache up to the position: its long-cache probe decodes further into it
+    assert et["decode_kv"] == replace(et["decode_layers"], name="decode_kv", context=2048, decode_tokens=960)
     # the per-layer probe: decode_int8's type and bytes a token through 4x the layers
     layers, int8 = et["decode_layers"], et["decode_int8"]
     assert layers.recipe == int8.recipe and layers.layers == 4 * int8.layers and layers.vocab < int8.vocab
@@ -174,12 +196,13 @@ def test_backends_get_the_decoder_probes_they_can_express():
     assert all(not c.get("groups") for c in tflite["decode_int8"])  # TFLite quantizes whole models only
     # llama.cpp: its whole-file Q4_0 (repacked kernel) apart from the per-group Q4_1, depth instead of a wide head
     llama = {p.name: p for p in decoder_probes("llamacpp")}
-    assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_layers"]
+    assert list(llama) == ["decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_layers", "decode_kv"]
+    assert llama["decode_kv"] == replace(llama["decode_layers"], name="decode_kv", context=2048, decode_tokens=960)
     # its per-layer probe: the narrowest head, more layers for about the same bytes
     assert llama["decode_layers"].layers > llama["decode_int8"].layers and llama["decode_layers"].vocab == 4096
     r8, rl = (sum(read_and_flops(llama[n], "llamacpp")[0].values()) for n in ("decode_int8", "decode_layers"))
     assert rl == pytest.approx(r8, rel=0.1)
-    assert {p.vocab for n, p in llama.items() if n != "decode_layers"} == {49152} and llama["decode_int4"].layers > 6
+    assert {p.vocab for n, p in llama.items() if n not in ("decode_layers", "decode_kv")} == {49152} and llama["decode_int4"].layers > 6
     assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
     assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv",
                                   "decode_layers"}
