@@ -126,7 +126,7 @@ def predicted(spec, stats, backend: str, recipe, profile, prompt: int, new: int)
     p = int(spec.example_inputs[0].shape[1])
     # the artifact holds the model's context; the measured decode runs from position `prompt` to `prompt + new`
     gen = predict_generation(stats, assignment, backend, profile, cfg, p, cfg.context, pred.peak_memory_mb,
-                             decode_position=prompt + new / 2, decode_tokens=new)
+                             decode_position=prompt + new / 2)
     return {"decode_tok_s": gen.decode_tok_s, "ttft_ms": gen.ttft_ms * prompt / p,
             "peak_mb": pred.peak_memory_mb + gen.kv_cache_mb}
 

@@ -64,10 +64,11 @@ cache, or 8x the positions read; TorchScript's masked attention costs far more p
 than a weight does, and over 8 layers 0.6-0.95x a byte what it cost over 2, so the cache is
 measured at depth). A cached position costs more than its bytes at a weight's rate where the
 step reads only the filled positions too: SmolLM2-135M decoding further into its cache slowed by
-8-15 us a position on ExecuTorch (int4, int8) and ~12 us on llama.cpp (which reads the filled
-cells rounded up to 256: flat up to 256), where its 46 and 23 KB a position at a weight's ~25 GB/s
-would be 1-2 us (``benchmarks/kv_position_cost.py``); charged at the fp32 rate, the cache of a
-model decoding at position 160 was undercharged by ~1 ms a token against probes decoding at 64.
+~11 us a position on ExecuTorch (int4, int8; fp32 K and V, 46 KB a position) and 8-11 us on
+llama.cpp (fp16, 23 KB; its flash attention skips the cells past the filled ones that it pads
+the cache view to), where those bytes at a weight's ~25 GB/s would take 1-2 us
+(``benchmarks/kv_position_cost.py``); charged at the fp32 rate, the cache of a model decoding
+at position 160 was undercharged by about 1 ms a token against probes decoding at 64.
 Without ``decode_kv`` the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
 type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
 rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
@@ -281,9 +282,7 @@ def read_and_flops(probe: Probe, backend: str) -> tuple[dict[str, float], float,
     stats, cfg = decoder_stats(probe)
     assignment = assignment_of([config_from_dict(c) for c in probe.recipe], stats, backend)
     new = probe.decode_tokens or min(DEFAULT_NEW_TOKENS, cfg.context - probe.rows)  # what bench decodes
-    multiple = max(1, get_backend(backend).traits.kv_context_multiple)  # the cache the runtime allocates
-    reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2,
-                         positions=-(-cfg.context // multiple) * multiple, span=new)
+    reads = decode_reads(stats, assignment, backend, cfg, probe.rows + new / 2, positions=cfg.context)
     flops = sum(g.flops for g in stats.groups.values()) + stats.other_flops
     head_read: dict[str, float] = {}
     if "head" in stats.groups and get_backend(backend).traits.prefill_head_last_only:

@@ -62,8 +62,7 @@ class CostTraits:
     ``load_memory_mb``: RSS that loading and running any model adds beyond its weights and
     activations (runtime code and data first touched then, the interpreter's own structures);
     ``kv_reads_whole_cache``: a decode step attends over every allocated cache position (masked
-    static-cache attention) rather than only the positions filled so far; ``kv_read_multiple``:
-    the multiple of positions a decode step reads the filled cache in (the filled count rounded up);
+    static-cache attention) rather than only the positions filled so far;
     ``activation_residency``: share of the counted peak activations (a full forward's) the
     runtime keeps resident; ``prefill_head_last_only``: a language model's prefill runs the output
     head on the last prompt position only (not on every one); ``prefill_token_by_token``: it feeds
@@ -90,7 +89,6 @@ class CostTraits:
     embedding_residency: float | None = None
     load_memory_mb: float = 0.0
     kv_reads_whole_cache: bool = False
-    kv_read_multiple: int = 1
     activation_residency: float = 1.0
     prefill_head_last_only: bool = False
     prefill_token_by_token: bool = False

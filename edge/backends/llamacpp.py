@@ -69,9 +69,6 @@ class LlamaCppBackend(Backend):
                         efficiency=0.4, overhead_ms=0.05, per_op_overhead_ms=0.001,
                         int8_weight_bytes=34 / 32, int8_row_bytes=0.0,
                         kv_context_multiple=256,  # llama.cpp pads a context to 256 positions
-                        # and attends over the filled cells rounded up to 256 (llama_kv_cache::get_n_kv):
-                        # SmolLM2's step measured flat from position 16 to 192, then ~12 us a position
-                        kv_read_multiple=256,
                         tied_weights_stored_once=True,  # a tied head reads token_embd
                         # one compute buffer, logits of the last token only: SmolLM2 Q8_0 at a 128-token
                         # prompt measured 3.8 MB beyond its file and cache where a full forward counts ~40

@@ -72,38 +72,16 @@ def weight_kind(precision: str) -> str:
     return "int4" if precision.startswith("int4") else "int8" if precision.startswith("int8") else precision
 
 
-def read_positions(position: float, span: float, multiple: int, cap: int | None = None) -> float:
-    """Mean cached positions a decode step reads over ``span`` tokens decoded around the mean
-    ``position``, where the runtime reads the filled positions rounded up to ``multiple`` (at most
-    ``cap``, the cache's size); ``position`` itself for a runtime that reads what is filled."""
-    if multiple <= 1:
-        return position
-    n = max(1, int(round(span)))
-    lo = max(0, int(round(position - span / 2))) + 1  # positions filled at the first step
-    hi = lo + n - 1
-    total, block = 0.0, -(-lo // multiple)
-    while block * multiple - multiple < hi:  # the steps whose filled count rounds up to this block
-        steps = min(hi, block * multiple) - max(lo, block * multiple - multiple + 1) + 1
-        total += steps * (block * multiple if cap is None else min(cap, block * multiple))
-        block += 1
-    return total / n
-
-
 def decode_reads(stats: ModelStats, assignment: dict[str, str], backend: str, config, position: float,
-                 kv_cache: str | None = None, positions: int | None = None, span: float = 0.0) -> dict[str, float]:
+                 kv_cache: str | None = None, positions: int | None = None) -> dict[str, float]:
     """Bytes one decode token reads at ``position``, by weight type (:func:`weight_kind`): every
     weight but the embedding's at its stored size, one embedding row, the fp32 remainder (norms),
     and each layer's cache up to ``position`` at the cache type's size (all ``positions`` the
-    cache holds where the backend attends over the whole static cache; the mean of the filled
-    positions rounded up, over ``span`` tokens around ``position``, where it reads them in
-    blocks: ``kv_read_multiple``), the cache as "kv"."""
+    cache holds where the backend attends over the whole static cache), the cache as "kv"."""
     from ..backends import get_backend
 
-    traits = get_backend(backend).traits
-    if positions is not None and traits.kv_reads_whole_cache:
+    if positions is not None and get_backend(backend).traits.kv_reads_whole_cache:
         position = positions
-    else:
-        position = read_positions(position, span, traits.kv_read_multiple, positions)
     weight_bytes = _weight_bytes(stats, assignment, backend)
     reads: dict[str, float] = {}
 
@@ -138,15 +116,14 @@ def decode_ms(reads: dict[str, float], decode_gbs: dict[str, float]) -> float | 
 
 def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: str, profile: DeviceProfile,
                        config, prompt_tokens: int, context: int, weights_memory_mb: float,
-                       kv_cache: str | None = None, decode_position: float | None = None,
-                       decode_tokens: int | None = None) -> GenerationPrediction:
+                       kv_cache: str | None = None, decode_position: float | None = None) -> GenerationPrediction:
     """Generation figures of a decoder (``config``: its LlamaConfig) on ``profile``.
 
     ``stats`` were counted on a ``prompt_tokens``-token forward; ``weights_memory_mb`` is the
     plan's memory without the KV cache (:func:`~edge.planner.cost.predict`'s peak memory);
     ``kv_cache`` is the cache's element type (None: the backend's default); ``decode_position``
-    the mean position of the ``decode_tokens`` decoded tokens (None: a generation filling the
-    context from the prompt, (P + context) / 2). Where the profile's
+    the mean position of the decoded tokens (None: a generation filling the context from the
+    prompt, (P + context) / 2). Where the profile's
     calibration timed decoder probes for ``backend`` (``decode_gbs``, ``prefill_gops``), each
     weight type's bytes are read at its measured decode rate and the prompt's FLOPs run at the
     measured prefill rate; otherwise the roofline of the module docstring.
@@ -159,8 +136,7 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
     multiple = max(1, be.traits.kv_context_multiple)
     positions = -(-context // multiple) * multiple  # the cache the runtime allocates
     position = (prompt_tokens + context) / 2 if decode_position is None else decode_position
-    span = (context - prompt_tokens if decode_position is None else 0) if decode_tokens is None else decode_tokens
-    reads = decode_reads(stats, assignment, backend, config, position, kv_cache, positions, span)
+    reads = decode_reads(stats, assignment, backend, config, position, kv_cache, positions)
     read = sum(reads.values())  # the cache read grows; its mean over a generation
     flops_s = head_s = 0.0  # seconds of multiply work per token, at each group's precision
     prefill_gops = rates.prefill_gops
@@ -193,7 +169,7 @@ def predict_generation(stats: ModelStats, assignment: dict[str, str], backend: s
     decode_s = step_s(reads)
     if be.traits.prefill_token_by_token:  # the prompt goes through the decode step, a token at a time
         prefill_s = prompt_tokens * step_s(decode_reads(stats, assignment, backend, config, prompt_tokens / 2,
-                                                        kv_cache, positions, prompt_tokens))
+                                                        kv_cache, positions))
         ttft_ms = prefill_s * 1e3
     else:
         if measured_ms is not None:
