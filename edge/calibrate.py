@@ -280,7 +280,8 @@ def _probe_record(r: ProbeResult) -> dict:
             "samples": len(b.latencies_ms), "flops": r.probe.flops, "bytes_read": r.probe.bytes_read,
             "recipe": [c["type"] for c in r.probe.recipe], "artifact_sha256": b.artifact_sha256,
             "load_ms": _opt(b.load_ms), "peak_rss_mb": _opt(b.peak_rss_mb),
-            **({"ttfts_ms": [sig(x) for x in r.ttfts]} if r.ttfts else {})}
+            **({"ttfts_ms": [sig(x) for x in r.ttfts]} if r.ttfts else {}),
+            **({"new_tokens": b.generation.get("new_tokens")} if b.generation else {})}
 
 
 def _load_average() -> list[float] | None:

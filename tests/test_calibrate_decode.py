@@ -32,6 +32,8 @@ TINY = [Probe("decode_fp32", rows=8, width_in=64, width_out=128, layers=1, itera
 # decode_int8's bytes (within 2 %) through 4x the layers: the per-layer cost
 TINY_LAYERS = Probe("decode_layers", rows=8, width_in=64, width_out=128, layers=8, iterations=1, kind="decoder",
                     recipe=INT8, tag="int8", vocab=45056)
+# the per-layer probe decoding further into a longer cache: the cache's own rate
+TINY_KV = replace(TINY_LAYERS, name="decode_kv", context=512, decode_tokens=448)
 
 
 def _result(probe: Probe, p50_ms: float, ttft_ms: float, backend: str = "executorch") -> ProbeResult:
@@ -247,7 +249,7 @@ def measured(tmp_path_factory, request):
         mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
         mp.setenv("EDGE_CACHE_DIR", str(exports))
         overhead = Probe("overhead", rows=1, width_in=4, width_out=4, layers=1, iterations=20)
-        yield calibrate("local", backends=["executorch", "llamacpp"], probes=[overhead] + TINY + [TINY_LAYERS],
+        yield calibrate("local", backends=["executorch", "llamacpp"], probes=[overhead] + TINY + [TINY_LAYERS, TINY_KV],
                         repeats=1, max_spread=None, threads=1)
 
 
@@ -269,6 +271,8 @@ def test_tiny_decoders_run_on_both_backends_and_the_profile_predicts_them_back(m
             gen = predict_generation(stats, assignment, backend, profile, cfg, probe.rows, probe.rows + 64, 10.0)
             measured_ms = probes[backend][probe.name]["p50_ms"]
             assert 1e3 / gen.decode_tok_s == pytest.approx(measured_ms, rel=0.02)
+        # the long-cache probe decoded its own count of tokens, the others bench's 64
+        assert probes[backend]["decode_kv"]["new_tokens"] == 448 and probes[backend]["decode_int8"]["new_tokens"] == 64
     # the per-layer cost was solved on both (at least 0: a tiny decoder stays in cache)
     assert set(block["decode_layer_ms"]) == {"executorch", "llamacpp"}
     assert min(block["decode_layer_ms"].values()) >= 0.0
