@@ -64,17 +64,17 @@ cache, or 8x the positions read; TorchScript's masked attention costs far more p
 than a weight does, and over 8 layers 0.6-0.95x a byte what it cost over 2, so the cache is
 measured at depth). A cached position costs more than its bytes at a weight's rate where the
 step reads only the filled positions too: SmolLM2-135M decoding further into its cache slowed by
-~11 us a position on ExecuTorch (int4, int8; fp32 K and V, 46 KB a position) and 8-11 us on
+10-11 us a position on ExecuTorch (int4, int8; fp32 K and V, 46 KB a position) and 7-10 us on
 llama.cpp (fp16, 23 KB; its flash attention skips the cells past the filled ones that it pads
 the cache view to), where those bytes at a weight's ~25 GB/s would take 1-2 us
 (``benchmarks/kv_position_cost.py``); charged at the fp32 rate, the cache of a model decoding
 at position 160 was undercharged by about 1 ms a token against probes decoding at 64.
-Without ``decode_kv`` the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in turn: a probe's bytes of a
-type already rated (the fp32 norms, the int8 embedding row) are charged at that rate, the
-rest give its own type's ``decode_gbs``. ``prefill_gops`` = the prompt's multiply FLOPs / (the
-median time to first token - the overhead); where the runtime runs the output head on the last
-position only (ExecuTorch, llama.cpp) the head is one matrix-vector product, charged as a read
-at its type's decode rate and left out of the FLOPs. A backend with no overhead probe (llama.cpp
+Without ``decode_kv`` the cache is charged at the fp32 rate. Then fp32, int8, int4, q4_0 in
+turn: a probe's bytes of a type already rated (the fp32 norms, the int8 embedding row) are
+charged at that rate, the rest give its own type's ``decode_gbs``. ``prefill_gops`` = the
+prompt's multiply FLOPs / (the median time to first token - the overhead); where the runtime
+runs the output head on the last position only (ExecuTorch, llama.cpp) the head is one
+matrix-vector product, charged as a read at its type's decode rate and left out of the FLOPs. A backend with no overhead probe (llama.cpp
 runs decoders only) has its per-token overhead inside the rates, as a backend probed by depth
 has its per-layer cost.
 
