@@ -35,11 +35,12 @@ rate), at most a third of the model budget. The output head is a small model's l
 matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
 export cost. A runtime whose export is cheap and whose per-layer work differs from one wide
 matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
-layers as the bytes need. A layer costs more than its bytes at the wide head's rate: the
-norms, RoPE, the cache update and the attention between its matrices, and the start-up of each
-small matrix-vector product (``benchmarks/decode_layer_cost.py``: on ExecuTorch, the same
-bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers, 0.025-0.055 ms a layer, 5-18 % of
-the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
+layers as the bytes need, and at least as many as hold the head's bytes (fp32: 8 layers, 227 MB
+a token; with 2, the 113 MB head's 20 GB/s made the rate, where 10 layers read at 26 GB/s). A
+layer costs more than its bytes at the wide head's rate: the norms, RoPE, the cache update and
+the attention between its matrices, and the start-up of each small matrix-vector product
+(``benchmarks/decode_layer_cost.py``: on ExecuTorch, the same bytes through 2 and 10 fp32, 4 and
+16 int8 or int4 layers, 0.025-0.055 ms a layer, 5-18 % of the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
 layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
 the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
 4-layer probe only 4). The probes' weights are random but spread as a trained model's do
@@ -166,8 +167,9 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
         if dtype == "q4_0" and be.ungrouped_int4_precision != "q4_0":
             continue  # a type of its own only where the runtime's whole-file int4 is one
         vocab = _vocab_for(dtype, n, read_mb)
-        if deep:  # the model's own head size, as many layers as the bytes need
-            n, vocab = _layers_for(dtype, read_mb), DECODER["vocab"]
+        if deep:  # the model's own head size, as many layers as the bytes need (at least the head's bytes)
+            n, vocab = max(_layers_for(dtype, read_mb), -(-DECODER["dim"] * DECODER["vocab"] // _layer_params())), \
+                DECODER["vocab"]
         for recipe in _recipes(dtype):
             if not recipe or not be.unsupported({"recipe": [c.to_dict() for c in recipe]}):
                 out.append(Probe(f"decode_{dtype}", rows=PROMPT_TOKENS, width_in=DECODER["dim"],

@@ -197,6 +197,9 @@ def test_backends_get_the_decoder_probes_they_can_express():
     assert rl == pytest.approx(r8, rel=0.1)
     assert {p.vocab for n, p in llama.items() if n not in ("decode_layers", "decode_kv")} == {49152}
     assert llama["decode_int4"].layers > 6
+    # fp32: the head alone is past the bytes, but the layers still hold at least the head's bytes, as in a model
+    r32 = read_and_flops(llama["decode_fp32"], "llamacpp")[0]["fp32"]
+    assert llama["decode_fp32"].layers == 8 and r32 > 2 * 576 * 49152 * 4
     assert all(not c.get("groups") for c in llama["decode_q4_0"].recipe)
     assert set(DECODE_PROBES) == {"decode_fp32", "decode_int8", "decode_int4", "decode_q4_0", "decode_kv",
                                   "decode_layers"}
