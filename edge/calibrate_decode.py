@@ -35,13 +35,14 @@ rate), at most a third of the model budget. The output head is a small model's l
 matrix anyway (a fifth of SmolLM2's weights); the wide head makes the probes large at little
 export cost. A runtime whose export is cheap and whose per-layer work differs from one wide
 matrix's (llama.cpp: ``calibration_decoder_depth``) gets SmolLM2's head instead and as many
-layers as the bytes need, and at least as many as hold the head's bytes (fp32: 8 layers, 227 MB
-a token; with 2, the 113 MB head's 20 GB/s made the rate, where 10 layers read at 26 GB/s). A
-layer costs more than its bytes at the wide head's rate: the norms, RoPE, the cache update and
-the attention between its matrices, and the start-up of each small matrix-vector product
-(``benchmarks/decode_layer_cost.py``: on ExecuTorch, the same bytes through 2 and 10 fp32, 4 and
-16 int8 or int4 layers, 0.025-0.055 ms a layer, 5-18 % of the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads through more
-layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
+layers as the bytes need, and at least as many as hold the head's bytes, as a model's layers do
+(fp32: 8 layers, 227 MB a token; with 2, the 113 MB head alone made the rate, and SmolLM2's F32
+file, mostly layers, was predicted 22 % slow). A layer costs more than its bytes at the wide
+head's rate: the norms, RoPE, the cache update and the attention between its matrices, and the
+start-up of each small matrix-vector product (``benchmarks/decode_layer_cost.py``: on
+ExecuTorch, the same bytes through 2 and 10 fp32, 4 and 16 int8 or int4 layers, 0.025-0.055 ms a
+layer, 5-18 % of the deeper probe's step). ``decode_layers`` reads what ``decode_int8`` reads
+through more layers, which separates the two: ``decode_layer_ms``, charged per layer on top of the bytes, in
 the probes' derivation and in the prediction alike (a 30-layer model pays it 30 times; a
 4-layer probe only 4). The probes' weights are random but spread as a trained model's do
 (:func:`trained_like_`): a runtime's speed can depend on the values. llama.cpp's prebuilt CPU
@@ -75,9 +76,9 @@ turn: a probe's bytes of a type already rated (the fp32 norms, the int8 embeddin
 charged at that rate, the rest give its own type's ``decode_gbs``. ``prefill_gops`` = the
 prompt's multiply FLOPs / (the median time to first token - the overhead); where the runtime
 runs the output head on the last position only (ExecuTorch, llama.cpp) the head is one
-matrix-vector product, charged as a read at its type's decode rate and left out of the FLOPs. A backend with no overhead probe (llama.cpp
-runs decoders only) has its per-token overhead inside the rates, as a backend probed by depth
-has its per-layer cost.
+matrix-vector product, charged as a read at its type's decode rate and left out of the FLOPs.
+A backend with no overhead probe (llama.cpp runs decoders only) has its per-token overhead
+inside the rates, as a backend probed by depth has its per-layer cost.
 
 ``decode_layer_ms`` (:func:`layer_ms`): ``decode_int8`` and ``decode_layers`` each less the bytes
 of other types at their rates leave t1 and t2 ms for b1 and b2 int8 bytes through l1 and l2
@@ -148,6 +149,11 @@ def _layers_for(dtype: str, read_mb: float, vocab: int = DECODER["vocab"]) -> in
     return max(2, int(-(-(read_mb * 1e6 - head) // (_layer_params() * BYTES_PER_WEIGHT[dtype]))))
 
 
+def _head_layers() -> int:
+    """Layers whose weights are as many as the model's head's (SmolLM2's: 8)."""
+    return -(-DECODER["dim"] * DECODER["vocab"] // _layer_params())
+
+
 def _layer_params() -> int:
     d, f = DECODER["dim"], DECODER["ffn"]
     kv_dim = (d // HEAD_DIM // 3) * HEAD_DIM
@@ -155,8 +161,8 @@ def _layer_params() -> int:
 
 
 def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str, int] | None = None) -> list[Probe]:
-    """The decoder probes ``backend`` can run (each weight type it can express, and ``decode_kv``
-    where its step attends over the whole cache), each reading about ``read_mb`` per token."""
+    """The decoder probes ``backend`` can run (each weight type it can express, the deeper
+    ``decode_layers`` and ``decode_kv`` where it has them), each reading about ``read_mb`` per token."""
     from .backends import get_backend
 
     be = get_backend(backend)
@@ -167,9 +173,8 @@ def decoder_probes(backend: str, read_mb: float = MIN_READ_MB, layers: dict[str,
         if dtype == "q4_0" and be.ungrouped_int4_precision != "q4_0":
             continue  # a type of its own only where the runtime's whole-file int4 is one
         vocab = _vocab_for(dtype, n, read_mb)
-        if deep:  # the model's own head size, as many layers as the bytes need (at least the head's bytes)
-            n, vocab = max(_layers_for(dtype, read_mb), -(-DECODER["dim"] * DECODER["vocab"] // _layer_params())), \
-                DECODER["vocab"]
+        if deep:  # the model's own head size; as many layers as the bytes need, at least the head's bytes
+            n, vocab = max(_layers_for(dtype, read_mb), _head_layers()), DECODER["vocab"]
         for recipe in _recipes(dtype):
             if not recipe or not be.unsupported({"recipe": [c.to_dict() for c in recipe]}):
                 out.append(Probe(f"decode_{dtype}", rows=PROMPT_TOKENS, width_in=DECODER["dim"],
