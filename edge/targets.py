@@ -23,6 +23,8 @@ always defined unless a file redefines it. Schema::
         connect_retries: 3        # retries of a refused/unanswered connection (backoff doubles)
         connect_backoff_s: 1.0    # first wait between connection attempts
         stall_timeout_s: 60       # a transfer or a silent link with no progress this long fails
+        runtime_dists:            # which installed distribution runs a backend's files, where a
+          llamacpp: llama-cpp-python  # backend has a choice (default: the first the backend names)
         # adb only: serial; any target: benchmark_model, executor_runner (host paths of the
         # runtimes' benchmark binaries, pushed once; bench runs them instead of the runner)
 
@@ -37,10 +39,11 @@ from __future__ import annotations
 import getpass
 import logging
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKENDS
 from .errors import ConfigError
 from .fileio import parse_yaml, read_utf8
 from .transports import TRANSPORTS, transport_class
@@ -75,6 +78,7 @@ class Target:
     connect_retries: int = 3
     connect_backoff_s: float = 1.0
     stall_timeout_s: float = 60.0
+    runtime_dists: dict[str, str] = field(default_factory=dict)  # backend -> distribution on the device
     source: str = "<built-in>"
 
     def to_dict(self) -> dict:
@@ -99,6 +103,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "connect_retries": ((int,), "an integer 0-20 (connection attempts after the first)"),
     "connect_backoff_s": ((int, float), "seconds 0-60 before the first retry (it doubles, up to 30)"),
     "stall_timeout_s": ((int, float), "seconds 1-3600 a transfer or link may make no progress"),
+    "runtime_dists": ((dict,), "a mapping of backend name to the distribution that runs its files on the device "
+                               "(e.g. {llamacpp: llama-cpp-python})"),
 }
 # numeric field -> inclusive range
 _FIELD_RANGES: dict[str, tuple[float, float]] = {
@@ -132,6 +138,7 @@ def parse_target(name: str, raw: Any, source: str) -> Target:
             raise _fail(source, name, key, value, allowed)
         if isinstance(value, str) and (not value.strip() or re.search(r"[\x00-\x1f\x7f]", value)):
             raise _fail(source, name, key, value, allowed + ", non-empty and on one line")
+    _check_runtime_dists(source, name, raw.get("runtime_dists"))
     transport = raw.get("transport")
     if transport not in TRANSPORTS:
         raise _fail(source, name, "transport", transport, _FIELD_TYPES["transport"][1])
@@ -146,6 +153,14 @@ def parse_target(name: str, raw: Any, source: str) -> Target:
     except ConfigError as exc:  # the transport names target and field; add the file
         raise ConfigError(f"{source}: {exc}") from None
     return Target(name=name, source=source, **values)
+
+
+def _check_runtime_dists(source: str, name: str, dists: dict | None) -> None:
+    """Keys are backends, values distribution names (which one a backend accepts is checked where it runs)."""
+    for backend, dist in (dists or {}).items():
+        if backend not in BACKENDS or not isinstance(dist, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dist):
+            raise _fail(source, name, f"runtime_dists.{backend}", dist,
+                        f"a backend in {', '.join(BACKENDS)} mapped to a distribution name (letters, digits, '._-')")
 
 
 def parse_targets_file(path: Path) -> dict[str, Target]:

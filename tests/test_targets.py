@@ -40,6 +40,11 @@ def test_ssh_target_fields_and_defaults(tmp_path):
     ("transport: ssh\n    profile: p", "host", "a host"),
     ("transport: adb\n    profile: p", "serial", "a serial"),
     ("transport: ssh\n    host: h", "profile", "profile name"),
+    ("transport: local\n    profile: p\n    runtime_dists: [llamacpp]", "runtime_dists", "a mapping of backend"),
+    ("transport: local\n    profile: p\n    runtime_dists: {onnxruntime: ort}", "runtime_dists.onnxruntime",
+     "a backend in"),
+    ("transport: local\n    profile: p\n    runtime_dists: {llamacpp: 3}", "runtime_dists.llamacpp",
+     "a distribution name"),
 ])
 def test_bad_fields_name_file_field_value_and_allowed(tmp_path, body, field, allowed):
     path = _file(tmp_path, f"targets:\n  t1:\n    {body}\n")
@@ -84,3 +89,4 @@ def test_shipped_example_entries_are_valid_when_uncommented(tmp_path):
     targets = parse_targets_file(_file(tmp_path, uncommented))
     assert targets["pi5-desk"].transport == "ssh" and targets["pixel"].transport == "adb"
     assert targets["pixel"].benchmark_model == "~/android/benchmark_model"
+    assert targets["pi5-desk"].runtime_dists == {"llamacpp": "llama-cpp-python"} and targets["pixel"].runtime_dists == {}

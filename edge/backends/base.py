@@ -100,7 +100,8 @@ class Backend(ABC):
     """One export format and its host runtime: everything edge knows about that runtime.
 
     Besides export and load, a backend declares the runtime modules a device needs (any one of
-    ``runtime_modules``, as ``(module, distribution)``), the runner's loader for it
+    ``runtime_modules``, as ``(module, distribution)``: the first is what ``edge targets setup``
+    installs, a target's ``runtime_dists`` may name another), the runner's loader for it
     (``runner_loader``, a key of the runner's ``LOADERS``), its cost-model ``traits``, whether
     quantization can only apply to the whole model at conversion (``whole_model_quantization``),
     which host flavour stands in for its numerics during sensitivity analysis

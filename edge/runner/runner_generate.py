@@ -226,7 +226,7 @@ def generate(args, manifest):
     context = base._context()
     context["temp_c_before"] = base._temp_c()
     start = time.perf_counter_ns()
-    base.import_runtime(args.backend)
+    base.import_runtime(args.backend, args.runtime_dist)
     import_ms = (time.perf_counter_ns() - start) / 1e6
     baseline_rss = base._rss_mb()
     start = time.perf_counter_ns()
@@ -281,7 +281,7 @@ def measure_generation(args):
     if args.backend == "tflite":
         runtime, version = base._tflite_interpreter()[1:]
     elif args.backend == "llamacpp":
-        runtime, version = "llama.cpp", base._llamacpp().runtime_version()
+        runtime, version = base._llamacpp().runtime_name(), base._llamacpp().runtime_version()
     else:
         dist = {"executorch": "executorch", "torchscript": "torch"}[args.backend]
         runtime = {"executorch": "executorch", "torchscript": "torch-lite-interpreter"}[args.backend]

