@@ -1,0 +1,99 @@
+"""Where an ExecuTorch language model's decode step spends its time: an ETDump profile, per op.
+
+Exports ``--model`` (default smollm2-135m) for ExecuTorch with ``--recipe`` (int4: int4 g32
+linears with int8 embedding and head, the equal-bits row of benchmarks/llm.py; int8; fp32)
+through the artifact cache, or takes ``--artifact DIR``; loads the ``.pte`` with ETDump on,
+one thread, prefills ``--prompt`` tokens and decodes ``--new`` tokens (greedy), then groups the
+profile's events by name (XNNPACK's own per-operator events included) and prints, per event,
+the calls and milliseconds per decoded token (median over the steps) and its share of the step.
+
+    .venv/bin/python benchmarks/executorch_decode_profile.py [--recipe int4] [--prompt 128] [--new 64]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
+
+RECIPES = {"int4": [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
+                    Int8DynamicConfig(groups=("head",))],
+           "int8": [Int8DynamicConfig(groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)],
+           "fp32": None}
+WHOLE_STEP = ("Method::execute", "Program::load_method", "Method::init")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="int4")
+    ap.add_argument("--artifact", help="an exported ExecuTorch language-model artifact directory instead")
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from edge.artifact import load_artifact
+    from edge.runner import runner as base
+
+    if args.artifact:
+        art = load_artifact(args.artifact)
+    else:
+        from edge.exporter import export
+        from edge.models import load_model
+
+        spec = load_model(args.model)
+        art = export(spec, "executorch", Path(tempfile.mkdtemp(prefix="edge-et-profile-")), plan=RECIPES[args.recipe])
+    prompt = [int(t) for t in base.load_inputs(None, str(art.path))[0].reshape(-1)][:args.prompt]
+    base._set_executorch_threads(1)
+    base._register_quantized_kernels()
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings import portable_lib
+
+    module = portable_lib._load_for_executorch(str(art.path), enable_etdump=True, debug_buffer_size=0)
+
+    def step(ids, pos):
+        out = module.run_method("forward", (torch.tensor([ids], dtype=torch.long), torch.tensor([pos], dtype=torch.long)))
+        return int(out[0].reshape(-1, out[0].shape[-1])[-1].argmax())
+
+    token = step(prompt, 0)
+    t0 = time.perf_counter()
+    for i in range(args.new):
+        token = step([token], len(prompt) + i)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / args.new
+    out = Path(tempfile.mkdtemp(prefix="edge-etdump-"))
+    module.write_etdump_result_to_file(str(out / "run.etdp"), str(out / "debug.bin"))
+    inspector = Inspector(etdump_path=str(out / "run.etdp"))
+    per_step = collections.defaultdict(lambda: [0.0] * args.new)  # name -> ms in each decode step
+    calls = collections.Counter()
+    for block in inspector.event_blocks:
+        for ev in block.events:
+            raw = ev.perf_data.raw if ev.perf_data is not None else []
+            if len(raw) != args.new + 1:  # not one timing per forward call (load, init)
+                continue
+            calls[ev.name] += 1
+            for i, ms in enumerate(raw[1:]):  # raw[0]: the prefill
+                per_step[ev.name][i] += ms
+    step_ms = statistics.median(per_step["Method::execute"]) if "Method::execute" in per_step else wall_ms
+    print(f"{art.path} ({art.manifest['compression'].get('recipe')}): decode {wall_ms:.2f} ms a token by the clock "
+          f"(ETDump on), {step_ms:.2f} ms in Method::execute (median of {args.new} steps from position {len(prompt)})")
+    print(f"{'event':66s} {'calls/step':>10s} {'ms/token':>9s} {'share':>6s}")
+    rows = sorted(((statistics.median(v), name) for name, v in per_step.items() if name not in WHOLE_STEP), reverse=True)
+    for ms, name in rows[:25]:
+        print(f"{name[:66]:66s} {calls[name]:10d} {ms:9.3f} {100 * ms / step_ms:5.1f}%")
+    print("(DELEGATE_CALL and OPERATOR_CALL hold the XNNPACK and portable events below them; shares overlap)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
