@@ -125,7 +125,7 @@ PROFILES = [yaml.safe_load((SHIPPED_DIR / f"{n}.yaml").read_text())
 TARGETS = [{"targets": {
     "pi5": {"transport": "ssh", "host": "192.168.1.50", "port": 22, "user": "pi", "identity_file": "~/.ssh/id",
             "known_hosts": "~/.ssh/known_hosts", "profile": "raspberry-pi-5-8gb", "workdir": "/home/pi/edge",
-            "python": "python3"},
+            "python": "python3", "runtime_dists": {"llamacpp": "llama-cpp-python"}},
     "pixel": {"transport": "adb", "serial": "1A2B3C", "profile": "pixel-8-pro", "workdir": "/data/local/tmp/edge",
               "benchmark_model": "~/android/benchmark_model", "executor_runner": "~/android/executor_runner"},
     "wifi": {"transport": "adb", "host": "192.168.1.60", "port": 5555, "profile": "pixel-8-pro"},

@@ -88,6 +88,10 @@ def check_targets(targets: dict[str, Target]) -> list[str]:
             value = getattr(t, f.name)
             if f.name == "port":
                 out += _int(value, f"{name}.port", 1, 65535)
+            elif f.name == "runtime_dists":  # backend -> distribution name
+                out += [] if isinstance(value, dict) and all(
+                    b in BACKENDS and isinstance(d, str) and SAFE_NAME.fullmatch(d) for b, d in value.items()) \
+                    else [f"{name}.runtime_dists: {value!r} is not a mapping of backend to distribution name"]
             elif isinstance(value, (int, float)) and not isinstance(value, bool):  # retries, timeouts
                 out += _finite_numbers(value, f"{name}.{f.name}", 0)
             elif value is not None and (not isinstance(value, str) or not value.strip() or CONTROL.search(value)):
