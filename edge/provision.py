@@ -90,14 +90,18 @@ def platform_tags(info: dict) -> list[str]:
     return tags + [f"linux_{machine}"]
 
 
-def requirements(backend: str) -> list[str]:
-    """Distributions a device needs to run ``backend``: its first runtime distribution + the runner's."""
+def requirements(backend: str, dist: str | None = None) -> list[str]:
+    """Distributions a device needs to run ``backend``: ``dist`` (the one the target names in
+    ``runtime_dists``), else the backend's first runtime distribution, and the runner's."""
     from .backends import get_backend
 
     modules = get_backend(backend).runtime_modules
     if not modules:
         raise ProvisionError(f"backend {backend} names no runtime distribution to install")
-    return [modules[0][1], *RUNNER_DEPS]
+    allowed = [d for _module, d in modules]
+    if dist is not None and dist not in allowed:
+        raise ProvisionError(f"the target's runtime_dists.{backend} is {dist!r}; expected one of {', '.join(allowed)}")
+    return [dist or allowed[0], *RUNNER_DEPS]
 
 
 def cache_dir(info: dict) -> Path:
@@ -123,10 +127,12 @@ def _wheels_in(stdout: str) -> list[Path]:
     return [Path(p).resolve() for p in dict.fromkeys(found)]
 
 
-def fetch_wheels(backend: str, info: dict, offline: bool = False) -> list[Path]:
-    """The wheels ``backend`` needs on a device like ``info``, from the host cache (downloaded into
-    it unless ``offline``). ProvisionError says which wheel is missing and pip's reason."""
-    reqs, dest = requirements(backend), cache_dir(info)
+def fetch_wheels(backend: str, info: dict, offline: bool = False, dist: str | None = None) -> list[Path]:
+    """The wheels ``backend`` (from ``dist``, see :func:`requirements`) needs on a device like
+    ``info``, from the host cache (downloaded into it unless ``offline``). ProvisionError says which
+    wheel is missing and pip's reason (a distribution that only builds from source has none: it is
+    installed on the device itself)."""
+    reqs, dest = requirements(backend, dist), cache_dir(info)
     dest.mkdir(parents=True, exist_ok=True)
     res = _pip_download(reqs, info, dest, offline=True)
     if res.returncode != 0 and not offline:
@@ -179,7 +185,8 @@ def setup_target(target, backends: list[str], targets_file=None, trust_new_host:
         unavailable: dict[str, str] = {}
         for backend in backends:
             try:
-                wheels.update({_dist_key(w): w for w in fetch_wheels(backend, info, offline)})
+                wheels.update({_dist_key(w): w for w in fetch_wheels(backend, info, offline,
+                                                                     tgt.runtime_dists.get(backend))})
             except ProvisionError as exc:
                 unavailable[backend] = str(exc)
         needed = {k: w for k, w in wheels.items() if present.get(k[0]) != k[1]}

