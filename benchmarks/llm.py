@@ -31,7 +31,9 @@ round of the probes, then the same round of the rows, so drift on a shared host 
 calibration and the measurement alike; or ``--profile PATH`` names a calibrated profile;
 each row then also shows the cost model's decode tok/s, TTFT and peak memory for that artifact
 (edge.planner: the recipe's precisions, the KV cache at the artifact's context) and the error
-against the measured median, and a summary counts the rows within +-15 %.
+against the measured median, and a summary counts the rows within +-15 %. The rows of llama.cpp
+built here are predicted from a calibration of their own (``local`` with that
+``runtime_dists``: the llama.cpp probes only, in the same way, those rows between its rounds).
 """
 from __future__ import annotations
 
@@ -114,15 +116,17 @@ def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
     return rates
 
 
-def calibrate_local(backends: list[str], out: Path, rounds: int, between_rounds) -> Path:
+def calibrate_local(backends: list[str], out: Path, rounds: int, between_rounds, target=None,
+                    name: str = "local-calibrated.yaml") -> Path:
     """``edge profiles calibrate --target local --llm`` with the overhead probe, one thread,
-    ``rounds`` repeats, ``between_rounds(i)`` after each round of probes (the rows' round ``i``)."""
+    ``rounds`` repeats, ``between_rounds(i)`` after each round of probes (the rows' round ``i``);
+    ``target``: the local target as a :class:`~edge.targets.Target` (its runtime_dists), else local."""
     from edge.calibrate import calibrate, default_probes, save_calibrated_profile
 
     t0 = time.perf_counter()
-    cal = calibrate("local", backends=backends, threads=1, llm=True, max_spread=None, repeats=rounds,
+    cal = calibrate(target or "local", backends=backends, threads=1, llm=True, max_spread=None, repeats=rounds,
                     probes=[p for p in default_probes() if p.name == "overhead"], between_rounds=between_rounds)
-    path = save_calibrated_profile(cal.profile, cal.block, out / "local-calibrated.yaml")
+    path = save_calibrated_profile(cal.profile, cal.block, out / name)
     print(f"calibrated {', '.join(cal.backends)} in {time.perf_counter() - t0:.0f} s "
           f"(failures: {cal.failures or 'none'}); decode GB/s {cal.block.get('decode_gbs')}; ms a layer beyond "
           f"its bytes {cal.block.get('decode_layer_ms')}; wrote {path}", flush=True)
@@ -194,22 +198,30 @@ def main() -> int:
     if source_build:  # the same llama.cpp files, run by the llama.cpp built for this CPU
         built_here = replace(local_target(), runtime_dists={"llamacpp": SOURCE_BUILD})
         arts += [(b, label + SOURCE_LABEL, art, built_here) for b, label, art, _ in arts if b == "llamacpp"]
+        source_build = any(label.endswith(SOURCE_LABEL) for _, label, _, _ in arts)
     results = {(b, lbl): [] for b, lbl, _, _ in arts}
 
-    def measure_round(r: int) -> None:
+    def measure_round(r: int, source: bool | None = None) -> None:
+        """Round ``r`` of the rows (``source``: only those of the source build, or only the others)."""
         for backend, label, art, target in arts:
-            results[(backend, label)].append(bench(art.path, target, warmup=1, threads=1, prompt_tokens=args.prompt,
-                                                   new_tokens=args.new))
+            if source is None or label.endswith(SOURCE_LABEL) == source:
+                results[(backend, label)].append(bench(art.path, target, warmup=1, threads=1,
+                                                       prompt_tokens=args.prompt, new_tokens=args.new))
         print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    profile = None
+    profile = source_profile = None
     if args.calibrate:  # each round of the probes, then the same round of the rows
-        profile = load_profile(calibrate_local(sorted({b for b, _, _ in arts}), out, args.rounds,
-                                               None if args.measured else measure_round))
+        profile = load_profile(calibrate_local(
+            sorted({b for b, _, _, _ in arts}), out, args.rounds,
+            None if args.measured else (lambda r: measure_round(r, source=False if source_build else None))))
+        if source_build:  # llama.cpp built here, calibrated on its own, its rows between its rounds
+            source_profile = load_profile(calibrate_local(
+                ["llamacpp"], out, args.rounds, None if args.measured else (lambda r: measure_round(r, source=True)),
+                target=built_here, name=f"local-{SOURCE_BUILD}-calibrated.yaml"))
     elif args.profile:
         profile = load_profile(args.profile)
-    recipes = {(b, lbl): r for b, lbl, r in variants}  # rows of the source build are not predicted:
-    # the calibration probes run in the prebuilt library
+    recipes = {(b, lbl): r for b, lbl, r in variants}
+    recipes.update({(b, lbl + SOURCE_LABEL): r for b, lbl, r in variants if b == "llamacpp"})
     stats = count_stats(spec.model.eval(), spec.example_inputs) if profile else None
     if args.measured:  # re-predict from a previous run's measurements
         saved = json.loads(Path(args.measured).read_text())
@@ -240,10 +252,11 @@ def main() -> int:
         runs = results[(backend, label)]
         gens = [r.generation for r in runs]
         cols = []
-        if profile and (backend, label) not in recipes:
+        row_profile = source_profile if label.endswith(SOURCE_LABEL) else profile
+        if profile and not row_profile:  # a source-build row without its own calibration
             cols = ["-"] * 3
         elif profile:
-            pr = predicted(spec, stats, backend, recipes[(backend, label)], profile, args.prompt, args.new)
+            pr = predicted(spec, stats, backend, recipes[(backend, label)], row_profile, args.prompt, args.new)
             meas = {"decode_tok_s": statistics.median(g["decode_tok_s"] for g in gens),
                     "ttft_ms": statistics.median(g["ttft_ms"] for g in gens),
                     "peak_mb": statistics.median(r.peak_rss_mb for r in runs)}
