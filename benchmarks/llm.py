@@ -33,7 +33,8 @@ each row then also shows the cost model's decode tok/s, TTFT and peak memory for
 (edge.planner: the recipe's precisions, the KV cache at the artifact's context) and the error
 against the measured median, and a summary counts the rows within +-15 %. The rows of llama.cpp
 built here are predicted from a calibration of their own (``local`` with that
-``runtime_dists``: the llama.cpp probes only, in the same way, those rows between its rounds).
+``runtime_dists``: the llama.cpp probes only), run first; every row is measured between the
+rounds of the main calibration, so the ratios stay side by side.
 """
 from __future__ import annotations
 
@@ -201,23 +202,20 @@ def main() -> int:
         source_build = any(label.endswith(SOURCE_LABEL) for _, label, _, _ in arts)
     results = {(b, lbl): [] for b, lbl, _, _ in arts}
 
-    def measure_round(r: int, source: bool | None = None) -> None:
-        """Round ``r`` of the rows (``source``: only those of the source build, or only the others)."""
+    def measure_round(r: int) -> None:
         for backend, label, art, target in arts:
-            if source is None or label.endswith(SOURCE_LABEL) == source:
-                results[(backend, label)].append(bench(art.path, target, warmup=1, threads=1,
-                                                       prompt_tokens=args.prompt, new_tokens=args.new))
+            results[(backend, label)].append(bench(art.path, target, warmup=1, threads=1, prompt_tokens=args.prompt,
+                                                   new_tokens=args.new))
         print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
 
     profile = source_profile = None
-    if args.calibrate:  # each round of the probes, then the same round of the rows
-        profile = load_profile(calibrate_local(
-            sorted({b for b, _, _, _ in arts}), out, args.rounds,
-            None if args.measured else (lambda r: measure_round(r, source=False if source_build else None))))
-        if source_build:  # llama.cpp built here, calibrated on its own, its rows between its rounds
-            source_profile = load_profile(calibrate_local(
-                ["llamacpp"], out, args.rounds, None if args.measured else (lambda r: measure_round(r, source=True)),
-                target=built_here, name=f"local-{SOURCE_BUILD}-calibrated.yaml"))
+    if args.calibrate:
+        if source_build:  # llama.cpp built here, calibrated on its own first (its probes only)
+            source_profile = load_profile(calibrate_local(["llamacpp"], out, args.rounds, None, target=built_here,
+                                                          name=f"local-{SOURCE_BUILD}-calibrated.yaml"))
+        # each round of the probes, then the same round of every row: the ratios stay side by side
+        profile = load_profile(calibrate_local(sorted({b for b, _, _, _ in arts}), out, args.rounds,
+                                               None if args.measured else measure_round))
     elif args.profile:
         profile = load_profile(args.profile)
     recipes = {(b, lbl): r for b, lbl, r in variants}
