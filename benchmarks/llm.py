@@ -64,9 +64,10 @@ from edge.planner.llm_cost import predict_generation  # noqa: E402
 from edge.planner.recipe_cost import assignment_of  # noqa: E402
 from edge.planner.stats import count_stats  # noqa: E402
 from edge.profiles import load_profile  # noqa: E402
+from edge.runner.runner_llamacpp import SOURCE_DIST  # noqa: E402
 from edge.targets import local_target  # noqa: E402
 
-SOURCE_BUILD, SOURCE_MODULE = "llama-cpp-python", "llama_cpp"  # llama.cpp compiled for this CPU
+SOURCE_BUILD = SOURCE_DIST  # llama.cpp compiled for this CPU where it is installed
 SOURCE_LABEL = f" [{SOURCE_BUILD}]"
 
 # (backend, label, recipe): fp32, and the int8/int4 forms each runtime executes natively
@@ -93,6 +94,12 @@ YARDSTICK = [(("executorch", "int4 g32 linears, int8 emb + head"), ("llamacpp", 
              (("executorch", "int8 linears + emb"), ("llamacpp", "Q8_0")),
              (("executorch", "fp32"), ("llamacpp", "fp32 (F32)"))]
 YARDSTICK += [(ours, (b, label + SOURCE_LABEL)) for ours, (b, label) in YARDSTICK]
+
+
+def _module_of(backend: str, dist: str) -> str:
+    from edge.backends import get_backend
+
+    return dict((d, m) for m, d in get_backend(backend).runtime_modules)[dist]
 
 
 def hf_eager(spec, prompt: torch.Tensor, new: int, rounds: int) -> list[float]:
@@ -195,7 +202,8 @@ def main() -> int:
         print(f"{backend} {label}: exported in {time.perf_counter() - t0:.0f} s "
               f"(cache hit: {art.manifest.get('cache_hit')})", flush=True)
         arts.append((backend, label, art, local_target()))
-    source_build = not args.no_source_build and importlib.util.find_spec(SOURCE_MODULE) is not None
+    source_build = (not args.no_source_build
+                    and importlib.util.find_spec(_module_of("llamacpp", SOURCE_BUILD)) is not None)
     if source_build:  # the same llama.cpp files, run by the llama.cpp built for this CPU
         built_here = replace(local_target(), runtime_dists={"llamacpp": SOURCE_BUILD})
         arts += [(b, label + SOURCE_LABEL, art, built_here) for b, label, art, _ in arts if b == "llamacpp"]

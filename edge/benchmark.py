@@ -339,7 +339,7 @@ def runtime_dist(tgt: Target, backend: str) -> str | None:
     dist = tgt.runtime_dists.get(backend)
     if dist is None:
         return None
-    allowed = [d for _module, d in get_backend(backend).runtime_modules]
+    allowed = get_backend(backend).runtime_dists
     if dist not in allowed:
         raise ConfigError(f"target '{tgt.name}' ({tgt.source}): runtime_dists.{backend} = {dist!r}; expected one of "
                           f"{', '.join(allowed)} (the distributions {backend} runs with); fix or drop the entry")

@@ -95,10 +95,9 @@ def requirements(backend: str, dist: str | None = None) -> list[str]:
     ``runtime_dists``), else the backend's first runtime distribution, and the runner's."""
     from .backends import get_backend
 
-    modules = get_backend(backend).runtime_modules
-    if not modules:
+    allowed = get_backend(backend).runtime_dists
+    if not allowed:
         raise ProvisionError(f"backend {backend} names no runtime distribution to install")
-    allowed = [d for _module, d in modules]
     if dist is not None and dist not in allowed:
         raise ProvisionError(f"the target's runtime_dists.{backend} is {dist!r}; expected one of {', '.join(allowed)}")
     return [dist or allowed[0], *RUNNER_DEPS]

@@ -132,7 +132,7 @@ def test_the_runner_knows_every_runtime_distribution_a_backend_names():
     from edge.runner.runner import RUNTIME_DISTS
 
     for name in BACKENDS:  # the runner is standalone on the device: its list mirrors the backends'
-        dists = [d for _module, d in get_backend(name).runtime_modules]
+        dists = get_backend(name).runtime_dists
         assert [d for d, _ in RUNTIME_DISTS.get(name, ((dists[0], None),))] == dists, name
 
 

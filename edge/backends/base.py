@@ -117,6 +117,11 @@ class Backend(ABC):
     # option key -> allowed values
     options_allowed: dict[str, tuple] = {}
     runtime_modules: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def runtime_dists(self) -> list[str]:
+        """The distributions that can provide the runtime, the default (what setup installs) first."""
+        return [dist for _module, dist in self.runtime_modules]
     runner_loader: str = ""
     traits: CostTraits
     whole_model_quantization: bool = False

@@ -225,16 +225,18 @@ RUNTIME_DISTS = {"tflite": (("ai-edge-litert", _litert), ("tflite-runtime", _tfl
 def _tflite_interpreter():
     """(Interpreter class, runtime name, version): the distribution named, else the first importable."""
     want = _CHOSEN.get("tflite")
-    candidates = [(d, load) for d, load in RUNTIME_DISTS["tflite"] if want in (None, d)]
-    for i, (dist, load) in enumerate(candidates):
+    if want:
+        try:
+            return dict(RUNTIME_DISTS["tflite"])[want]()
+        except ImportError as exc:
+            raise ImportError("the target runs .tflite files with %s, which this Python cannot import (%s)"
+                              % (want, exc))
+    for _dist, load in RUNTIME_DISTS["tflite"][:-1]:
         try:
             return load()
-        except ImportError as exc:
-            if want:
-                raise ImportError("the target runs .tflite files with %s, which this Python cannot import (%s)"
-                                  % (want, exc))
-            if i == len(candidates) - 1:
-                raise
+        except ImportError:
+            pass
+    return RUNTIME_DISTS["tflite"][-1][1]()  # its ImportError says what is missing
 
 
 def load_tflite(path, arrays, threads):
