@@ -39,13 +39,14 @@ def main() -> int:
     from edge.artifact import load_artifact
     from edge.runner import runner as base
 
+    from edge.models import load_model
+
+    spec = load_model(args.model)
     if args.artifact:
         art = load_artifact(args.artifact)
     else:
         from edge.exporter import export
-        from edge.models import load_model
 
-        spec = load_model(args.model)
         art = export(spec, "executorch", Path(tempfile.mkdtemp(prefix="edge-et-profile-")), plan=RECIPES[args.recipe])
     prompt = [int(t) for t in base.load_inputs(None, str(art.path))[0].reshape(-1)][:args.prompt]
     base._set_executorch_threads(1)
@@ -86,7 +87,38 @@ def main() -> int:
     for ms, name in rows[:25]:
         print(f"{name[:66]:66s} {calls[name]:10d} {ms:9.3f} {100 * ms / step_ms:5.1f}%")
     print("(DELEGATE_CALL and OPERATOR_CALL hold the XNNPACK and portable events below them; shares overlap)")
+    for label, kind, nbytes in weight_streams(spec.model, art.manifest["compression"]):
+        ms = sum(statistics.median(v) for name, v in per_step.items() if kind in name)
+        if ms > 0 and nbytes:
+            print(f"{label}: {nbytes / 1e6:.1f} MB of weights in {ms:.3f} ms a token: {nbytes / ms / 1e6:.1f} GB/s")
     return 0
+
+
+def weight_streams(model, compression) -> list[tuple[str, str, int]]:
+    """(label, XNNPACK kernel tag, bytes its weights take as XNNPACK packs them) per quantized weight kind.
+
+    int4 group-wise (``QB4W``): 4 bits a weight and a bf16 scale a group; int8 per channel
+    (``QC8W``): a byte a weight and an fp32 scale a row. The ms are the profile's events of that tag.
+    """
+    from edge.compress.groups import layer_groups
+
+    modules = dict(model.named_modules())
+    recipe = (compression or {}).get("recipe") or []
+    out = []
+    for config in recipe:
+        kind = config.get("type")
+        if kind not in ("int4_weight", "int8_dynamic"):
+            continue
+        names = [n for g in (config.get("groups") or ()) for n in layer_groups(model).get(g, [])]
+        weights = [modules[n].weight for n in names]
+        if kind == "int4_weight":
+            group = int(config.get("group_size") or 32)
+            nbytes = sum(w.numel() // 2 + 2 * w.numel() // group for w in weights)
+            out.append((f"int4 g{group} ({', '.join(config['groups'])})", "QB4W", nbytes))
+        else:
+            nbytes = sum(w.numel() + 4 * w.shape[0] for w in weights)
+            out.append((f"int8 per channel ({', '.join(config['groups'])})", "QC8W", nbytes))
+    return out
 
 
 if __name__ == "__main__":
