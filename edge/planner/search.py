@@ -17,10 +17,10 @@ from ..compress import (EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfi
 from ..errors import NoFeasiblePlanError
 from .cost import MB, Prediction, predict
 from .llm_cost import predict_generation
-from .options import (Option, Structure, group_options, kv_cache_options, kv_cache_reasons, structures,
-                      whole_model_options)
+from .options import (Option, Structure, group_config, group_options, kv_cache_options, kv_cache_reasons,
+                      structures, whole_model_options)
 from .plan import Constraints, Plan
-from .sensitivity import DEFAULT_SAMPLES, measure
+from .sensitivity import DEFAULT_SAMPLES, measure, unchanged_weights
 from .stats import count_stats
 from .verdict import budget_checks, explain_infeasible, pareto_front, summarize_rejections, violations
 
@@ -229,6 +229,7 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         taken.append(f"{chosen.structure.label} taken: measured accuracy alone "
                      f"{chosen.structure.accuracy:.4f}")
     taken += [f"{group}: {precision} taken" for group, precision in chosen.groups.items()]
+    taken += on_grid_reasons(spec, chosen, samples)
     if chosen.kv is not None:
         taken += kv_cache_reasons(chosen, everything, constraints, profile)
     taken += budget_checks(profile, chosen.prediction)
@@ -251,6 +252,18 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         pareto=[c.summary() for c in pareto_front(feasible)],
         reasons=reasons, notes=sorted(set(chosen.prediction.notes)),
     )
+
+
+def on_grid_reasons(spec: ModelSpec, chosen, samples: int) -> list[str]:
+    """A reason for the chosen precisions that left their group's weights exactly as they were."""
+    same = [f"{group}: {precision}" for group, precision in chosen.groups.items()
+            if (precision == "int8" or precision.startswith("int4_g"))
+            and unchanged_weights(spec, [group_config(group, precision)], chosen.backend, samples)]
+    if not same:
+        return []
+    return [f"{', '.join(same)} ({chosen.backend}) left the weights exactly as they were: this model was "
+            "already quantized that way (e.g. dequantized from a GGUF file), so its measured accuracy is "
+            "free here and says nothing about the model before that quantization, which would lose more"]
 
 
 def _flavour_label(backend: str) -> str:

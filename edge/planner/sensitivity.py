@@ -7,6 +7,10 @@ The host *flavour* follows the backend: ``torchscript`` uses torch.ao's dynamic
 quantization (it loses more accuracy than torchao's); ``executorch`` and ``tflite`` use the
 torchao/PT2E eager model (for tflite an emulation: onnx2tf quantizes during conversion).
 Results are cached in memory per (model, recipe, flavour, samples).
+
+A quantizing recipe that leaves every weight of its groups as it was (a model dequantized from a
+GGUF file is already on that file's grid) is recorded too (:func:`unchanged_weights`): its
+accuracy is this model's, not that of the model before it was quantized.
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 32
 _SCORES: dict[tuple, float] = {}
 _REFERENCES: dict[tuple, list] = {}
+_UNCHANGED: dict[tuple, bool] = {}
+# techniques that only round weights (structure and values otherwise kept)
+_QUANTIZING = ("int8_dynamic", "int8_static", "int4_weight", "embedding_quant", "fp16")
 
 
 def flavour_of(backend: str) -> str:
@@ -83,7 +90,51 @@ def compress_and_score(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backe
     value = score(spec.metric, reference_outputs(spec, samples), _outputs(model.eval(), inputs), inputs)
     log.debug("sensitivity %s %s: %.5f", flavour_of(backend), [c.label() for c in recipe], value)
     _SCORES[_key(spec, recipe, backend, samples)] = value
+    _UNCHANGED[_key(spec, recipe, backend, samples)] = _weights_unchanged(spec.model, model, recipe)
     return value, model
+
+
+def unchanged_weights(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str,
+                      samples: int = DEFAULT_SAMPLES) -> bool:
+    """True when quantizing ``recipe`` left every weight of its groups as it was (see the module doc),
+    as recorded when it was measured; False for a recipe not measured (nothing is measured here)."""
+    return _UNCHANGED.get(_key(spec, recipe, backend, samples), False)
+
+
+def _dense(weight) -> torch.Tensor | None:
+    """A module's weight as a plain float tensor (dequantized where the quantizer wraps it)."""
+    w = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight  # torch.ao packs
+    if not isinstance(w, torch.Tensor):
+        return None
+    w = w.detach()
+    if w.is_quantized or (type(w) not in (torch.Tensor, torch.nn.Parameter) and hasattr(w, "dequantize")):
+        w = w.dequantize()
+    return w.float()
+
+
+def _weights_unchanged(before: torch.nn.Module, after: torch.nn.Module, recipe: Sequence[TechniqueConfig]) -> bool:
+    from ..compress.groups import GROUP_NAMES, layer_groups
+
+    if not recipe or any(c.to_dict().get("type") not in _QUANTIZING for c in recipe):
+        return False
+    groups = {g for c in recipe
+              for g in (("embedding",) if c.to_dict().get("type") == "embedding_quant"
+                        else getattr(c, "groups", ()) or GROUP_NAMES)}
+    names = [n for g, ns in layer_groups(before).items() if g in groups for n in ns]
+    old_modules, modules = dict(before.named_modules()), dict(after.named_modules())
+    if not names:
+        return False
+    with torch.no_grad():
+        for name in names:
+            old = _dense(old_modules[name].weight)
+            new = _dense(getattr(modules[name], "weight", None)) if name in modules else None
+            if old is None or new is None or old.shape != new.shape:
+                return False
+            # a real rounding moves weights by ~1e-3..1e-1 of their range; float noise of a
+            # dequantization stays near 1e-7
+            if float((new - old).abs().max()) > 1e-5 * max(float(old.abs().max()), 1e-12):
+                return False
+    return True
 
 
 def measure(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backend: str,
@@ -99,3 +150,4 @@ def clear_cache() -> None:
     """Forget every cached measurement (tests, or after the model changed on disk)."""
     _SCORES.clear()
     _REFERENCES.clear()
+    _UNCHANGED.clear()

@@ -175,12 +175,38 @@ def test_the_planner_gives_llamacpp_a_type_per_group_and_only_structures_gguf_ca
     assert plan.backend == "llamacpp" and set(plan.groups) >= {"attention", "ffn", "embedding"}
     assert any("low-rank" in r and "rejected: a GGUF llama block" in r for r in plan.reasons)
     assert all(c.type_tag not in ("low_rank", "ffn_prune", "distill") for c in plan.recipe)
+    assert not any("left the weights exactly as they were" in r for r in plan.reasons)  # trained in fp32
     art = export(spec, "llamacpp", export_dir, plan=plan, cache_dir=artifact_cache)
     types = art.manifest["llamacpp"]["tensor_types"]
     assert art.manifest["validation"]["passed"]
     for group, precision in plan.groups.items():  # what the plan chose is what the file holds
         expected = {"int8": "Q8_0", "int4_g32": "Q4_1", "fp16": "F16", "fp32": "F32"}[precision]
         assert types.get(group, [expected]) == [expected] or group == "head"
+
+
+def test_a_model_already_on_a_grid_gets_that_precision_free_and_the_plan_says_so(spec):
+    """A model dequantized from Q4_1 blocks (as from a GGUF file) loses nothing to Q4_1 again."""
+    import copy
+
+    from edge.backends.ggml import round_weights
+    from edge.planner.plan import Constraints
+    from edge.planner.search import make_plan
+    from edge.planner.options import group_config
+    from edge.planner.sensitivity import measure, unchanged_weights
+    from edge.profiles import load_profile
+
+    on_grid = copy.copy(spec)
+    on_grid.name = "tiny-llama-from-q4_1"
+    on_grid.rebuild = lambda: round_weights(spec.fresh_model(), ("attention", "ffn"), "Q4_1", {})
+    on_grid.model = on_grid.rebuild().eval()
+    plan = make_plan(on_grid, load_profile("raspberry-pi-5-8gb"), Constraints(min_accuracy=1 / 1.05),
+                     backends=["llamacpp"])
+    assert plan.groups["attention"] == plan.groups["ffn"] == "int4_g32"
+    assert unchanged_weights(on_grid, [group_config("ffn", "int4_g32")], "llamacpp")
+    measure(on_grid, [group_config("ffn", "int8")], "llamacpp")  # measured (the planner did already)
+    assert not unchanged_weights(on_grid, [group_config("ffn", "int8")], "llamacpp")  # Q8_0 still rounds
+    note = next(r for r in plan.reasons if "left the weights exactly as they were" in r)
+    assert "attention: int4_g32" in note and "ffn: int4_g32" in note and "embedding" not in note
 
 
 def test_the_planner_measures_llamacpp_with_the_weights_the_gguf_holds(spec, export_dir, artifact_cache):
