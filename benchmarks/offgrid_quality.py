@@ -16,7 +16,7 @@ grid; about 0.25 off it), and for each recipe the perplexity on the evaluation t
 through edge and validated on the host like every artifact) of the shipped reference and of the
 permuted one, each against its own fp32. With ``--plan`` it also plans the permuted model for
 ``raspberry-pi-5-8gb`` with ``--backends llamacpp --max-ppl-increase 5``, as the README's planned
-row was chosen for the shipped one.
+row was chosen for the shipped one, exports that plan and prints its size and perplexity.
 
     .venv/bin/python benchmarks/offgrid_quality.py [--seed 0] [--only llamacpp] [--plan]
 """
@@ -171,6 +171,10 @@ def main() -> None:
               f"{plan.predicted.get('accuracy')} ({plan.accuracy_basis})")
         for reason in plan.reasons:
             print("  -", reason)
+        art = export(moved, plan.backend, out / moved.name, plan=plan)
+        ppl, ref, size = perplexity_of(art)
+        print(f"the plan exported: {size / 1e6:.1f} MB ({size / fp32_bytes:.3f}x fp32), perplexity {ppl:.2f} "
+              f"({100 * (ppl / ref - 1):+.1f} %) on the evaluation text")
 
 
 if __name__ == "__main__":
