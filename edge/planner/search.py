@@ -263,7 +263,7 @@ def on_grid_reasons(spec: ModelSpec, chosen, samples: int) -> list[str]:
         return []
     return [f"{', '.join(same)} ({chosen.backend}) left the weights exactly as they were: this model was "
             "already quantized that way (e.g. dequantized from a GGUF file), so its measured accuracy is "
-            "free here and says nothing about the model before that quantization, which would lose more"]
+            "free here and says nothing about the model before that quantization, which may lose more"]
 
 
 def _flavour_label(backend: str) -> str:

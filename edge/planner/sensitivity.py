@@ -103,13 +103,16 @@ def unchanged_weights(spec: ModelSpec, recipe: Sequence[TechniqueConfig], backen
 
 def _dense(weight) -> torch.Tensor | None:
     """A module's weight as a plain float tensor (dequantized where the quantizer wraps it)."""
-    w = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight  # torch.ao packs
-    if not isinstance(w, torch.Tensor):
+    try:
+        w = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight  # torch.ao packs
+        if not isinstance(w, torch.Tensor):
+            return None
+        w = w.detach()
+        if w.is_quantized or (type(w) not in (torch.Tensor, torch.nn.Parameter) and hasattr(w, "dequantize")):
+            w = w.dequantize()
+        return w.float()
+    except Exception:  # noqa: BLE001  a layout with no dequantization: cannot tell, so not "unchanged"
         return None
-    w = w.detach()
-    if w.is_quantized or (type(w) not in (torch.Tensor, torch.nn.Parameter) and hasattr(w, "dequantize")):
-        w = w.dequantize()
-    return w.float()
 
 
 def _weights_unchanged(before: torch.nn.Module, after: torch.nn.Module, recipe: Sequence[TechniqueConfig]) -> bool:
