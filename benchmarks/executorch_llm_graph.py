@@ -74,15 +74,8 @@ class AttnXnnpack(et.CachedLlama):
         self.register_buffer("positions", torch.arange(cfg.context), persistent=False)
 
     def forward(self, tokens, input_pos):
-        from edge.models.llama import rope
-
         m, cfg = self.llama, self.llama.cfg
-        t = tokens.shape[1]
-        start = input_pos[0].item()
-        torch._check_is_size(start)
-        torch._check(start < cfg.context)
-        cos, sin = rope(torch.arange(t) + start, cfg.head_dim, cfg.rope_base)
-        cos, sin = cos.to(self.cache_dtype)[None, :, None, :], sin.to(self.cache_dtype)[None, :, None, :]
+        t, start, cos, sin = self._positions(tokens, input_pos)
         heads, kv, d, c = cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.context
         g = heads // kv
         future = self.positions[None, :] > (torch.arange(t) + start)[:, None]

@@ -183,16 +183,22 @@ class CachedLlama(torch.nn.Module):
         half = x.shape[-1] // 2
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    def _positions(self, tokens: torch.Tensor, input_pos: torch.Tensor):
+        """(T, start, cos, sin) of one call: T tokens from cache position ``input_pos[0]``, RoPE's
+        cos and sin for those positions as (1, T, 1, head dim)."""
         from ..models.llama import rope
 
-        m, cfg = self.llama, self.llama.cfg
+        cfg = self.llama.cfg
         t = tokens.shape[1]
         start = input_pos[0].item()
         torch._check_is_size(start)
         torch._check(start < cfg.context)
         cos, sin = rope(torch.arange(t) + start, cfg.head_dim, cfg.rope_base)
-        cos, sin = cos.to(self.cache_dtype)[None, :, None, :], sin.to(self.cache_dtype)[None, :, None, :]
+        return t, start, cos.to(self.cache_dtype)[None, :, None, :], sin.to(self.cache_dtype)[None, :, None, :]
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        m, cfg = self.llama, self.llama.cfg
+        t, start, cos, sin = self._positions(tokens, input_pos)
         heads, kv_heads, head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
         x = m.embed_tokens(tokens)
         for i, layer in enumerate(m.layers):
