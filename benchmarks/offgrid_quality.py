@@ -154,10 +154,9 @@ def main() -> None:
         size = next((f"{c[2] / fp32_bytes:.3f}" for c in cells if c), "-")
         print(f"{backend:11s} {label[:70]:70s} {size:>7s} {text[0]:>22s} {text[1]:>22s}")
     if args.plan:
+        from edge.errors import EdgeError
         from edge.planner import Constraints, make_plan
         from edge.profiles import load_profile
-
-        from edge.errors import EdgeError
 
         print(f"\nplanning {moved.name} for raspberry-pi-5-8gb, llamacpp, +5 % perplexity:", flush=True)
         try:
