@@ -190,8 +190,8 @@ def _verify(spec, ordered: list[Candidate], constraints: Constraints, reasons: l
         accuracy = measure(spec, cand.measure_recipe, cand.backend, samples)
         cand.prediction.accuracy, cand.verified = accuracy, True
         if accuracy >= constraints.min_accuracy:
-            reasons.append(f"verified {cand.describe()}: measured accuracy {accuracy:.4f} on {samples} "
-                           "calibration inputs")
+            reasons.append(f"verified {cand.describe()}: measured accuracy {accuracy:.4f} on "
+                           f"{calibration_basis(spec, samples)}")
             return cand
         reasons.append(f"{cand.describe()} rejected after re-measuring the combination: accuracy "
                        f"{accuracy:.4f} < {constraints.min_accuracy:g} (estimated additively higher)")
@@ -247,11 +247,21 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
                      "storage_budget_mb": profile.storage.budget_mb},
         backend=chosen.backend, recipe=chosen.recipe, predicted=chosen.prediction.to_dict(),
         groups=chosen.groups, structure=chosen.structure.label if chosen.structure.config else None,
-        accuracy_basis=f"{spec.metric} vs fp32 on {samples} calibration inputs, host "
+        accuracy_basis=f"{spec.metric} vs fp32 on {calibration_basis(spec, samples)}, host "
                        f"{_flavour_label(chosen.backend)} eager model",
         pareto=[c.summary() for c in pareto_front(feasible)],
         reasons=reasons, notes=sorted(set(chosen.prediction.notes)),
     )
+
+
+def calibration_basis(spec: ModelSpec, samples: int) -> str:
+    """What the accuracy was measured on: the calibration inputs used (at most ``samples``), and
+    for a language model the tokens they hold."""
+    used = list(spec.calib_inputs[:samples])
+    text = f"{len(used)} calibration inputs"
+    if spec.generation is not None and used:
+        text += f" ({sum(int(inp[0].numel()) for inp in used):,} tokens)"
+    return text
 
 
 def on_grid_reasons(spec: ModelSpec, chosen, samples: int) -> list[str]:

@@ -205,6 +205,9 @@ def test_a_model_already_on_a_grid_gets_that_precision_free_and_the_plan_says_so
     assert unchanged_weights(on_grid, [group_config("ffn", "int4_g32")], "llamacpp")
     measure(on_grid, [group_config("ffn", "int8")], "llamacpp")  # measured (the planner did already)
     assert not unchanged_weights(on_grid, [group_config("ffn", "int8")], "llamacpp")  # Q8_0 still rounds
+    windows = on_grid.calib_inputs[:32]  # the basis names what was measured, and how much text that is
+    tokens = sum(int(w[0].numel()) for w in windows)
+    assert plan.accuracy_basis.startswith(f"perplexity vs fp32 on {len(windows)} calibration inputs ({tokens:,} tokens)")
     note = next(r for r in plan.reasons if "left the weights exactly as they were" in r)
     assert "attention: int4_g32" in note and "ffn: int4_g32" in note and "embedding" not in note
 
