@@ -87,6 +87,10 @@ def main() -> int:
     for ms, name in rows[:25]:
         print(f"{name[:66]:66s} {calls[name]:10d} {ms:9.3f} {100 * ms / step_ms:5.1f}%")
     print("(DELEGATE_CALL and OPERATOR_CALL hold the XNNPACK and portable events below them; shares overlap)")
+    if "DELEGATE_CALL" in per_step:
+        gemm = sum(statistics.median(v) for name, v in per_step.items() if "GEMM" in name)
+        print(f"inside the delegate calls beyond their matrix products: "
+              f"{statistics.median(per_step['DELEGATE_CALL']) - gemm:.3f} ms a token")
     for label, kind, nbytes in weight_streams(spec.model, art.manifest["compression"]):
         ms = sum(statistics.median(v) for name, v in per_step.items() if kind in name)
         if ms > 0 and nbytes:

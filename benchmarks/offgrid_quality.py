@@ -35,21 +35,14 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edge.compress import EmbeddingQuantConfig, Int4WeightConfig, Int8DynamicConfig  # noqa: E402
 from edge.exporter import export  # noqa: E402
 from edge.models import load_model  # noqa: E402
+from llm import VARIANTS  # noqa: E402  (beside this file: the same recipes)
 
-RECIPES = [
-    ("llamacpp", "Q8_0", [Int8DynamicConfig()]),
-    ("llamacpp", "Q4_0", [Int4WeightConfig(group_size=32)]),
-    ("llamacpp", "planned for the shipped model: Q4_1 attention + FFN, Q8_0 embedding",
-     [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8)]),
-    ("executorch", "int4 g32 linears, int8 emb + head",
-     [Int4WeightConfig(group_size=32, groups=("attention", "ffn")), EmbeddingQuantConfig(bits=8),
-      Int8DynamicConfig(groups=("head",))]),
-    ("executorch", "int8 linears + emb", [Int8DynamicConfig(groups=("attention", "ffn", "head")),
-                                          EmbeddingQuantConfig(bits=8)]),
-]
+# benchmarks/llm.py's quantized rows of these two backends (its "planned" row: what the planner chose
+# for the shipped model)
+RECIPES = [(backend, label, recipe) for backend, label, recipe in VARIANTS
+           if backend in ("llamacpp", "executorch") and recipe is not None]
 
 
 def off_grid(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -165,9 +158,10 @@ def main() -> None:
         except EdgeError as exc:
             print(f"no plan: {exc}")
             return
+        accuracy = plan.predicted["accuracy"]  # fp32 perplexity / the plan's, on the calibration text
         print(f"{plan.tag}: predicted size {plan.predicted.get('size_mb')} MB "
-              f"({plan.predicted['size_bytes'] / fp32_bytes:.3f}x fp32), accuracy "
-              f"{plan.predicted.get('accuracy')} ({plan.accuracy_basis})")
+              f"({plan.predicted['size_bytes'] / fp32_bytes:.3f}x fp32), accuracy {accuracy} "
+              f"(perplexity {100 * (1 / accuracy - 1):+.1f} %; {plan.accuracy_basis})")
         for reason in plan.reasons:
             print("  -", reason)
         art = export(moved, plan.backend, out / moved.name, plan=plan)

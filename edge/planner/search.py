@@ -20,7 +20,7 @@ from .llm_cost import predict_generation
 from .options import (Option, Structure, group_config, group_options, kv_cache_options, kv_cache_reasons,
                       structures, whole_model_options)
 from .plan import Constraints, Plan
-from .sensitivity import DEFAULT_SAMPLES, measure, unchanged_weights
+from .sensitivity import DEFAULT_SAMPLES, calibration_basis, measure, unchanged_weights
 from .stats import count_stats
 from .verdict import budget_checks, explain_infeasible, pareto_front, summarize_rejections, violations
 
@@ -252,16 +252,6 @@ def make_plan(spec: ModelSpec, profile: DeviceProfile, constraints: Constraints 
         pareto=[c.summary() for c in pareto_front(feasible)],
         reasons=reasons, notes=sorted(set(chosen.prediction.notes)),
     )
-
-
-def calibration_basis(spec: ModelSpec, samples: int) -> str:
-    """What the accuracy was measured on: the calibration inputs used (at most ``samples``), and
-    for a language model the tokens they hold."""
-    used = list(spec.calib_inputs[:samples])
-    text = f"{len(used)} calibration inputs"
-    if spec.generation is not None and used:
-        text += f" ({sum(int(inp[0].numel()) for inp in used):,} tokens)"
-    return text
 
 
 def on_grid_reasons(spec: ModelSpec, chosen, samples: int) -> list[str]:

@@ -49,6 +49,15 @@ def _inputs(spec: ModelSpec, samples: int) -> list[tuple]:
     return list(spec.calib_inputs[:samples])
 
 
+def calibration_basis(spec: ModelSpec, samples: int) -> str:
+    """What a measurement scores on: the calibration inputs used, and for a language model their tokens."""
+    used = _inputs(spec, samples)
+    text = f"{len(used)} calibration inputs"
+    if spec.generation is not None and used:
+        text += f" ({sum(int(inp[0].numel()) for inp in used):,} tokens)"
+    return text
+
+
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
